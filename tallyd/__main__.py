@@ -1,0 +1,3 @@
+from tallyd.cli import main
+
+main()

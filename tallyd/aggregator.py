@@ -1,0 +1,219 @@
+"""In-memory deltas and the flush loop (SPEC §3, §8).
+
+Ingest calls `add`, which costs one dictionary update per event. Every
+`flush_interval` (or sooner when a batch grows large) the pending cells are
+swapped out, expanded into a `Batch` and written. A batch that fails stays
+"in flight" and is retried, with the same (node, seq), until the store takes
+it: the store applies each (node, seq) at most once, so a retry after a
+timeout can never count twice. New events meanwhile merge into fresh pending
+cells, so memory grows with distinct cells, not with events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+
+from tallyd.dedup import Dedup
+from tallyd.events import Event
+from tallyd.expand import Cell, Expander
+from tallyd.metrics import Metrics
+from tallyd.stores.base import Batch, Store
+
+log = logging.getLogger("tallyd.aggregator")
+
+PRUNE_EVERY = 60.0
+
+
+class Overloaded(Exception):
+    """Too many distinct cells are waiting for the store; refuse new events."""
+
+
+class Aggregator:
+    def __init__(
+        self,
+        store: Store,
+        expander: Expander,
+        metrics: Metrics,
+        *,
+        flush_interval: float = 0.2,
+        max_batch_cells: int = 50_000,
+        max_pending_cells: int = 2_000_000,
+        dedup: Dedup | None = None,
+    ) -> None:
+        self.store = store
+        self.expander = expander
+        self.metrics = metrics
+        self.flush_interval = flush_interval
+        self.max_batch_cells = max_batch_cells
+        self.max_pending_cells = max_pending_cells
+        self.dedup = dedup or Dedup()
+        # A fresh id per process: the store keeps the last seq applied per node.
+        self.node = uuid.uuid4().hex[:16]
+        self.seq = 0
+        self.pending: dict[Cell, int] = {}
+        self._inflight_cells: dict[Cell, int] = {}
+        self._inflight_seq = 0
+        self._inflight: Batch | None = None
+        self._wake = asyncio.Event()
+        # (seq, future): resolved once the batch numbered seq is in the store.
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._stopping = False
+        self.healthy = True
+        self.last_error = ""
+        self.last_flush_at = 0.0
+        metrics.gauge(
+            "tallyd_pending_cells",
+            "Cells waiting to be flushed.",
+            lambda: len(self.pending) + len(self._inflight_cells),
+        )
+        metrics.gauge(
+            "tallyd_store_up",
+            "1 if the last store write succeeded.",
+            lambda: 1.0 if self.healthy else 0.0,
+        )
+
+    # -- ingest -------------------------------------------------------------
+
+    def add(self, ev: Event) -> bool:
+        """Count one parsed event; False if its id was a duplicate."""
+        account, event, minute, bval, eid = ev
+        if eid is not None and self.dedup.seen((account, eid)):
+            self.metrics.duplicates += 1
+            return False
+        k = (account, event, minute, bval)
+        p = self.pending
+        p[k] = p.get(k, 0) + 1
+        if len(p) >= self.max_batch_cells:
+            self._wake.set()
+        return True
+
+    def check_capacity(self) -> None:
+        """Raise `Overloaded` when the store has fallen too far behind."""
+        if len(self.pending) >= self.max_pending_cells:
+            raise Overloaded(
+                f"{len(self.pending)} cells are waiting for the store ({self.last_error or 'slow'})"
+            )
+
+    async def flushed(self) -> None:
+        """Wait until everything added so far is in the store."""
+        # Pending cells always go into the next batch number, whatever is in flight.
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((self.seq + 1, fut))
+        self._wake.set()
+        await fut
+
+    # -- reads --------------------------------------------------------------
+
+    def unflushed(
+        self, event: str, account: str | None, applied_seq: int
+    ) -> Iterator[tuple[str, int, str | None, int]]:
+        """(account, minute, value, count) not yet in a store snapshot.
+
+        `applied_seq` is the snapshot's last batch of this node: the in-flight
+        batch is added only if the snapshot does not include it already.
+        """
+        sources = [self.pending]
+        if self._inflight_cells and self._inflight_seq > applied_seq:
+            sources.append(self._inflight_cells)
+        for src in sources:
+            for (a, e, m, b), n in src.items():
+                if e == event and (account is None or a == account):
+                    yield a, m, b, n
+
+    # -- flushing -----------------------------------------------------------
+
+    async def flush(self) -> int:
+        """Write the in-flight batch, or the pending cells as a new one.
+
+        Returns the source cells written; raises on a store error, leaving the
+        batch in flight for the next call.
+        """
+        if self._inflight is None:
+            if not self.pending:
+                return 0
+            cells, self.pending = self.pending, {}
+            self.seq += 1
+            self._inflight_cells, self._inflight_seq = cells, self.seq
+            # Expansion is CPU work: a thread keeps the event loop answering meanwhile.
+            self._inflight = await asyncio.to_thread(
+                self.expander.build, self.node, self.seq, cells
+            )
+        batch = self._inflight
+        t0 = time.perf_counter()
+        try:
+            applied = await self.store.apply(batch)
+        except Exception as exc:
+            self.metrics.store_errors += 1
+            self.healthy = False
+            self.last_error = str(exc) or type(exc).__name__
+            raise
+        m = self.metrics
+        m.flushes += 1
+        m.flush_seconds += time.perf_counter() - t0
+        m.flush_cells += batch.cells
+        m.last_flush_cells = batch.cell_count()
+        m.flushed_counter_cells += m.last_flush_cells
+        if not applied:
+            m.replayed_batches += 1
+        self._inflight = None
+        self._inflight_cells = {}
+        if self._waiters:
+            still = []
+            for seq, fut in self._waiters:
+                if seq <= batch.seq:
+                    if not fut.done():
+                        fut.set_result(None)
+                else:
+                    still.append((seq, fut))
+            self._waiters = still
+        if not self.healthy:
+            log.warning("store is back: batch %d written", batch.seq)
+        self.healthy = True
+        self.last_error = ""
+        self.last_flush_at = time.time()
+        return batch.cells
+
+    async def run(self) -> None:
+        """Flush every interval until `stop`; back off while the store fails."""
+        backoff = 0.0
+        next_prune = time.monotonic() + PRUNE_EVERY
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.flush_interval + backoff)
+            self._wake.clear()
+            if self._stopping:
+                break
+            try:
+                await self.flush()
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + PRUNE_EVERY
+                    self.metrics.pruned_keys += await self.store.prune(int(time.time()))
+                backoff = 0.0
+            except Exception as exc:
+                backoff = min(max(backoff * 2, 0.1), 5.0)
+                log.error("flush failed, retrying in %.1fs: %s", backoff, exc)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def drain(self, timeout: float = 30.0) -> int:
+        """Flush everything left; returns the cells that could not be written."""
+        deadline = time.monotonic() + timeout
+        backoff = 0.1
+        while self.pending or self._inflight is not None:
+            try:
+                await self.flush()
+            except Exception as exc:
+                if time.monotonic() + backoff > deadline:
+                    lost = len(self.pending) + len(self._inflight_cells)
+                    log.error("store unreachable at shutdown (%s): %d cells not written", exc, lost)
+                    return lost
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+        return 0

@@ -1,0 +1,155 @@
+"""The ASGI application: routes requests to the API, ingest and operations."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from tallyd import api
+from tallyd.aggregator import Aggregator
+from tallyd.ingest.http import post_events
+from tallyd.intake import Intake
+from tallyd.metrics import Metrics
+from tallyd.openapi import DOCUMENT
+from tallyd.stats import Stats
+from tallyd.web import (
+    NO_STORE,
+    HTTPError,
+    Receive,
+    Request,
+    Response,
+    Scope,
+    Send,
+    check_callback,
+    error_response,
+    json_response,
+    jsonp,
+    read_body,
+    send_response,
+)
+
+log = logging.getLogger("tallyd.http")
+
+OPENAPI = orjson.dumps(DOCUMENT)
+LANDING = b"""<!doctype html><meta charset="utf-8"><title>tallyd</title>
+<h1>tallyd</h1><p>Counting. The API is described at <a href="/openapi.json">/openapi.json</a>;
+try <a href="/api/stats/track">/api/stats/track</a>, <a href="/healthz">/healthz</a>
+and <a href="/metrics">/metrics</a>.</p>"""
+
+
+@dataclass
+class App:
+    """Everything a request may need, and the ASGI entry point."""
+
+    stats: Stats
+    aggregator: Aggregator
+    intake: Intake
+    metrics: Metrics
+    max_body: int = 1 << 20
+    store_url: str = ""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        try:
+            req = Request(scope)
+            resp = await self.route(req, receive)
+            callback = req.query.get("callback") if req.query_string else None
+            if callback is not None and resp.content_type == b"application/json":
+                resp = jsonp(resp, check_callback(callback))
+        except HTTPError as err:
+            resp = error_response(err)
+        except Exception:
+            # Never a stack trace to the client: log it, answer a plain 500.
+            log.exception("error answering %s %s", scope.get("method"), scope.get("path"))
+            resp = error_response(HTTPError(500, "internal", "an internal error occurred"))
+        await send_response(send, resp)
+
+    async def route(self, req: Request, receive: Receive) -> Response:
+        seg = req.segments
+        head = seg[0] if seg else ""
+        if head == "api" and len(seg) >= 2:
+            return await self._api(req, receive, seg[1:])
+        if len(seg) == 1:
+            if head == "healthz":
+                _only(req, "GET", "HEAD")
+                return self.health()
+            if head == "metrics":
+                _only(req, "GET", "HEAD")
+                return Response(
+                    200,
+                    self.metrics.render().encode(),
+                    b"text/plain; version=0.0.4; charset=utf-8",
+                    [NO_STORE],
+                )
+            if head == "openapi.json":
+                _only(req, "GET", "HEAD")
+                return Response(200, OPENAPI)
+        if not seg:
+            _only(req, "GET", "HEAD")
+            return Response(200, LANDING, b"text/html; charset=utf-8")
+        raise HTTPError(404, "not_found", "no such path; see /openapi.json")
+
+    async def _api(self, req: Request, receive: Receive, seg: list[str]) -> Response:
+        head = seg[0]
+        if head == "events" and len(seg) == 1:
+            _only(req, "POST")
+            body = await read_body(req, receive, self.max_body)
+            return await post_events(self.intake, body, req.query.get("wait") == "flush")
+        if head == "stats" and len(seg) >= 2:
+            _only(req, "GET", "HEAD")
+            kind, rest = seg[1], seg[2:]
+            if kind == "track":
+                return await api.track(self.stats, req, rest)
+            if kind == "funnels":
+                return await api.funnels(self.stats, req, rest)
+            if kind == "series" and not rest:
+                return await api.series(self.stats, req)
+        elif head == "accounts" and len(seg) == 1:
+            _only(req, "GET", "HEAD")
+            return await api.accounts(self.stats, req)
+        elif head == "top" and len(seg) == 1:
+            _only(req, "GET", "HEAD")
+            return await api.top(self.stats, req)
+        raise HTTPError(404, "not_found", "no such path; see /openapi.json")
+
+    def health(self) -> Response:
+        agg = self.aggregator
+        body: dict[str, Any] = {
+            "status": "ok" if agg.healthy else "degraded",
+            "store": self.store_url,
+            "pending_cells": len(agg.pending),
+            "last_flush": agg.last_flush_at or None,
+            "time": time.time(),
+        }
+        if not agg.healthy:
+            body["error"] = "store_unavailable"
+            body["detail"] = agg.last_error
+            return json_response(body, 503, [NO_STORE])
+        return json_response(body, 200, [NO_STORE])
+
+
+def _only(req: Request, *methods: str) -> None:
+    if req.method not in methods:
+        allow = ", ".join(methods).encode()
+        raise HTTPError(
+            405, "method_not_allowed", f"use {' or '.join(methods)}", [(b"allow", allow)]
+        )
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    # Start-up and shutdown are ordered by the server module, not by ASGI lifespan.
+    while True:
+        msg = await receive()
+        if msg["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif msg["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,130 @@
+"""The `tallyd` command: serve, query, check."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Any
+
+import orjson
+
+from tallyd import __version__
+from tallyd.config import Config, add_arguments
+from tallyd.periods import Period
+
+STORE_FLAGS = {"store", "timezone", "key_prefix"}
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _run(coro: Any) -> Any:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; stay usable without it
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from tallyd.server import serve
+
+    cfg = _config(args)
+    _setup_logging(cfg.log_level)
+    code: int = _run(serve(cfg))
+    return code
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from tallyd.query import render
+
+    cfg = _config(args)
+    try:
+        period = Period.from_strings(args.period)
+    except ValueError as exc:
+        print(f"tallyd query: {exc}", file=sys.stderr)
+        return 2
+    answer = _run(_query(cfg, args.account, args.event, period))
+    if args.json:
+        sys.stdout.write(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(render(answer))
+    return 0
+
+
+async def _query(cfg: Config, account: str, event: str, period: Period) -> dict[str, Any]:
+    from tallyd.server import assemble
+
+    parts = assemble(cfg)
+    await parts.store.open()
+    try:
+        return await parts.stats.period(account, event, period)
+    finally:
+        await parts.store.close()
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from tallyd.server import assemble, redact
+
+    cfg = _config(args)
+
+    async def check() -> None:
+        parts = assemble(cfg)
+        await parts.store.open()
+        try:
+            await parts.store.ping()
+        finally:
+            await parts.store.close()
+
+    try:
+        _run(check())
+    except Exception as exc:
+        print(f"store {redact(cfg.store)}: NOT reachable: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"configuration ok; store {redact(cfg.store)} reachable; "
+        f"time zone {cfg.timezone}; HTTP would listen on {cfg.http}"
+    )
+    return 0
+
+
+def _config(args: argparse.Namespace) -> Config:
+    try:
+        return Config.load(vars(args), path=args.config)
+    except ValueError as exc:
+        print(f"tallyd: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tallyd", description="A self-hosted event counter.")
+    p.add_argument("--version", action="version", version=f"tallyd {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the counter: ingest, store, API")
+    add_arguments(s)
+    s.set_defaults(func=cmd_serve)
+
+    q = sub.add_parser("query", help="show a period's counts in the terminal")
+    q.add_argument("account")
+    q.add_argument("event")
+    q.add_argument("period", nargs="*", metavar="YEAR [MONTH [DAY [HOUR]]]")
+    q.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    add_arguments(q, STORE_FLAGS)
+    q.set_defaults(func=cmd_query)
+
+    c = sub.add_parser("check", help="check the configuration and that the store answers")
+    add_arguments(c)
+    c.set_defaults(func=cmd_check)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    raise SystemExit(args.func(args))

@@ -1,0 +1,1 @@
+"""Event sources: HTTP, ZeroMQ and syslog."""

@@ -1,0 +1,79 @@
+"""`POST /api/events`: one JSON event, a JSON array, or NDJSON (SPEC §4)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from tallyd.aggregator import Overloaded
+from tallyd.events import Rejected
+from tallyd.intake import Intake
+from tallyd.web import HTTPError, Response, json_response
+
+SOURCE = "http"
+MAX_ERRORS = 100
+
+
+def decode(body: bytes) -> list[Any | Rejected]:
+    """The events in a body; an undecodable NDJSON line becomes a `Rejected`."""
+    if not body.strip():
+        raise HTTPError(400, "empty", "the body holds no events")
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if b"\n" not in body.strip():
+            raise HTTPError(400, "invalid_json", f"the body is not JSON: {exc}") from None
+        return [_line(line) for line in body.splitlines() if line.strip()]
+    if type(doc) is list:
+        if not doc:
+            raise HTTPError(400, "empty", "the array holds no events")
+        return doc
+    return [doc]
+
+
+def _line(line: bytes) -> Any | Rejected:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return Rejected("invalid_json", "this line is not JSON")
+
+
+async def post_events(intake: Intake, body: bytes, wait: bool) -> Response:
+    """Count a body's events; 202 with what was accepted, 400 if none was."""
+    items = decode(body)
+    try:
+        intake.aggregator.check_capacity()
+    except Overloaded as exc:
+        raise HTTPError(503, "overloaded", str(exc), [(b"retry-after", b"1")]) from None
+    accepted = duplicates = 0
+    errors: list[dict[str, Any]] = []
+    rejected = 0
+    now = time.time()
+    for i, item in enumerate(items):
+        try:
+            if type(item) is Rejected:
+                intake.reject(SOURCE, item)
+                raise item
+            if intake.count(item, SOURCE, now):
+                accepted += 1
+            else:
+                duplicates += 1
+        except Rejected as err:
+            rejected += 1
+            if len(errors) < MAX_ERRORS:
+                errors.append({"index": i, "reason": err.reason, "detail": err.detail})
+    answer = {
+        "accepted": accepted,
+        "duplicates": duplicates,
+        "rejected": rejected,
+        "errors": errors,
+    }
+    if rejected and not accepted and not duplicates:
+        answer["error"] = "rejected"
+        answer["detail"] = "no event in the body could be counted"
+        return json_response(answer, 400)
+    if wait and accepted:
+        await intake.aggregator.flushed()
+    return json_response(answer, 202)

@@ -1,0 +1,116 @@
+"""Process metrics, rendered in the Prometheus text format.
+
+Plain integers and dictionaries rather than a client library: the counters
+sit on the ingest hot path, where an attribute increment is all we can afford.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+def _labels(**kw: str) -> str:
+    inner = ",".join(f'{k}="{v}"' for k, v in kw.items())
+    return "{" + inner + "}"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.accepted: dict[str, int] = {}
+        self.rejected: dict[tuple[str, str], int] = {}
+        self.duplicates = 0
+        self.flushes = 0
+        self.flush_seconds = 0.0
+        self.flush_cells = 0
+        self.flushed_counter_cells = 0
+        self.last_flush_cells = 0
+        self.replayed_batches = 0
+        self.store_errors = 0
+        self.pruned_keys = 0
+        # name → (help, type, read); filled by the parts that own the value.
+        self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+
+    def accept(self, source: str, n: int = 1) -> None:
+        self.accepted[source] = self.accepted.get(source, 0) + n
+
+    def reject(self, source: str, reason: str, n: int = 1) -> None:
+        k = (source, reason)
+        self.rejected[k] = self.rejected.get(k, 0) + n
+
+    def gauge(self, name: str, help_: str, read: Callable[[], float]) -> None:
+        self.gauges[name] = (help_, read)
+
+    def render(self) -> str:
+        out: list[str] = []
+
+        def family(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
+            out.append(f"# HELP {name} {help_}")
+            out.append(f"# TYPE {name} {kind}")
+            out.extend(f"{name}{labels} {value:g}" for labels, value in samples)
+
+        family(
+            "tallyd_events_accepted_total",
+            "counter",
+            "Events accepted, by source.",
+            [(_labels(source=s), n) for s, n in sorted(self.accepted.items())],
+        )
+        family(
+            "tallyd_events_rejected_total",
+            "counter",
+            "Events rejected, by source and reason.",
+            [(_labels(source=s, reason=r), n) for (s, r), n in sorted(self.rejected.items())],
+        )
+        family(
+            "tallyd_events_duplicate_total",
+            "counter",
+            "Events dropped because their id was seen within the window.",
+            [("", self.duplicates)],
+        )
+        family(
+            "tallyd_flushes_total", "counter", "Batches written to the store.", [("", self.flushes)]
+        )
+        family(
+            "tallyd_flush_seconds_total",
+            "counter",
+            "Time spent writing batches.",
+            [("", self.flush_seconds)],
+        )
+        family(
+            "tallyd_flush_source_cells_total",
+            "counter",
+            "Distinct (account, event, minute, value) cells flushed.",
+            [("", self.flush_cells)],
+        )
+        family(
+            "tallyd_flush_counter_cells_total",
+            "counter",
+            "Distinct (key, field) counter cells written.",
+            [("", self.flushed_counter_cells)],
+        )
+        family(
+            "tallyd_flush_last_cells",
+            "gauge",
+            "Counter cells in the last batch.",
+            [("", self.last_flush_cells)],
+        )
+        family(
+            "tallyd_batches_already_applied_total",
+            "counter",
+            "Batches the store had already applied (retries made safe).",
+            [("", self.replayed_batches)],
+        )
+        family(
+            "tallyd_store_errors_total",
+            "counter",
+            "Failed store operations.",
+            [("", self.store_errors)],
+        )
+        family(
+            "tallyd_pruned_keys_total",
+            "counter",
+            "Keys deleted by retention.",
+            [("", self.pruned_keys)],
+        )
+        for name, (help_, read) in sorted(self.gauges.items()):
+            family(name, "gauge", help_, [("", read())])
+        return "\n".join(out) + "\n"

@@ -1,0 +1,204 @@
+"""The OpenAPI document served at `/openapi.json`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tallyd import __version__
+
+
+def _param(
+    name: str, where: str = "query", required: bool = False, **schema: Any
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": where,
+        "required": required or where == "path",
+        "schema": schema or {"type": "string"},
+    }
+
+
+_ERR = {
+    "description": "error",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+_CB = _param("callback", pattern=r"^[A-Za-z_$][A-Za-z0-9_$.]*$")
+
+
+def _get(summary: str, params: list[dict[str, Any]], schema: str | None = None) -> dict[str, Any]:
+    ok: dict[str, Any] = {"description": "OK"}
+    if schema:
+        ok["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": [*params, _CB],
+            "responses": {"200": ok, "400": _ERR, "404": _ERR},
+        }
+    }
+
+
+_ACC = _param("account", "path")
+_EV = _param("event", "path")
+_Y = _param("year", "path", type="integer", minimum=1970)
+_M = _param("month", "path", type="integer", minimum=1, maximum=12)
+_D = _param("day", "path", type="integer", minimum=1, maximum=31)
+_H = _param("hour", "path", type="integer", minimum=0, maximum=23)
+_T = "/api/stats/track/{account}/{event}"
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "tallyd",
+        "version": __version__,
+        "description": "Event counts per account and event type, by period.",
+    },
+    "paths": {
+        "/api/events": {
+            "post": {
+                "summary": "Count events: one JSON object, a JSON array, or NDJSON",
+                "parameters": [_param("wait", enum=["flush"])],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "oneOf": [
+                                    {"$ref": "#/components/schemas/Event"},
+                                    {
+                                        "type": "array",
+                                        "items": {"$ref": "#/components/schemas/Event"},
+                                    },
+                                ]
+                            }
+                        },
+                        "application/x-ndjson": {"schema": {"type": "string"}},
+                    },
+                },
+                "responses": {
+                    "202": {
+                        "description": "accepted",
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/IngestResult"}
+                            }
+                        },
+                    },
+                    "400": _ERR,
+                    "413": _ERR,
+                    "503": _ERR,
+                },
+            }
+        },
+        "/api/stats/track": _get("Event types seen", []),
+        "/api/stats/track/{account}": _get("Event types an account has sent", [_ACC]),
+        _T: _get("All time, by year", [_ACC, _EV], "Period"),
+        _T + "/{year}": _get("A year, by month", [_ACC, _EV, _Y], "Period"),
+        _T + "/{year}/{month}": _get("A month, by day", [_ACC, _EV, _Y, _M], "Period"),
+        _T + "/{year}/{month}/{day}": _get("A day, by hour", [_ACC, _EV, _Y, _M, _D], "Period"),
+        _T + "/{year}/{month}/{day}/{hour}": _get(
+            "An hour, by minute", [_ACC, _EV, _Y, _M, _D, _H], "Period"
+        ),
+        "/api/stats/funnels/{account}/{event}/{year}": _get(
+            "Breakdown for a year", [_ACC, _EV, _Y]
+        ),
+        "/api/stats/funnels/{account}/{event}/{year}/{month}": _get(
+            "Breakdown for a month", [_ACC, _EV, _Y, _M]
+        ),
+        "/api/stats/series": _get(
+            "Counts per interval across a range",
+            [
+                _param("account", required=True),
+                _param("event", required=True),
+                _param("from", required=True),
+                _param("to"),
+                _param("interval", enum=["minute", "hour", "day", "month", "year"]),
+                _param("format", enum=["json", "csv"]),
+            ],
+        ),
+        "/api/accounts": _get(
+            "Accounts seen for an event, in name order",
+            [
+                _param("event", required=True),
+                _param("prefix"),
+                _param("after"),
+                _param("limit", type="integer", minimum=1, maximum=1000),
+            ],
+        ),
+        "/api/top": _get(
+            "Accounts with the most events in a day or month",
+            [
+                _param("event", required=True),
+                _param("period", enum=["day", "month"]),
+                _param("date"),
+                _param("limit", type="integer", minimum=1, maximum=1000),
+            ],
+        ),
+        "/healthz": {
+            "get": {
+                "summary": "Liveness and store health",
+                "responses": {"200": {"description": "ok"}, "503": _ERR},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {"200": {"description": "text format"}},
+            }
+        },
+    },
+    "components": {
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "required": ["error", "detail"],
+                "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
+            },
+            "Event": {
+                "type": "object",
+                "properties": {
+                    "type": {"type": "string"},
+                    "event": {"type": "string"},
+                    "account": {"type": "string"},
+                    "data": {"type": "object", "properties": {"account": {"type": "string"}}},
+                    "time": {"oneOf": [{"type": "string"}, {"type": "number"}]},
+                    "id": {"type": "string"},
+                    "seq": {"type": "integer"},
+                },
+            },
+            "IngestResult": {
+                "type": "object",
+                "properties": {
+                    "accepted": {"type": "integer"},
+                    "duplicates": {"type": "integer"},
+                    "rejected": {"type": "integer"},
+                    "errors": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "index": {"type": "integer"},
+                                "reason": {"type": "string"},
+                                "detail": {"type": "string"},
+                            },
+                        },
+                    },
+                },
+            },
+            "Period": {
+                "type": "object",
+                "properties": {
+                    "account": {"type": "string"},
+                    "event": {"type": "string"},
+                    "year": {"type": ["integer", "null"]},
+                    "month": {"type": ["integer", "null"]},
+                    "day": {"type": ["integer", "null"]},
+                    "hour": {"type": ["integer", "null"]},
+                    "total": {"type": "integer"},
+                    "data": {"type": "object", "additionalProperties": {"type": "integer"}},
+                    "links": {"type": "object"},
+                },
+            },
+        }
+    },
+}

@@ -1,0 +1,144 @@
+"""`tallyd serve`: every part in one process, started and stopped in order.
+
+Start: store → aggregator → HTTP. Stop (SIGTERM or SIGINT): HTTP stops taking
+requests and finishes those under way → the aggregator's last flush → the
+store closes. A second signal forces the exit at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import uvicorn
+
+from tallyd.aggregator import Aggregator
+from tallyd.app import App
+from tallyd.config import Config
+from tallyd.dedup import Dedup
+from tallyd.expand import Expander, Retention
+from tallyd.intake import Intake
+from tallyd.keys import KeySpace
+from tallyd.metrics import Metrics
+from tallyd.periods import Clock
+from tallyd.stats import Stats
+from tallyd.stores import Store, open_store
+
+log = logging.getLogger("tallyd")
+
+
+def redact(url: str) -> str:
+    """A store URL without its password, for logs and /healthz."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+@dataclass
+class Parts:
+    """The assembled service, before anything runs."""
+
+    config: Config
+    store: Store
+    metrics: Metrics
+    aggregator: Aggregator
+    intake: Intake
+    stats: Stats
+    app: App
+
+
+def assemble(cfg: Config) -> Parts:
+    store = open_store(cfg.store)
+    metrics = Metrics()
+    clock = Clock(cfg.timezone)
+    keys = KeySpace(cfg.key_prefix)
+    expander = Expander(keys, clock, Retention(cfg.retention_minutes, cfg.retention_hours))
+    aggregator = Aggregator(
+        store,
+        expander,
+        metrics,
+        flush_interval=cfg.flush_interval,
+        max_batch_cells=cfg.max_batch_cells,
+        max_pending_cells=cfg.max_pending_cells,
+        dedup=Dedup(cfg.dedup_window, cfg.dedup_max_ids),
+    )
+    intake = Intake(aggregator, metrics, cfg.breakdowns)
+    stats = Stats(store, keys, clock, aggregator)
+    app = App(stats, aggregator, intake, metrics, cfg.max_body, redact(cfg.store))
+    return Parts(cfg, store, metrics, aggregator, intake, stats, app)
+
+
+class _HTTPServer(uvicorn.Server):
+    # tallyd owns the signals: uvicorn must not install (or later re-raise) its own.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(cfg: Config) -> int:
+    """Run until a signal; returns the process exit code."""
+    parts = assemble(cfg)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = 0
+
+    def on_signal(sig: signal.Signals) -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            log.info("%s: stopping (again to force)", sig.name)
+            stop.set()
+        else:
+            log.warning("%s again: exiting now, unflushed counts are lost", sig.name)
+            os._exit(1)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        await parts.store.open()
+        log.info("store %s open; counting in %s", redact(cfg.store), cfg.timezone)
+        flusher = asyncio.create_task(parts.aggregator.run(), name="flush")
+        http = _HTTPServer(
+            uvicorn.Config(
+                parts.app,
+                host=cfg.http_host,
+                port=cfg.http_port,
+                loop="none",
+                http="httptools",
+                lifespan="off",
+                access_log=False,
+                log_config=None,
+                server_header=False,
+                timeout_graceful_shutdown=10,
+            )
+        )
+        http_task = asyncio.create_task(http.serve(), name="http")
+        stopper = asyncio.create_task(stop.wait(), name="stop")
+        await asyncio.wait({http_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        code = 0
+        if http_task.done():
+            # uvicorn exits early only when it cannot listen.
+            code = 1
+            with contextlib.suppress(BaseException):
+                http_task.result()
+        else:
+            http.should_exit = True
+            await http_task
+        stopper.cancel()
+        parts.aggregator.stop()
+        await flusher
+        lost = await parts.aggregator.drain(cfg.shutdown_timeout)
+        await parts.store.close()
+        log.info("stopped: %s", "every count written" if not lost else f"{lost} cells NOT written")
+        return code or (2 if lost else 0)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

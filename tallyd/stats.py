@@ -1,0 +1,217 @@
+"""Answers to count queries: periods, funnels, series, rankings, indexes.
+
+Shared by the HTTP API and `tallyd query`. Each answer reads the store in one
+snapshot and adds what the aggregator has not flushed yet, so a count always
+includes every event accepted before the question.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import quote, unquote
+
+from tallyd.aggregator import Aggregator
+from tallyd.keys import ROLLUP, KeySpace, escape
+from tallyd.periods import Clock, Period
+from tallyd.stores.base import Store
+
+INTERVALS = ("minute", "hour", "day", "month", "year")
+MAX_SERIES_POINTS = 20_000
+MAX_LIST = 1000
+
+
+@dataclass
+class Stats:
+    store: Store
+    keys: KeySpace
+    clock: Clock
+    aggregator: Aggregator | None = None
+    node: str = ""
+
+    def _unflushed(self, account: str, event: str, applied_seq: int) -> Any:
+        if self.aggregator is None:
+            return ()
+        who = None if account == ROLLUP else account
+        return self.aggregator.unflushed(event, who, applied_seq)
+
+    async def _read(self, keys: list[str]) -> tuple[list[dict[str, int]], int]:
+        node = self.aggregator.node if self.aggregator else ""
+        snap = await self.store.read(keys, node)
+        return snap.hashes, snap.applied_seq
+
+    def _key(self, account: str, event: str, parts: tuple[str, ...]) -> str:
+        acc = ROLLUP if account == ROLLUP else escape(account)
+        return self.keys.counter(acc, escape(event), parts)
+
+    # -- one period -----------------------------------------------------------
+
+    async def period(self, account: str, event: str, period: Period) -> dict[str, Any]:
+        """A period's segments, zero-filled, with totals and drill-down links."""
+        (h,), seq = await self._read([self._key(account, event, period.parts)])
+        counts = {int(f): n for f, n in h.items() if f.isdigit()}
+        for _, minute, _, n in self._unflushed(account, event, seq):
+            f = period.field_of(self.clock.parts(minute))
+            if f is not None:
+                counts[int(f)] = counts.get(int(f), 0) + n
+        segments = period.segments()
+        if period.year is None and counts:
+            segments = list(range(min(counts), max(counts) + 1))
+        data = {str(s): counts.get(s, 0) for s in segments}
+        base = f"/api/stats/track/{quote(account, safe='')}/{quote(event, safe='')}"
+        up = period.up()
+        children = [period.child(s) for s in segments]
+        return {
+            "account": account,
+            "event": event,
+            "year": period.year,
+            "month": period.month,
+            "day": period.day,
+            "hour": period.hour,
+            "total": sum(data.values()),
+            "data": data,
+            "links": {
+                "self": _path(base, period),
+                "up": _path(base, up) if up else f"/api/stats/track/{quote(account, safe='')}",
+                "segments": [_path(base, c) for c in children if c is not None],
+            },
+        }
+
+    async def funnel(self, account: str, event: str, period: Period) -> dict[str, Any]:
+        """Breakdown counts (e.g. orders by status) for a year or a month."""
+        acc = ROLLUP if account == ROLLUP else escape(account)
+        key = self.keys.funnel(acc, escape(event), period.parts)
+        (h,), seq = await self._read([key])
+        counts = dict(h)
+        for _, minute, bval, n in self._unflushed(account, event, seq):
+            if bval is not None and period.field_of(self.clock.parts(minute)) is not None:
+                counts[bval] = counts.get(bval, 0) + n
+        return {
+            "account": account,
+            "event": event,
+            "year": period.year,
+            "month": period.month,
+            "total": sum(counts.values()),
+            "data": dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
+        }
+
+    # -- ranges ----------------------------------------------------------------
+
+    async def series(
+        self, account: str, event: str, start: datetime, end: datetime, interval: str
+    ) -> dict[str, Any]:
+        """Counts per interval from `start` to `end` (inclusive), local time, zero-filled."""
+        labels = _labels(start, end, interval)
+        # Each point lives in the hash one level up: minutes in an hour hash, etc.
+        holder = {"minute": 4, "hour": 3, "day": 2, "month": 1, "year": 0}[interval]
+        parents = list(dict.fromkeys(lab[:holder] for lab in labels))
+        hashes, seq = await self._read([self._key(account, event, p) for p in parents])
+        by_parent = dict(zip(parents, hashes, strict=True))
+        counts = {lab: by_parent[lab[:holder]].get(lab[holder], 0) for lab in labels}
+        depth = holder + 1
+        for _, minute, _, n in self._unflushed(account, event, seq):
+            lab = self.clock.parts(minute)[:depth]
+            if lab in counts:
+                counts[lab] += n
+        points = [{"time": _label_text(lab), "count": counts[lab]} for lab in labels]
+        return {
+            "account": account,
+            "event": event,
+            "interval": interval,
+            "from": points[0]["time"],
+            "to": points[-1]["time"],
+            "timezone": self.clock.name,
+            "total": sum(counts.values()),
+            "points": points,
+        }
+
+    # -- indexes and rankings -----------------------------------------------
+
+    async def events(self, account: str | None = None) -> list[str]:
+        key = self.keys.events if account is None else self.keys.account_events(escape(account))
+        names = await self.store.members(key, "", "", MAX_LIST)
+        found = {unquote(n) for n in names}
+        if self.aggregator is not None:
+            for a, e, _, _ in list(self.aggregator.pending):
+                if account is None or a == account:
+                    found.add(e)
+        return sorted(found)
+
+    async def accounts(self, event: str, prefix: str, after: str, limit: int) -> dict[str, Any]:
+        names = await self.store.members(
+            self.keys.accounts(escape(event)),
+            escape(prefix),
+            escape(after) if after else "",
+            limit + 1,
+        )
+        page = [unquote(n) for n in names[:limit]]
+        return {
+            "event": event,
+            "prefix": prefix,
+            "accounts": page,
+            "next": page[-1] if len(names) > limit else None,
+        }
+
+    async def top(self, event: str, parts: tuple[str, ...], limit: int) -> list[dict[str, Any]]:
+        """Accounts with the most events in a day (`Y, M, D`) or month (`Y, M`)."""
+        ranked = await self.store.top(self.keys.ranking(escape(event), parts), MAX_LIST)
+        scores = {unquote(m): s for m, s in ranked}
+        if self.aggregator is not None:
+            depth = len(parts)
+            for a, minute, _, n in self.aggregator.unflushed(event, None, self.aggregator.seq):
+                if self.clock.parts(minute)[:depth] == parts:
+                    scores[a] = scores.get(a, 0) + n
+        best = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+        return [{"account": a, "count": n} for a, n in best]
+
+
+def _path(base: str, period: Period) -> str:
+    return "/".join((base, *period.parts))
+
+
+def _labels(start: datetime, end: datetime, interval: str) -> list[tuple[str, ...]]:
+    """Local calendar labels from start to end, as zero-padded key parts."""
+    if end < start:
+        raise ValueError("'to' is before 'from'")
+    out: list[tuple[str, ...]] = []
+
+    def push(lab: tuple[str, ...]) -> None:
+        if len(out) >= MAX_SERIES_POINTS:
+            raise ValueError(f"more than {MAX_SERIES_POINTS} points: narrow the range")
+        out.append(lab)
+
+    if interval == "year":
+        for y in range(start.year, end.year + 1):
+            push((f"{y:04d}",))
+    elif interval == "month":
+        y, m = start.year, start.month
+        while (y, m) <= (end.year, end.month):
+            push((f"{y:04d}", f"{m:02d}"))
+            y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    elif interval == "day":
+        d, last = start.date(), end.date()
+        while d <= last:
+            push((f"{d.year:04d}", f"{d.month:02d}", f"{d.day:02d}"))
+            d += timedelta(days=1)
+    else:
+        # Wall-clock steps: a DST gap's missing hour still gets its (empty) point.
+        minute = interval == "minute"
+        step = timedelta(minutes=1) if minute else timedelta(hours=1)
+        t = start.replace(tzinfo=None, second=0, microsecond=0)
+        if not minute:
+            t = t.replace(minute=0)
+        stop = end.replace(tzinfo=None)
+        while t <= stop:
+            lab = (f"{t.year:04d}", f"{t.month:02d}", f"{t.day:02d}", f"{t.hour:02d}")
+            push((*lab, f"{t.minute:02d}") if minute else lab)
+            t += step
+    return out
+
+
+def _label_text(lab: tuple[str, ...]) -> str:
+    """`2013`, `2013-09`, `2013-09-05`, `2013-09-05T14:00`, `2013-09-05T14:03`."""
+    text = "-".join(lab[:3])
+    if len(lab) >= 4:
+        text += f"T{lab[3]}:{lab[4] if len(lab) == 5 else '00'}"
+    return text

@@ -1,0 +1,73 @@
+"""The store contract every backend implements (SPEC §3).
+
+A store only knows three shapes, the ones the Redis layout is made of: counter
+hashes (key → field → integer), lexicographic indexes (key → sorted members),
+and rankings (key → member → score). Everything tallyd-specific — periods,
+rollups, escaping — is decided before a `Batch` reaches the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class StoreError(Exception):
+    """The store could not be reached or refused an operation; retry later."""
+
+
+@dataclass
+class Batch:
+    """One flush: applied atomically, and at most once per (node, seq)."""
+
+    node: str
+    seq: int
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    indexes: dict[str, set[str]] = field(default_factory=dict)
+    rankings: dict[str, dict[str, int]] = field(default_factory=dict)
+    # key → Unix time after which the key may be deleted (retention).
+    expire_at: dict[str, int] = field(default_factory=dict)
+    cells: int = 0
+
+    def cell_count(self) -> int:
+        """Distinct (key, field) counter cells, the unit flush speed is measured in."""
+        return sum(len(f) for f in self.counters.values())
+
+
+@dataclass
+class Snapshot:
+    """Hashes read together, with the last batch of `node` they include."""
+
+    hashes: list[dict[str, int]]
+    applied_seq: int
+
+
+class Store(Protocol):
+    """What the aggregator and the API need from a backend."""
+
+    url: str
+
+    async def open(self) -> None:
+        """Connect and create what is missing; raise StoreError if unreachable."""
+
+    async def apply(self, batch: Batch) -> bool:
+        """Apply a batch atomically; False (and no change) if it was applied before."""
+
+    async def read(self, keys: Sequence[str], node: str) -> Snapshot:
+        """Read counter hashes in one consistent snapshot."""
+
+    async def members(self, key: str, prefix: str, after: str, limit: int) -> list[str]:
+        """Index members in byte order, starting with `prefix`, greater than `after`."""
+
+    async def top(self, key: str, limit: int) -> list[tuple[str, int]]:
+        """The highest-scored members of a ranking, highest first."""
+
+    async def prune(self, now: int) -> int:
+        """Delete keys whose retention has passed; returns how many went."""
+
+    async def ping(self) -> None:
+        """Raise StoreError unless the store answers."""
+
+    async def close(self) -> None:
+        """Release connections; pending work is the caller's to flush first."""

@@ -1,0 +1,231 @@
+"""The SQLite store: the zero-set-up default.
+
+One writer thread applies each batch in one transaction (WAL mode, so readers
+never wait for it). Reads run on the caller's thread with their own connection:
+a primary-key range read takes microseconds, less than a hop to a thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from tallyd.stores.base import Batch, Snapshot, StoreError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS counters (
+    key TEXT NOT NULL, field TEXT NOT NULL, value INTEGER NOT NULL,
+    PRIMARY KEY (key, field)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS indexes (
+    key TEXT NOT NULL, member TEXT NOT NULL,
+    PRIMARY KEY (key, member)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rankings (
+    key TEXT NOT NULL, member TEXT NOT NULL, score INTEGER NOT NULL,
+    PRIMARY KEY (key, member)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS rankings_by_score ON rankings (key, score);
+CREATE TABLE IF NOT EXISTS expiry (key TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS expiry_by_time ON expiry (at);
+CREATE TABLE IF NOT EXISTS batches (
+    node TEXT PRIMARY KEY, seq INTEGER NOT NULL, at REAL NOT NULL) WITHOUT ROWID;
+"""
+
+# SQLite allows 32766 bound parameters; stay well under it.
+CHUNK = 500
+# Past the largest code point: an exclusive upper bound for a prefix range.
+TOP = "\U0010ffff"
+PRUNE_ROWS = 2000
+
+
+def path_of(url: str) -> str:
+    """`sqlite:///./x.db` and `sqlite://x.db` are relative, `sqlite:///var/x.db` absolute."""
+    parts = urlsplit(url)
+    path = unquote(parts.netloc + parts.path)
+    if path.startswith(("/./", "/../")):
+        path = path[1:]
+    if not path or path.endswith("/"):
+        raise ValueError(f"{url!r} names no database file")
+    return path
+
+
+class SQLiteStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.path = path_of(url)
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="tallyd-sqlite")
+        self._w: sqlite3.Connection | None = None
+        self._r: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 5000")
+        return conn
+
+    async def _in_writer(self, fn: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._writer, fn, *args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite: {exc}") from exc
+
+    def _open_sync(self) -> None:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        w = self._connect()
+        w.execute("PRAGMA journal_mode = WAL")
+        # FULL: a batch is acknowledged to the aggregator only once it is on disk.
+        w.execute("PRAGMA synchronous = FULL")
+        w.executescript(SCHEMA)
+        self._w = w
+
+    async def open(self) -> None:
+        await self._in_writer(self._open_sync)
+        try:
+            self._r = self._connect()
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite: {exc}") from exc
+
+    def _apply_sync(self, b: Batch) -> bool:
+        assert self._w is not None
+        c = self._w
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            row = c.execute("SELECT seq FROM batches WHERE node = ?", (b.node,)).fetchone()
+            if row is not None and row[0] >= b.seq:
+                c.execute("ROLLBACK")
+                return False
+            c.executemany(
+                "INSERT INTO counters (key, field, value) VALUES (?, ?, ?) "
+                "ON CONFLICT (key, field) DO UPDATE SET value = value + excluded.value",
+                [(k, f, n) for k, fields in b.counters.items() for f, n in fields.items()],
+            )
+            c.executemany(
+                "INSERT OR IGNORE INTO indexes (key, member) VALUES (?, ?)",
+                [(k, m) for k, ms in b.indexes.items() for m in ms],
+            )
+            c.executemany(
+                "INSERT INTO rankings (key, member, score) VALUES (?, ?, ?) "
+                "ON CONFLICT (key, member) DO UPDATE SET score = score + excluded.score",
+                [(k, m, n) for k, ms in b.rankings.items() for m, n in ms.items()],
+            )
+            c.executemany(
+                "INSERT INTO expiry (key, at) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET at = max(at, excluded.at)",
+                list(b.expire_at.items()),
+            )
+            c.execute(
+                "INSERT INTO batches (node, seq, at) VALUES (?, ?, ?) "
+                "ON CONFLICT (node) DO UPDATE SET seq = excluded.seq, at = excluded.at",
+                (b.node, b.seq, time.time()),
+            )
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        return True
+
+    async def apply(self, batch: Batch) -> bool:
+        applied: bool = await self._in_writer(self._apply_sync, batch)
+        return applied
+
+    def _reader(self) -> sqlite3.Connection:
+        if self._r is None:
+            raise StoreError("sqlite store is not open")
+        return self._r
+
+    async def read(self, keys: Sequence[str], node: str) -> Snapshot:
+        c = self._reader()
+        found: dict[str, dict[str, int]] = {}
+        try:
+            c.execute("BEGIN")
+            try:
+                row = c.execute("SELECT seq FROM batches WHERE node = ?", (node,)).fetchone()
+                unique = list(dict.fromkeys(keys))
+                for i in range(0, len(unique), CHUNK):
+                    chunk = unique[i : i + CHUNK]
+                    marks = ",".join("?" * len(chunk))
+                    for k, f, n in c.execute(
+                        f"SELECT key, field, value FROM counters WHERE key IN ({marks})", chunk
+                    ):
+                        found.setdefault(k, {})[f] = n
+            finally:
+                c.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite: {exc}") from exc
+        return Snapshot([found.get(k, {}) for k in keys], row[0] if row else 0)
+
+    async def members(self, key: str, prefix: str, after: str, limit: int) -> list[str]:
+        c = self._reader()
+        start = max(after, prefix)
+        try:
+            rows = c.execute(
+                "SELECT member FROM indexes WHERE key = ? AND member >= ? AND member > ? "
+                "AND member < ? ORDER BY member LIMIT ?",
+                (key, start, after, prefix + TOP, limit),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite: {exc}") from exc
+        return [r[0] for r in rows]
+
+    async def top(self, key: str, limit: int) -> list[tuple[str, int]]:
+        c = self._reader()
+        try:
+            rows = c.execute(
+                "SELECT member, score FROM rankings WHERE key = ? "
+                "ORDER BY score DESC, member LIMIT ?",
+                (key, limit),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite: {exc}") from exc
+        return [(m, s) for m, s in rows]
+
+    def _prune_sync(self, now: int) -> int:
+        assert self._w is not None
+        c = self._w
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            keys = [
+                (k,)
+                for (k,) in c.execute(
+                    "SELECT key FROM expiry WHERE at <= ? LIMIT ?", (now, PRUNE_ROWS)
+                )
+            ]
+            c.executemany("DELETE FROM counters WHERE key = ?", keys)
+            c.executemany("DELETE FROM expiry WHERE key = ?", keys)
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        return len(keys)
+
+    async def prune(self, now: int) -> int:
+        # Small transactions, one after another on the writer thread, so a large
+        # backlog of expired keys never holds up a batch for long.
+        total = 0
+        while True:
+            n: int = await self._in_writer(self._prune_sync, now)
+            total += n
+            if n < PRUNE_ROWS:
+                return total
+
+    async def ping(self) -> None:
+        try:
+            self._reader().execute("SELECT 1").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite: {exc}") from exc
+
+    async def close(self) -> None:
+        def _close() -> None:
+            if self._w is not None:
+                self._w.close()
+                self._w = None
+
+        await self._in_writer(_close)
+        self._writer.shutdown(wait=True)
+        if self._r is not None:
+            self._r.close()
+            self._r = None

@@ -1,0 +1,153 @@
+"""Small ASGI plumbing: requests, responses and JSON errors.
+
+tallyd speaks raw ASGI rather than through a framework: the request paths are
+few, and the badge and ingest paths are hot enough that a framework's per-request
+layers show up in profiles. Paths are split from `raw_path`, so an account
+like `owner/name` sent as `owner%2Fname` stays one path segment.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+import orjson
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+JSON = b"application/json"
+NO_STORE = (b"cache-control", b"no-store, no-cache, must-revalidate, private")
+CALLBACK = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*(?:\.[A-Za-z_$][A-Za-z0-9_$]*)*")
+MAX_CALLBACK = 64
+
+
+class HTTPError(Exception):
+    """An answer with a status and a JSON `{"error", "detail"}` body."""
+
+    def __init__(
+        self, status: int, error: str, detail: str = "", headers: Headers | None = None
+    ) -> None:
+        super().__init__(detail or error)
+        self.status = status
+        self.error = error
+        self.detail = detail or error
+        self.headers = headers or []
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes
+    content_type: bytes = JSON
+    headers: Headers = field(default_factory=list)
+
+
+def json_response(obj: Any, status: int = 200, headers: Headers | None = None) -> Response:
+    return Response(status, orjson.dumps(obj), JSON, headers or [])
+
+
+def error_response(err: HTTPError) -> Response:
+    body = {"error": err.error, "detail": err.detail}
+    return Response(err.status, orjson.dumps(body), JSON, [NO_STORE, *err.headers])
+
+
+def jsonp(resp: Response, callback: str) -> Response:
+    """Wrap a JSON answer for `<script>` use; the name was validated already."""
+    # The leading comment defuses content-sniffing attacks on the callback name.
+    body = b"/**/" + callback.encode() + b"(" + resp.body + b");"
+    return Response(resp.status, body, b"application/javascript; charset=utf-8", resp.headers)
+
+
+def check_callback(name: str) -> str:
+    if len(name) > MAX_CALLBACK or not CALLBACK.fullmatch(name):
+        raise HTTPError(
+            400, "bad_callback", "callback must be a JavaScript identifier path like cb or a.b"
+        )
+    return name
+
+
+class Request:
+    """The parts of an ASGI HTTP scope that handlers use."""
+
+    __slots__ = ("_query", "headers", "method", "query_string", "scope", "segments")
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+        self.method: str = scope["method"]
+        raw: bytes | None = scope.get("raw_path")
+        path = raw.decode("latin-1") if raw else scope["path"]
+        self.segments = split_path(path, decode=bool(raw))
+        self.query_string: bytes = scope.get("query_string", b"")
+        self._query: dict[str, str] | None = None
+        self.headers: dict[bytes, bytes] = dict(scope.get("headers", ()))
+
+    @property
+    def query(self) -> dict[str, str]:
+        if self._query is None:
+            q: dict[str, str] = {}
+            for k, v in parse_qsl(
+                self.query_string.decode("latin-1"),
+                keep_blank_values=True,
+                encoding="utf-8",
+                errors="replace",
+            ):
+                q.setdefault(k, v)
+            self._query = q
+        return self._query
+
+
+def split_path(path: str, decode: bool) -> list[str]:
+    """`/a/b%2Fc/` → `['a', 'b/c']`; a bad escape is a 400."""
+    parts = path.split("/")[1:]
+    if parts and parts[-1] == "":
+        parts.pop()
+    if not decode:
+        return parts
+    try:
+        return [unquote(p, errors="strict") if "%" in p else p for p in parts]
+    except UnicodeDecodeError:
+        raise HTTPError(400, "bad_path", "the path is not valid percent-encoded UTF-8") from None
+
+
+async def read_body(request: Request, receive: Receive, limit: int) -> bytes:
+    """The whole body, or a 413 as soon as it passes `limit` bytes."""
+    declared = request.headers.get(b"content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise HTTPError(400, "bad_length", "Content-Length is not a number")
+        if int(declared) > limit:
+            raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise HTTPError(400, "disconnected", "the client went away")
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+        if not msg.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _too_large(limit: int) -> HTTPError:
+    return HTTPError(413, "too_large", f"the body is larger than {limit} bytes")
+
+
+async def send_response(send: Send, resp: Response) -> None:
+    headers = [
+        (b"content-type", resp.content_type),
+        (b"content-length", str(len(resp.body)).encode()),
+        *resp.headers,
+    ]
+    await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+    await send({"type": "http.response.body", "body": resp.body})
