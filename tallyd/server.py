@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
@@ -28,7 +29,7 @@ from tallyd.keys import KeySpace
 from tallyd.metrics import Metrics
 from tallyd.periods import Clock
 from tallyd.stats import Stats
-from tallyd.stores import Store, open_store
+from tallyd.stores import Store, StoreError, open_store
 
 log = logging.getLogger("tallyd")
 
@@ -76,6 +77,22 @@ def assemble(cfg: Config) -> Parts:
     return Parts(cfg, store, metrics, aggregator, intake, stats, app)
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """Bind the HTTP socket up front, so a busy port is a clear error, not a crash."""
+    family, kind, proto, _, addr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class _HTTPServer(uvicorn.Server):
     # tallyd owns the signals: uvicorn must not install (or later re-raise) its own.
     @contextlib.contextmanager
@@ -103,7 +120,16 @@ async def serve(cfg: Config) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
     try:
-        await parts.store.open()
+        sock = listen(cfg.http_host, cfg.http_port)
+    except OSError as exc:
+        log.error("cannot listen on %s: %s", cfg.http, exc.strerror or exc)
+        return 1
+    try:
+        try:
+            await parts.store.open()
+        except StoreError as exc:
+            log.error("cannot open store %s: %s", redact(cfg.store), exc)
+            return 1
         log.info("store %s open; counting in %s", redact(cfg.store), cfg.timezone)
         flusher = asyncio.create_task(parts.aggregator.run(), name="flush")
         http = _HTTPServer(
@@ -120,25 +146,20 @@ async def serve(cfg: Config) -> int:
                 timeout_graceful_shutdown=10,
             )
         )
-        http_task = asyncio.create_task(http.serve(), name="http")
+        http_task = asyncio.create_task(http.serve(sockets=[sock]), name="http")
+        log.info("listening on http://%s", cfg.http)
         stopper = asyncio.create_task(stop.wait(), name="stop")
         await asyncio.wait({http_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        code = 0
-        if http_task.done():
-            # uvicorn exits early only when it cannot listen.
-            code = 1
-            with contextlib.suppress(BaseException):
-                http_task.result()
-        else:
-            http.should_exit = True
-            await http_task
+        http.should_exit = True
+        await http_task
         stopper.cancel()
         parts.aggregator.stop()
         await flusher
         lost = await parts.aggregator.drain(cfg.shutdown_timeout)
         await parts.store.close()
         log.info("stopped: %s", "every count written" if not lost else f"{lost} cells NOT written")
-        return code or (2 if lost else 0)
+        return 2 if lost else 0
     finally:
+        sock.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

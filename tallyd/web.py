@@ -26,6 +26,7 @@ JSON = b"application/json"
 NO_STORE = (b"cache-control", b"no-store, no-cache, must-revalidate, private")
 CALLBACK = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*(?:\.[A-Za-z_$][A-Za-z0-9_$]*)*")
 MAX_CALLBACK = 64
+BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 class HTTPError(Exception):
@@ -110,6 +111,8 @@ def split_path(path: str, decode: bool) -> list[str]:
         parts.pop()
     if not decode:
         return parts
+    if "%" in path and BAD_ESCAPE.search(path):
+        raise HTTPError(400, "bad_path", "the path has a malformed %-escape")
     try:
         return [unquote(p, errors="strict") if "%" in p else p for p in parts]
     except UnicodeDecodeError:

@@ -1,0 +1,107 @@
+"""Fixtures that run the real thing: a `tallyd serve` process on a free port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Server:
+    """A `tallyd serve` child process and an HTTP client for it."""
+
+    def __init__(self, tmp: Path, *args: str, db: Path | None = None) -> None:
+        self.tmp = tmp
+        self.db = db or tmp / "tallyd.db"
+        self.args = list(args)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = tmp / f"tallyd-{self.port}.log"
+        self.client = httpx.Client(base_url=self.url, timeout=10)
+
+    def start(self) -> Server:
+        cmd = [
+            sys.executable,
+            "-m",
+            "tallyd",
+            "serve",
+            "--store",
+            f"sqlite:///{self.db}",
+            "--http",
+            f"127.0.0.1:{self.port}",
+            *self.args,
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TALLYD_")}
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tallyd exited early:\n{self.log.read_text()}")
+            try:
+                if self.client.get("/healthz").status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"tallyd did not answer in time:\n{self.log.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout)
+        self.proc = None
+        return code
+
+    def restart(self) -> Server:
+        assert self.stop() == 0, self.log.read_text()
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.client = httpx.Client(base_url=self.url, timeout=10)
+        return self.start()
+
+    def post(self, events: object, **params: str) -> httpx.Response:
+        return self.client.post("/api/events", json=events, params=params)
+
+    def get(self, path: str, **params: str) -> httpx.Response:
+        return self.client.get(path, params=params)
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[type[Server]]:
+    started: list[Server] = []
+
+    class Tracked(Server):
+        def start(self) -> Server:
+            started.append(self)
+            return super().start()
+
+    yield Tracked
+    for s in started:
+        if s.proc is not None and s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.wait()
+
+
+@pytest.fixture
+def server(server_factory: type[Server], tmp_path: Path) -> Server:
+    return server_factory(tmp_path).start()

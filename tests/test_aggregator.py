@@ -1,0 +1,104 @@
+"""The aggregator with a real SQLite store: merging, flushing, reads in between."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tallyd.aggregator import Aggregator, Overloaded
+from tallyd.dedup import Dedup
+from tallyd.expand import Expander, Retention
+from tallyd.keys import KeySpace
+from tallyd.metrics import Metrics
+from tallyd.periods import Clock, Period
+from tallyd.stats import Stats
+from tallyd.stores import Store, open_store
+
+MINUTE = 1_378_389_787 // 60  # 2013-09-05T14:03Z
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = open_store(f"sqlite:///{tmp_path}/agg.db")
+    await s.open()
+    yield s
+    await s.close()
+
+
+def make(store: Store, **kw: object) -> tuple[Aggregator, Stats]:
+    keys, clock = KeySpace(), Clock("UTC")
+    agg = Aggregator(store, Expander(keys, clock, Retention()), Metrics(), **kw)  # type: ignore[arg-type]
+    return agg, Stats(store, keys, clock, agg)
+
+
+async def test_events_merge_into_cells(store: Store) -> None:
+    agg, _ = make(store)
+    for _ in range(1000):
+        agg.add(("acme", "pageview", MINUTE, None, None))
+    agg.add(("ben", "pageview", MINUTE, None, None))
+    assert agg.pending == {
+        ("acme", "pageview", MINUTE, None): 1000,
+        ("ben", "pageview", MINUTE, None): 1,
+    }
+
+
+async def test_reads_include_unflushed_and_in_flight_counts_once(store: Store) -> None:
+    agg, stats = make(store)
+    period = Period(2013, 9, 5, 14)
+    total = 0
+    for round_ in range(30):
+        for _ in range(7):
+            agg.add(("acme", "pageview", MINUTE + round_ % 3, None, None))
+        total += 7
+        flushing = asyncio.create_task(agg.flush())
+        # Read while the batch is being expanded and written, and after.
+        for _ in range(3):
+            answer = await stats.period("acme", "pageview", period)
+            assert answer["total"] == total
+            rollup = await stats.period("all", "pageview", period)
+            assert rollup["total"] == total
+            await asyncio.sleep(0)
+        await flushing
+    answer = await stats.period("acme", "pageview", period)
+    assert answer["data"]["3"] == answer["data"]["4"] == answer["data"]["5"] == 70
+
+
+async def test_duplicate_ids_count_once(store: Store) -> None:
+    agg, stats = make(store, dedup=Dedup(window=60))
+    assert agg.add(("acme", "order", MINUTE, "paid", "e-1"))
+    assert not agg.add(("acme", "order", MINUTE, "paid", "e-1"))
+    assert agg.add(("ben", "order", MINUTE, "paid", "e-1"))  # ids are per account
+    await agg.flush()
+    assert (await stats.funnel("all", "order", Period(2013)))["data"] == {"paid": 2}
+
+
+async def test_flushed_waits_for_the_store(store: Store) -> None:
+    agg, _ = make(store, flush_interval=0.05)
+    runner = asyncio.create_task(agg.run())
+    agg.add(("acme", "pageview", MINUTE, None, None))
+    await asyncio.wait_for(agg.flushed(), 5)
+    snap = await store.read(["acme/pageview/2013/09/05/14"], agg.node)
+    assert snap.hashes == [{"03": 1}]
+    agg.stop()
+    await runner
+
+
+async def test_capacity_limit(store: Store) -> None:
+    agg, _ = make(store, max_pending_cells=3)
+    for m in range(3):
+        agg.add(("a", "e", MINUTE + m, None, None))
+    with pytest.raises(Overloaded):
+        agg.check_capacity()
+    await agg.flush()
+    agg.check_capacity()
+
+
+async def test_dedup_window_is_bounded() -> None:
+    d = Dedup(window=3600, max_ids=10)
+    for i in range(100):
+        assert not d.seen(i)
+    assert len(d) <= 10
+    assert d.seen(99)

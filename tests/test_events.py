@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tallyd.events import Rejected, parse, parse_time
+
+BREAKDOWNS = {"order": "status"}
+NOW = 1_378_389_787.0  # 2013-09-05T14:03:07Z
+
+
+def test_bootic_shape() -> None:
+    ev = {"type": "pageview", "data": {"account": "acme"}, "time": "2013-09-05T14:03:07Z"}
+    assert parse(ev, BREAKDOWNS, NOW) == ("acme", "pageview", int(NOW // 60), None, None)
+
+
+def test_flat_shape_with_breakdown_and_id() -> None:
+    ev = {"event": "order", "account": "acme", "status": "paid", "id": "e-1", "time": NOW}
+    assert parse(ev, BREAKDOWNS, 0) == ("acme", "order", int(NOW // 60), "paid", "e-1")
+
+
+def test_bootic_breakdown_reads_data() -> None:
+    ev = {"type": "order", "data": {"account": "acme", "status": "pending"}}
+    assert parse(ev, BREAKDOWNS, NOW)[3] == "pending"
+
+
+def test_absent_time_is_receive_time() -> None:
+    assert parse({"event": "x", "account": "a"}, {}, NOW)[2] == int(NOW // 60)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("2013-09-05T14:03:07Z", NOW),
+        ("2013-09-05T16:03:07+02:00", NOW),
+        ("2013-09-05T14:03:07", NOW),  # naive: UTC
+        ("2013-09-05 14:03:07.5Z", NOW + 0.5),
+        ("1378389787", NOW),
+        (1378389787, NOW),
+        (1378389787.25, NOW + 0.25),
+    ],
+)
+def test_times(text: Any, expected: float) -> None:
+    assert parse_time(text) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "obj, reason",
+    [
+        ([], "not_an_object"),
+        ("pageview", "not_an_object"),
+        ({"data": {"account": "a"}}, "missing_type"),
+        ({"type": "x", "data": {}}, "missing_account"),
+        ({"type": 5, "data": {"account": "a"}}, "bad_type"),
+        ({"type": "x", "data": {"account": ["a"]}}, "bad_account"),
+        ({"type": "", "data": {"account": "a"}}, "bad_type"),
+        ({"type": "x" * 201, "data": {"account": "a"}}, "too_long"),
+        ({"type": "x", "data": {"account": "a\nb"}}, "control_chars"),
+        ({"type": "x", "data": {"account": "a\x85"}}, "control_chars"),
+        ({"type": "x", "data": {"account": "all"}}, "reserved_account"),
+        ({"type": "x", "data": {"account": "a"}, "time": "yesterday"}, "bad_time"),
+        ({"type": "x", "data": {"account": "a"}, "time": -1}, "bad_time"),
+        ({"type": "x", "data": {"account": "a"}, "time": 1e300}, "bad_time"),
+        ({"type": "x", "data": {"account": "a"}, "time": math.nan}, "bad_time"),
+        ({"type": "x", "data": {"account": "a"}, "time": True}, "bad_time"),
+        ({"type": "x", "data": {"account": "a"}, "id": {"x": 1}}, "bad_id"),
+    ],
+)
+def test_rejections(obj: Any, reason: str) -> None:
+    with pytest.raises(Rejected) as info:
+        parse(obj, BREAKDOWNS, NOW)
+    assert info.value.reason == reason
+
+
+def test_name_limit_is_inclusive() -> None:
+    ev = {"type": "x" * 200, "data": {"account": "é" * 200}}
+    assert parse(ev, {}, NOW)[:2] == ("é" * 200, "x" * 200)
+
+
+scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30)
+json_values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+field_values = scalars | st.sampled_from(["2013-09-05T14:03:07Z", "acme", "order", 1e9, [], {}])
+
+
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "type": field_values,
+            "event": field_values,
+            "account": field_values,
+            "time": field_values,
+            "id": field_values,
+            "status": field_values,
+            "data": st.dictionaries(st.sampled_from(["account", "status", "x"]), field_values),
+        },
+    )
+)
+def test_parse_never_crashes(obj: dict[str, Any]) -> None:
+    try:
+        account, event, minute, bval, eid = parse(obj, BREAKDOWNS, NOW)
+    except Rejected as err:
+        assert err.reason and err.detail
+        return
+    assert isinstance(account, str) and 0 < len(account) <= 200 and account != "all"
+    assert isinstance(event, str) and 0 < len(event) <= 200
+    assert isinstance(minute, int) and minute >= 0
+    assert bval is None or isinstance(bval, str)
+    assert eid is None or isinstance(eid, str)
+
+
+@given(json_values)
+def test_any_json_value_is_parsed_or_rejected(obj: Any) -> None:
+    # Only a dict can be an event; anything else is rejected, never a crash.
+    with pytest.raises(Rejected) if not isinstance(obj, dict) else contextlib.nullcontext():
+        try:
+            assert len(parse(obj, BREAKDOWNS, NOW)) == 5
+        except Rejected:
+            if not isinstance(obj, dict):
+                raise

@@ -1,0 +1,114 @@
+"""The one store contract, run against every backend."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tallyd.stores import Batch, Store, open_store
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(params=["sqlite"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/contract.db"
+    raise AssertionError(request.param)
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    s = open_store(store_url)
+    await s.open()
+    yield s
+    await s.close()
+
+
+def batch(seq: int, node: str = "n1", n: int = 1) -> Batch:
+    return Batch(
+        node,
+        seq,
+        counters={"acme/pageview/2013": {"09": n, "10": 2 * n}, "acme/pageview": {"2013": 3 * n}},
+        indexes={"accounts:pageview": {"acme", "ben%2Fbash"}, "events": {"pageview"}},
+        rankings={"top:pageview/2013/09": {"acme": 5 * n, "ben%2Fbash": 2 * n}},
+        expire_at={"acme/pageview/2013": 2_000_000_000},
+        cells=1,
+    )
+
+
+async def test_apply_and_read(store: Store) -> None:
+    assert await store.apply(batch(1))
+    snap = await store.read(["acme/pageview/2013", "missing", "acme/pageview"], "n1")
+    assert snap.hashes == [{"09": 1, "10": 2}, {}, {"2013": 3}]
+    assert snap.applied_seq == 1
+
+
+async def test_increments_add_up(store: Store) -> None:
+    await store.apply(batch(1))
+    await store.apply(batch(2, n=10))
+    snap = await store.read(["acme/pageview/2013"], "n1")
+    assert snap.hashes == [{"09": 11, "10": 22}]
+    assert await store.top("top:pageview/2013/09", 10) == [("acme", 55), ("ben%2Fbash", 22)]
+
+
+async def test_reapplying_a_batch_is_a_no_op(store: Store) -> None:
+    assert await store.apply(batch(1))
+    assert not await store.apply(batch(1))
+    assert not await store.apply(batch(1, n=100))
+    snap = await store.read(["acme/pageview/2013"], "n1")
+    assert snap.hashes == [{"09": 1, "10": 2}]
+
+
+async def test_batches_are_per_node(store: Store) -> None:
+    assert await store.apply(batch(5, node="a"))
+    assert await store.apply(batch(1, node="b"))
+    assert not await store.apply(batch(4, node="a"))
+    assert (await store.read([], "a")).applied_seq == 5
+    assert (await store.read([], "b")).applied_seq == 1
+    assert (await store.read([], "c")).applied_seq == 0
+
+
+async def test_members_pages_in_order_with_prefix(store: Store) -> None:
+    names = [f"acct{i:03d}" for i in range(25)] + ["other", "ben%2Fbash"]
+    await store.apply(Batch("n", 1, indexes={"accounts:x": set(names)}))
+    page1 = await store.members("accounts:x", "acct", "", 10)
+    assert page1 == [f"acct{i:03d}" for i in range(10)]
+    page3 = await store.members("accounts:x", "acct", "acct019", 10)
+    assert page3 == [f"acct{i:03d}" for i in range(20, 25)]
+    assert await store.members("accounts:x", "", "", 100) == sorted(names)
+    assert await store.members("accounts:x", "zz", "", 10) == []
+
+
+async def test_top_orders_by_score_then_name(store: Store) -> None:
+    await store.apply(Batch("n", 1, rankings={"top:e/2013/09": {"b": 3, "a": 3, "c": 9, "d": 1}}))
+    assert await store.top("top:e/2013/09", 3) == [("c", 9), ("a", 3), ("b", 3)]
+    assert await store.top("top:none", 3) == []
+
+
+async def test_prune_deletes_only_expired_keys(store: Store) -> None:
+    await store.apply(
+        Batch(
+            "n",
+            1,
+            counters={"old/x/1": {"1": 1}, "new/x/1": {"1": 1}},
+            expire_at={"old/x/1": 100, "new/x/1": 10_000},
+        )
+    )
+    assert await store.prune(5_000) == 1
+    snap = await store.read(["old/x/1", "new/x/1"], "n")
+    assert snap.hashes == [{}, {"1": 1}]
+
+
+async def test_concurrent_applies_from_two_nodes(store: Store) -> None:
+    await asyncio.gather(*(store.apply(batch(i, node=f"n{i % 2}")) for i in range(1, 21)))
+    snap = await store.read(["acme/pageview/2013"], "n0")
+    assert snap.hashes == [{"09": 20, "10": 40}]
+
+
+def test_unknown_scheme_names_the_accepted_ones() -> None:
+    with pytest.raises(ValueError, match="sqlite://"):
+        open_store("postgres://x")
