@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from tallyd.dedup import Dedup
 from tallyd.events import Event
@@ -81,16 +81,22 @@ class Aggregator:
 
     def add(self, ev: Event) -> bool:
         """Count one parsed event; False if its id was a duplicate."""
-        account, event, minute, bval, eid = ev
-        if eid is not None and self.dedup.seen((account, eid)):
-            self.metrics.duplicates += 1
-            return False
-        k = (account, event, minute, bval)
+        return self.add_many((ev,)) == 1
+
+    def add_many(self, events: Iterable[Event]) -> int:
+        """Count parsed events; returns how many were not duplicates."""
         p = self.pending
-        p[k] = p.get(k, 0) + 1
+        seen = self.dedup.seen
+        added = 0
+        for account, event, minute, bval, eid in events:
+            if eid is not None and seen((account, eid)):
+                continue
+            k = (account, event, minute, bval)
+            p[k] = p.get(k, 0) + 1
+            added += 1
         if len(p) >= self.max_batch_cells:
             self._wake.set()
-        return True
+        return added
 
     def check_capacity(self) -> None:
         """Raise `Overloaded` when the store has fallen too far behind."""

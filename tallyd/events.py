@@ -10,7 +10,7 @@ import logging
 import math
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 MAX_NAME = 200
 # Unix seconds past this are after year 9999: nothing sane, and datetime can't hold it.
@@ -75,12 +75,18 @@ def parse_time(value: object) -> float:
     return t
 
 
-def parse(obj: Any, breakdowns: dict[str, str], now: float | None = None) -> Event:
+def _name_ok(v: object) -> TypeGuard[str]:
+    # The common case in one expression: a short printable ASCII string.
+    return type(v) is str and 0 < len(v) <= MAX_NAME and v.isascii() and v.isprintable()
+
+
+def parse(obj: Any, breakdowns: dict[str, str], now: float) -> Event:
     """Turn one decoded JSON value into an `Event`, or raise `Rejected`.
 
     Accepts the Bootic shape (`type` + `data.account`) and the flat shape
     (`event` + `account`). `breakdowns` maps an event type to the property
-    whose values are counted separately (the funnels).
+    whose values are counted separately (the funnels). `now` is used when the
+    event has no time.
     """
     if type(obj) is not dict:
         raise Rejected("not_an_object", "an event must be a JSON object")
@@ -96,23 +102,29 @@ def parse(obj: Any, breakdowns: dict[str, str], now: float | None = None) -> Eve
         if event is None:
             event = obj.get("type")
         account = obj.get("account")
-    event = check_name(event, "type")
-    account = check_name(account, "account")
+    if not _name_ok(event):
+        event = check_name(event, "type")
+    if not _name_ok(account):
+        account = check_name(account, "account")
     if account == "all":
         raise Rejected("reserved_account", "'all' is the rollup of every account")
 
-    raw_time = obj.get("time")
-    t = (time.time() if now is None else now) if raw_time is None else parse_time(raw_time)
+    t = obj.get("time")
+    if t is None:
+        t = now
+    elif type(t) is not int or not 0 <= t <= MAX_TIME:
+        t = parse_time(t)
 
     bval: str | None = None
-    prop = breakdowns.get(event)
-    if prop is not None:
-        v = data.get(prop)
-        if type(v) is str:
-            if len(v) <= MAX_NAME and not _has_control(v):
-                bval = v
-        elif type(v) is int or type(v) is bool or type(v) is float:
-            bval = scalar_text(v)
+    if breakdowns:
+        prop = breakdowns.get(event)
+        if prop is not None:
+            v = data.get(prop)
+            if type(v) is str:
+                if len(v) <= MAX_NAME and not _has_control(v):
+                    bval = v
+            elif type(v) is int or type(v) is bool or type(v) is float:
+                bval = scalar_text(v)
 
     eid = obj.get("id")
     if eid is not None:

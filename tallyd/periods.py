@@ -135,18 +135,6 @@ class Period:
             return Period(self.year, self.month)
         return Period(self.year, self.month, self.day)
 
-    def child(self, segment: int) -> Period | None:
-        """The period one level down; minutes are not periods of their own."""
-        if self.year is None:
-            return Period(segment)
-        if self.month is None:
-            return Period(self.year, segment)
-        if self.day is None:
-            return Period(self.year, self.month, segment)
-        if self.hour is None:
-            return Period(self.year, self.month, self.day, segment)
-        return None
-
     def field_of(self, p: Parts) -> str | None:
         """The segment field a local minute falls in, or None if outside."""
         n = len(self.parts)

@@ -61,7 +61,10 @@ class Stats:
         data = {str(s): counts.get(s, 0) for s in segments}
         base = f"/api/stats/track/{quote(account, safe='')}/{quote(event, safe='')}"
         up = period.up()
-        children = [period.child(s) for s in segments]
+        here = _path(base, period)
+        # Minutes are not periods of their own: an hour has no segment links.
+        width = 4 if period.year is None else 2
+        children = [] if period.hour is not None else [f"{here}/{s:0{width}d}" for s in segments]
         return {
             "account": account,
             "event": event,
@@ -72,9 +75,9 @@ class Stats:
             "total": sum(data.values()),
             "data": data,
             "links": {
-                "self": _path(base, period),
+                "self": here,
                 "up": _path(base, up) if up else f"/api/stats/track/{quote(account, safe='')}",
-                "segments": [_path(base, c) for c in children if c is not None],
+                "segments": children,
             },
         }
 

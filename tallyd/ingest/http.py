@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
@@ -47,24 +46,13 @@ async def post_events(intake: Intake, body: bytes, wait: bool) -> Response:
         intake.aggregator.check_capacity()
     except Overloaded as exc:
         raise HTTPError(503, "overloaded", str(exc), [(b"retry-after", b"1")]) from None
-    accepted = duplicates = 0
-    errors: list[dict[str, Any]] = []
-    rejected = 0
-    now = time.time()
-    for i, item in enumerate(items):
-        try:
-            if type(item) is Rejected:
-                intake.reject(SOURCE, item)
-                raise item
-            if intake.count(item, SOURCE, now):
-                accepted += 1
-            else:
-                duplicates += 1
-        except Rejected as err:
-            rejected += 1
-            if len(errors) < MAX_ERRORS:
-                errors.append({"index": i, "reason": err.reason, "detail": err.detail})
-    answer = {
+    counted = intake.count_many(items, SOURCE)
+    accepted, duplicates, rejected = counted.accepted, counted.duplicates, len(counted.rejected)
+    errors = [
+        {"index": i, "reason": err.reason, "detail": err.detail}
+        for i, err in counted.rejected[:MAX_ERRORS]
+    ]
+    answer: dict[str, Any] = {
         "accepted": accepted,
         "duplicates": duplicates,
         "rejected": rejected,

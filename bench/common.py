@@ -1,0 +1,107 @@
+"""Shared by the benchmark scripts: a tallyd process, timing, the output contract."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+
+
+class Tallyd:
+    """`tallyd serve` in a child process, on a fresh SQLite file unless told otherwise."""
+
+    def __init__(self, *args: str, store: str | None = None) -> None:
+        self.dir = tempfile.mkdtemp(prefix="tallyd-bench-")
+        self.port = free_port()
+        self.store = store or f"sqlite:///{self.dir}/bench.db"
+        cmd = [
+            sys.executable,
+            "-m",
+            "tallyd",
+            "serve",
+            "--store",
+            self.store,
+            "--http",
+            f"127.0.0.1:{self.port}",
+            "--log-level",
+            "warning",
+            *args,
+        ]
+        self.log = open(Path(self.dir) / "tallyd.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if self.request("GET", "/healthz")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("tallyd did not start")
+
+    def conn(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        c = self.conn()
+        try:
+            c.request(method, path, body=body)
+            r = c.getresponse()
+            return r.status, r.read()
+        finally:
+            c.close()
+
+    def get_json(self, path: str) -> Any:
+        status, body = self.request("GET", path)
+        assert status == 200, body
+        return json.loads(body)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+        self.log.close()
+
+
+def percentile(samples: list[float], p: float) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, int(len(s) * p))]
+
+
+def report(
+    bench: str, rows: list[tuple[str, str]], figures: dict[str, Any], ratios: dict[str, Any]
+) -> None:
+    """The readable table, then the one-line JSON the SPEC asks for, last."""
+    width = max(len(k) for k, _ in rows)
+    print(f"\n{bench} — {machine()}")
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}")
+    print(json.dumps({"bench": bench, "figures": figures, "ratios": ratios}))
