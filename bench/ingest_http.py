@@ -82,7 +82,7 @@ def main() -> None:
             th.join()
         posted = time.perf_counter() - t0
         while True:
-            status, body = t.request(
+            status, _body = t.request(
                 "POST", "/api/events?wait=flush", b'{"type":"probe","data":{"account":"bench"}}'
             )
             assert status == 202
