@@ -1,4 +1,4 @@
-"""The `tallyd` command: serve, query, check."""
+"""The `tallyd` command: serve, query, emit, check."""
 
 from __future__ import annotations
 
@@ -69,6 +69,12 @@ async def _query(cfg: Config, account: str, event: str, period: Period) -> dict[
         await parts.store.close()
 
 
+def cmd_emit(args: argparse.Namespace) -> int:
+    from tallyd.emit import run
+
+    return run(args)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from tallyd.server import assemble, redact
 
@@ -118,6 +124,12 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="print the API's JSON answer")
     add_arguments(q, STORE_FLAGS)
     q.set_defaults(func=cmd_query)
+
+    e = sub.add_parser("emit", help="send test or load events to ZeroMQ or HTTP")
+    from tallyd.emit import add_arguments as emit_arguments
+
+    emit_arguments(e)
+    e.set_defaults(func=cmd_emit)
 
     c = sub.add_parser("check", help="check the configuration and that the store answers")
     add_arguments(c)

@@ -27,6 +27,12 @@ def _opt(default: Any, help_: str, **meta: Any) -> Any:
 class Config:
     store: str = _opt("sqlite:///./tallyd.db", "store URL: sqlite:///PATH")
     http: str = _opt("127.0.0.1:8080", "HTTP listen address HOST:PORT", alias="--httphost")
+    zmq: list[str] = _opt(  # noqa: RUF009 - _opt returns a dataclasses.field
+        [], "connect a ZeroMQ SUB socket to ENDPOINT (repeatable)", alias="--zmsocket"
+    )
+    zmq_bind: list[str] = _opt([], "bind a ZeroMQ SUB socket at ENDPOINT (repeatable)")  # noqa: RUF009
+    zmq_topic: list[str] = _opt([], "only take ZeroMQ messages with this topic prefix")  # noqa: RUF009
+    zmq_hwm: int = _opt(100_000, "ZeroMQ receive high-water mark, in messages")
     timezone: str = _opt("UTC", "IANA time zone that periods are counted in")
     flush_interval: float = _opt(0.2, "seconds between batched writes to the store")
     key_prefix: str = _opt("", "prefix for every store key")
@@ -72,7 +78,13 @@ class Config:
                 raise ValueError(f"--breakdown {item!r}: expected EVENT:PROPERTY")
         if self.flush_interval <= 0:
             raise ValueError("--flush-interval must be positive")
-        for name in ("max_body", "max_batch_cells", "max_pending_cells", "dedup_max_ids"):
+        for name in (
+            "max_body",
+            "max_batch_cells",
+            "max_pending_cells",
+            "dedup_max_ids",
+            "zmq_hwm",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive")
         for name in ("retention_minutes", "retention_hours"):

@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
+import zmq
 
 from tallyd.aggregator import Aggregator
 from tallyd.app import App
 from tallyd.config import Config
 from tallyd.dedup import Dedup
 from tallyd.expand import Expander, Retention
+from tallyd.ingest.zmq import ZmqSource
 from tallyd.intake import Intake
 from tallyd.keys import KeySpace
 from tallyd.metrics import Metrics
@@ -131,6 +133,15 @@ async def serve(cfg: Config) -> int:
             log.error("cannot open store %s: %s", redact(cfg.store), exc)
             return 1
         log.info("store %s open; counting in %s", redact(cfg.store), cfg.timezone)
+        zmq_source: ZmqSource | None = None
+        if cfg.zmq or cfg.zmq_bind:
+            zmq_source = ZmqSource(parts.intake, cfg.zmq, cfg.zmq_bind, cfg.zmq_topic, cfg.zmq_hwm)
+            try:
+                zmq_source.start()
+            except zmq.ZMQError as exc:
+                log.error("cannot open the ZeroMQ socket: %s", exc)
+                await parts.store.close()
+                return 1
         flusher = asyncio.create_task(parts.aggregator.run(), name="flush")
         http = _HTTPServer(
             uvicorn.Config(
@@ -150,6 +161,9 @@ async def serve(cfg: Config) -> int:
         log.info("listening on http://%s", cfg.http)
         stopper = asyncio.create_task(stop.wait(), name="stop")
         await asyncio.wait({http_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        # Intake stops first: nothing new arrives while the last flush runs.
+        if zmq_source is not None:
+            await zmq_source.stop()
         http.should_exit = True
         await http_task
         stopper.cancel()
@@ -157,7 +171,9 @@ async def serve(cfg: Config) -> int:
         await flusher
         lost = await parts.aggregator.drain(cfg.shutdown_timeout)
         await parts.store.close()
-        log.info("stopped: %s", "every count written" if not lost else f"{lost} cells NOT written")
+        accepted = ", ".join(f"{k}={v}" for k, v in sorted(parts.metrics.accepted.items()))
+        outcome = "every count written" if not lost else f"{lost} cells NOT written"
+        log.info("stopped: %s (accepted: %s)", outcome, accepted or "none")
         return 2 if lost else 0
     finally:
         sock.close()

@@ -1,0 +1,211 @@
+"""ZeroMQ ingest: events/s from a PUB socket until every event is in the store.
+
+    python bench/ingest_zmq.py [--quick]
+
+One publisher (this process) sends the same pre-built stream of Bootic-format
+frames ("pageview {json}", 1,000 accounts, ten minutes of event times) to:
+
+- the ceiling: a bare pyzmq SUB loop in its own process that receives and
+  orjson-decodes every frame, and nothing else;
+- tallyd (`tallyd serve --zmq ...`) on SQLite, timed until the store file holds
+  every event (read directly, not through tallyd);
+- the first seed's design: a SUB loop that does one Redis HINCRBY round trip
+  per increment (year, month, day, hour, for the account and for `all`), on a
+  redis-server started here; timed on a slice of the stream, it is that slow.
+
+Each run waits for the subscriber's subscription (XPUB) before sending.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import zmq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import Tallyd, free_port, report
+
+T0 = 1_378_389_600  # 2013-09-05T14:00:00Z
+
+
+def frames(n: int) -> list[bytes]:
+    out = []
+    for i in range(n):
+        ev = {
+            "type": "pageview",
+            "data": {"account": f"acct{i * 7919 % 1000}"},
+            "time": T0 + i * 600 // n,
+            "seq": i + 1,
+        }
+        out.append(b"pageview " + orjson.dumps(ev))
+    return out
+
+
+def publisher(port: int) -> zmq.Socket[bytes]:
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.XPUB)
+    sock.setsockopt(zmq.XPUB_VERBOSE, 1)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.bind(f"tcp://127.0.0.1:{port}")
+    return sock
+
+
+def wait_subscribed(sock: zmq.Socket[bytes], timeout: float = 20) -> None:
+    if not sock.poll(int(timeout * 1000)):
+        raise RuntimeError("no subscriber")
+    sock.recv()
+
+
+def send_all(sock: zmq.Socket[bytes], stream: list[bytes]) -> None:
+    send = sock.send
+    for f in stream:
+        send(f)
+
+
+def bare_sub(port: int, n: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.SUB)
+    s.setsockopt(zmq.RCVHWM, 0)
+    s.setsockopt(zmq.SUBSCRIBE, b"")
+    s.connect(f"tcp://127.0.0.1:{port}")
+    got = 0
+    loads = orjson.loads
+    while got < n:
+        frame = s.recv()
+        loads(frame.partition(b" ")[2])
+        got += 1
+    out.put(time.perf_counter())
+
+
+def seed_sub(port: int, redis_port: int, n: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    import redis
+
+    r = redis.Redis(port=redis_port)
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.SUB)
+    s.setsockopt(zmq.RCVHWM, 0)
+    s.setsockopt(zmq.SUBSCRIBE, b"")
+    s.connect(f"tcp://127.0.0.1:{port}")
+    for _ in range(n):
+        ev = orjson.loads(s.recv().partition(b" ")[2])
+        t = time.gmtime(ev["time"])
+        y, m, d, h = f"{t.tm_year}", f"{t.tm_mon:02d}", f"{t.tm_mday:02d}", f"{t.tm_hour:02d}"
+        for acc in (ev["data"]["account"], "all"):
+            base = f"{acc}/{ev['type']}"
+            r.hincrby(f"{base}/{y}", m, 1)
+            r.hincrby(f"{base}/{y}/{m}", d, 1)
+            r.hincrby(f"{base}/{y}/{m}/{d}", h, 1)
+            r.hincrby(f"{base}/{y}/{m}/{d}/{h}", f"{t.tm_min:02d}", 1)
+    out.put(time.perf_counter())
+    assert int(r.hget("all/pageview/2013", "09") or 0) == n
+
+
+def run_process_bench(target, args: tuple, stream: list[bytes]) -> float:  # type: ignore[no-untyped-def,type-arg]
+    port = free_port()
+    pub = publisher(port)
+    q: mp.Queue = mp.Queue()  # type: ignore[type-arg]
+    proc = mp.Process(target=target, args=(port, *args, q))
+    proc.start()
+    wait_subscribed(pub)
+    t0 = time.perf_counter()
+    send_all(pub, stream)
+    done = q.get(timeout=600)
+    proc.join(30)
+    pub.close(0)
+    return len(stream) / (done - t0)
+
+
+def tallyd_rate(stream: list[bytes]) -> tuple[float, float]:
+    port = free_port()
+    pub = publisher(port)
+    t = Tallyd("--zmq", f"tcp://127.0.0.1:{port}", "--zmq-hwm", str(len(stream)))
+    try:
+        wait_subscribed(pub)
+        db = sqlite3.connect(t.store.removeprefix("sqlite:///"))
+        t0 = time.perf_counter()
+        send_all(pub, stream)
+        sent = time.perf_counter()
+        n = len(stream)
+        while True:
+            row = db.execute(
+                "SELECT value FROM counters WHERE key = 'all/pageview/2013' AND field = '09'"
+            ).fetchone()
+            if row and row[0] >= n:
+                break
+            time.sleep(0.005)
+        done = time.perf_counter()
+        assert row[0] == n, (row, n)
+        per_account = db.execute(
+            "SELECT sum(value) FROM counters WHERE key LIKE 'acct%/pageview' AND field = '2013'"
+        ).fetchone()[0]
+        assert per_account == n, (per_account, n)
+        db.close()
+    finally:
+        t.stop()
+        pub.close(0)
+    return n / (done - t0), n / (sent - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    n = 200_000 if args.quick else 1_000_000
+    stream = frames(n)
+
+    ceiling = max(run_process_bench(bare_sub, (n,), stream) for _ in range(2))
+    rate, send_rate = tallyd_rate(stream)
+
+    seed = None
+    redis_bin = shutil.which("redis-server")
+    if redis_bin:
+        rport = free_port()
+        rs = subprocess.Popen(
+            [redis_bin, "--port", str(rport), "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(0.3)
+            m = 5_000 if args.quick else 20_000
+            seed = run_process_bench(seed_sub, (rport, m), stream[:m])
+        finally:
+            rs.terminate()
+            rs.wait()
+
+    figures = {
+        "events": n,
+        "tallyd_sqlite_per_s": round(rate),
+        "ceiling_per_s": round(ceiling),
+        "publisher_send_per_s": round(send_rate),
+        "seed_redis_per_s": round(seed) if seed else None,
+    }
+    ratios = {"vs_ceiling_sqlite": round(rate / ceiling, 3)}
+    if seed:
+        ratios["vs_seed"] = round(rate / seed, 1)
+    rows = [
+        ("events", f"{n:,} (1,000 accounts, one frame each)"),
+        ("bare pyzmq SUB + orjson (ceiling)", f"{ceiling:,.0f} events/s"),
+        (
+            "tallyd on SQLite, until in the store",
+            f"{rate:,.0f} events/s  ratio {rate / ceiling:.3f} (target ≥ 0.7)",
+        ),
+        (
+            "seed design: HINCRBY per increment",
+            f"{seed:,.0f} events/s  tallyd is {rate / seed:,.0f}x (target ≥ 100x)"
+            if seed
+            else "redis-server not installed",
+        ),
+    ]
+    report("ingest_zmq", rows, figures, ratios)
+
+
+if __name__ == "__main__":
+    main()
