@@ -16,11 +16,12 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator
 
 from tallyd.dedup import Dedup
-from tallyd.events import Event
-from tallyd.expand import Cell, Expander
+from tallyd.events import Cell, Event
+from tallyd.expand import Expander
 from tallyd.metrics import Metrics
 from tallyd.stores.base import Batch, Store
 
@@ -55,7 +56,7 @@ class Aggregator:
         # A fresh id per process: the store keeps the last seq applied per node.
         self.node = uuid.uuid4().hex[:16]
         self.seq = 0
-        self.pending: dict[Cell, int] = {}
+        self.pending: Counter[Cell] = Counter()
         self._inflight_cells: dict[Cell, int] = {}
         self._inflight_seq = 0
         self._inflight: Batch | None = None
@@ -82,6 +83,12 @@ class Aggregator:
     def add(self, ev: Event) -> bool:
         """Count one parsed event; False if its id was a duplicate."""
         return self.add_many((ev,)) == 1
+
+    def add_cells(self, cells: list[Cell]) -> None:
+        """Count events that carry no id: one cell each, counted in C."""
+        self.pending.update(cells)
+        if len(self.pending) >= self.max_batch_cells:
+            self._wake.set()
 
     def add_many(self, events: Iterable[Event]) -> int:
         """Count parsed events; returns how many were not duplicates."""
@@ -123,7 +130,7 @@ class Aggregator:
         `applied_seq` is the snapshot's last batch of this node: the in-flight
         batch is added only if the snapshot does not include it already.
         """
-        sources = [self.pending]
+        sources: list[dict[Cell, int]] = [self.pending]
         if self._inflight_cells and self._inflight_seq > applied_seq:
             sources.append(self._inflight_cells)
         for src in sources:
@@ -142,7 +149,7 @@ class Aggregator:
         if self._inflight is None:
             if not self.pending:
                 return 0
-            cells, self.pending = self.pending, {}
+            cells, self.pending = self.pending, Counter()
             self.seq += 1
             self._inflight_cells, self._inflight_seq = cells, self.seq
             # Expansion is CPU work: a thread keeps the event loop answering meanwhile.

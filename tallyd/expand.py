@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tallyd.events import Cell
 from tallyd.keys import ROLLUP, KeySpace, escape
 from tallyd.periods import Clock
 from tallyd.stores.base import Batch
-
-# (account, event, epoch minute, breakdown value)
-Cell = tuple[str, str, int, str | None]
 
 DAY = 86400
 

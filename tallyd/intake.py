@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tallyd.aggregator import Aggregator
-from tallyd.events import Event, Rejected, RejectLog, parse
+from tallyd.events import Rejected, RejectLog, parse_many
 from tallyd.metrics import Metrics
 
 
@@ -31,6 +31,8 @@ class Intake:
         self.metrics = metrics
         self.breakdowns = breakdowns
         self.reject_log = RejectLog()
+        # Names that passed full validation once: later events with them take the fast path.
+        self._known: set[str] = set()
 
     def count(self, obj: Any, source: str, now: float | None = None) -> bool:
         """Count one decoded event: True, or False for a duplicate id.
@@ -45,21 +47,16 @@ class Intake:
     def count_many(self, objs: Iterable[Any], source: str, now: float | None = None) -> Counted:
         """Count decoded events; rejections are logged, metered and returned by index."""
         now = time.time() if now is None else now
-        breakdowns = self.breakdowns
-        parsed: list[Event] = []
-        rejected: list[tuple[int, Rejected]] = []
-        for i, obj in enumerate(objs):
-            try:
-                if type(obj) is Rejected:
-                    raise obj
-                parsed.append(parse(obj, breakdowns, now))
-            except Rejected as err:
-                self.reject(source, err)
-                rejected.append((i, err))
-        accepted = self.aggregator.add_many(parsed)
+        cells, with_ids, rejected = parse_many(objs, self.breakdowns, now, self._known)
+        for _, err in rejected:
+            self.reject(source, err)
+        agg = self.aggregator
+        agg.add_cells(cells)
+        added = agg.add_many(with_ids) if with_ids else 0
+        accepted = len(cells) + added
         if accepted:
             self.metrics.accept(source, accepted)
-        duplicates = len(parsed) - accepted
+        duplicates = len(with_ids) - added
         self.metrics.duplicates += duplicates
         return Counted(accepted, duplicates, rejected)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tallyd.expand import DAY, Cell, Expander, Retention
+from tallyd.events import Cell
+from tallyd.expand import DAY, Expander, Retention
 from tallyd.keys import KeySpace
 from tallyd.periods import Clock
 from tallyd.stores import Batch

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import orjson
+
 from tallyd.stores.base import Batch, Snapshot, StoreError
 
 SCHEMA = """
@@ -98,24 +100,30 @@ class SQLiteStore:
             if row is not None and row[0] >= b.seq:
                 c.execute("ROLLBACK")
                 return False
-            c.executemany(
-                "INSERT INTO counters (key, field, value) VALUES (?, ?, ?) "
-                "ON CONFLICT (key, field) DO UPDATE SET value = value + excluded.value",
-                [(k, f, n) for k, fields in b.counters.items() for f, n in fields.items()],
+            # Each table's rows go in as one JSON document and one statement: SQLite
+            # then loops in C, instead of Python re-taking the GIL for every row
+            # (which stalls behind the ingest thread for up to 5 ms a time).
+            c.execute(
+                "INSERT INTO counters (key, field, value) "
+                "SELECT k.key, f.key, f.value FROM json_each(?) AS k, json_each(k.value) AS f "
+                "WHERE true ON CONFLICT (key, field) DO UPDATE SET value = value + excluded.value",
+                (orjson.dumps(b.counters),),
             )
-            c.executemany(
-                "INSERT OR IGNORE INTO indexes (key, member) VALUES (?, ?)",
-                [(k, m) for k, ms in b.indexes.items() for m in ms],
+            c.execute(
+                "INSERT OR IGNORE INTO indexes (key, member) "
+                "SELECT k.key, m.value FROM json_each(?) AS k, json_each(k.value) AS m",
+                (orjson.dumps({k: list(ms) for k, ms in b.indexes.items()}),),
             )
-            c.executemany(
-                "INSERT INTO rankings (key, member, score) VALUES (?, ?, ?) "
-                "ON CONFLICT (key, member) DO UPDATE SET score = score + excluded.score",
-                [(k, m, n) for k, ms in b.rankings.items() for m, n in ms.items()],
+            c.execute(
+                "INSERT INTO rankings (key, member, score) "
+                "SELECT k.key, m.key, m.value FROM json_each(?) AS k, json_each(k.value) AS m "
+                "WHERE true ON CONFLICT (key, member) DO UPDATE SET score = score + excluded.score",
+                (orjson.dumps(b.rankings),),
             )
-            c.executemany(
-                "INSERT INTO expiry (key, at) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET at = max(at, excluded.at)",
-                list(b.expire_at.items()),
+            c.execute(
+                "INSERT INTO expiry (key, at) SELECT key, value FROM json_each(?) "
+                "WHERE true ON CONFLICT (key) DO UPDATE SET at = max(at, excluded.at)",
+                (orjson.dumps(b.expire_at),),
             )
             c.execute(
                 "INSERT INTO batches (node, seq, at) VALUES (?, ?, ?) "
