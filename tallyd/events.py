@@ -179,6 +179,10 @@ def parse_many(
                 if type(t) is int and 0 <= t <= MAX_TIME:
                     cell((account, event, t // 60, None))
                     continue
+        if type(obj) is Rejected:
+            # A source could not even decode this one; it arrives pre-rejected.
+            rejected.append((i, obj))
+            continue
         try:
             ev = parse(obj, breakdowns, now)
         except Rejected as err:
