@@ -16,7 +16,6 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterable, Iterator
 
 from tallyd.dedup import Dedup
@@ -56,7 +55,8 @@ class Aggregator:
         # A fresh id per process: the store keeps the last seq applied per node.
         self.node = uuid.uuid4().hex[:16]
         self.seq = 0
-        self.pending: Counter[Cell] = Counter()
+        # Ingest's fast path (hotpath.count_known) increments this dict directly.
+        self.pending: dict[Cell, int] = {}
         self._inflight_cells: dict[Cell, int] = {}
         self._inflight_seq = 0
         self._inflight: Batch | None = None
@@ -85,8 +85,10 @@ class Aggregator:
         return self.add_many((ev,)) == 1
 
     def add_cells(self, cells: list[Cell]) -> None:
-        """Count events that carry no id: one cell each, counted in C."""
-        self.pending.update(cells)
+        """Count events that carry no id (the fast path counts into `pending` itself)."""
+        p = self.pending
+        for k in cells:
+            p[k] = p.get(k, 0) + 1
         if len(self.pending) >= self.max_batch_cells:
             self._wake.set()
 
@@ -130,7 +132,7 @@ class Aggregator:
         `applied_seq` is the snapshot's last batch of this node: the in-flight
         batch is added only if the snapshot does not include it already.
         """
-        sources: list[dict[Cell, int]] = [self.pending]
+        sources = [self.pending]
         if self._inflight_cells and self._inflight_seq > applied_seq:
             sources.append(self._inflight_cells)
         for src in sources:
@@ -149,7 +151,7 @@ class Aggregator:
         if self._inflight is None:
             if not self.pending:
                 return 0
-            cells, self.pending = self.pending, Counter()
+            cells, self.pending = self.pending, {}
             self.seq += 1
             self._inflight_cells, self._inflight_seq = cells, self.seq
             # Expansion is CPU work: a thread keeps the event loop answering meanwhile.

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
 
@@ -142,43 +141,18 @@ MAX_KNOWN = 100_000
 
 
 def parse_many(
-    objs: Iterable[Any], breakdowns: dict[str, str], now: float, known: set[str]
+    items: list[tuple[int, Any]], breakdowns: dict[str, str], now: float, known: set[str]
 ) -> tuple[list[Cell], list[Event], list[tuple[int, Rejected]]]:
-    """Parse a batch: (cells of events without id, events with id, rejections by index).
+    """Fully check `(index, value)` items the fast path passed over.
 
-    The hot path of every source. An event whose names were validated before
-    (`known`), with an integer or absent time, no id and no breakdown becomes
-    its cell with a handful of dictionary reads; anything else goes through
-    `parse` and its full checks, which also teaches `known` the names it passed.
+    Returns the cells of events without an id, the events with one (for
+    de-duplication), and the rejections by index. Names that pass are added to
+    `known`, so later events with them take the fast path (`hotpath.count_known`).
     """
     cells: list[Cell] = []
     with_ids: list[Event] = []
     rejected: list[tuple[int, Rejected]] = []
-    cell = cells.append
-    now_minute = int(now // 60)
-    for i, obj in enumerate(objs):
-        if type(obj) is dict and "id" not in obj:
-            data = obj.get("data")
-            if type(data) is dict:
-                account = data.get("account")
-                event = obj.get("type")
-            else:
-                account = obj.get("account")
-                event = obj.get("event")
-            if (
-                type(account) is str
-                and account in known
-                and type(event) is str
-                and event in known
-                and event not in breakdowns
-            ):
-                t = obj.get("time")
-                if t is None:
-                    cell((account, event, now_minute, None))
-                    continue
-                if type(t) is int and 0 <= t <= MAX_TIME:
-                    cell((account, event, t // 60, None))
-                    continue
+    for i, obj in items:
         if type(obj) is Rejected:
             # A source could not even decode this one; it arrives pre-rejected.
             rejected.append((i, obj))
@@ -189,7 +163,7 @@ def parse_many(
             rejected.append((i, err))
             continue
         if ev[4] is None:
-            cell(ev[:4])
+            cells.append(ev[:4])
         else:
             with_ids.append(ev)
         if len(known) >= MAX_KNOWN:

@@ -7,12 +7,12 @@ log line), so HTTP, ZeroMQ and syslog behave the same on bad input.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from tallyd.aggregator import Aggregator
 from tallyd.events import Rejected, RejectLog, parse_many
+from tallyd.hotpath import count_known
 from tallyd.metrics import Metrics
 
 
@@ -39,21 +39,22 @@ class Intake:
 
         Raises `Rejected` (already logged and counted in the metrics).
         """
-        counted = self.count_many((obj,), source, now)
+        counted = self.count_many([obj], source, now)
         if counted.rejected:
             raise counted.rejected[0][1]
         return counted.accepted == 1
 
-    def count_many(self, objs: Iterable[Any], source: str, now: float | None = None) -> Counted:
+    def count_many(self, objs: list[Any], source: str, now: float | None = None) -> Counted:
         """Count decoded events; rejections are logged, metered and returned by index."""
         now = time.time() if now is None else now
-        cells, with_ids, rejected = parse_many(objs, self.breakdowns, now, self._known)
+        agg = self.aggregator
+        fast, slow = count_known(objs, self._known, self.breakdowns, int(now // 60), agg.pending)
+        cells, with_ids, rejected = parse_many(slow, self.breakdowns, now, self._known)
         for _, err in rejected:
             self.reject(source, err)
-        agg = self.aggregator
         agg.add_cells(cells)
         added = agg.add_many(with_ids) if with_ids else 0
-        accepted = len(cells) + added
+        accepted = fast + len(cells) + added
         if accepted:
             self.metrics.accept(source, accepted)
         duplicates = len(with_ids) - added

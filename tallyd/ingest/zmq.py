@@ -21,14 +21,15 @@ import zmq
 import zmq.asyncio
 
 from tallyd.events import Rejected
+from tallyd.hotpath import receive, track_seq
 from tallyd.intake import Intake
 
 log = logging.getLogger("tallyd.zmq")
 
 SOURCE = "zmq"
+BAD_JSON = Rejected("invalid_json", "the frame is not JSON")
 BATCH = 5000
 POLL_MS = 200
-MAX_PUBLISHERS = 100_000
 
 
 def endpoint(text: str) -> str:
@@ -37,12 +38,13 @@ def endpoint(text: str) -> str:
 
 
 class SeqTracker:
-    """Detects gaps in per-publisher `seq` numbers.
+    """Accounts for gaps in per-publisher `seq` numbers.
 
     A SUB socket cannot see who sent a message, so a publisher is named by the
     event's `publisher` field (`tallyd emit` sends one), or else by the topic.
-    Gaps are counted in metrics; the log line is written at most once per
-    second, with the gaps folded into it, so a lossy bus cannot flood the log.
+    The receive loop (`hotpath.receive`) keeps `last` and lists the breaks;
+    here they become metrics, and log lines at most once per second with the
+    gaps folded in, so a lossy bus cannot flood the log.
     """
 
     def __init__(self) -> None:
@@ -52,37 +54,28 @@ class SeqTracker:
         self._log_after = 0.0
         self._unlogged = 0
 
-    def see(self, topic: bytes, obj: dict[str, Any], seq: int) -> None:
-        publisher = obj.get("publisher")
-        key = topic if publisher is None or type(publisher) is not str else publisher
-        last = self.last.get(key)
-        if last is None:
-            if len(self.last) >= MAX_PUBLISHERS:
-                self.last.clear()
-        elif seq > last + 1:
-            self._gap(key, last, seq)
-        elif seq <= last:
-            log.info("publisher %r restarted its seq at %d (was %d)", key, seq, last)
-        self.last[key] = seq
-
-    def _gap(self, key: Any, last: int, seq: int) -> None:
-        lost = seq - last - 1
-        self.gaps += 1
-        self.missing += lost
-        self._unlogged += lost
-        now = time.monotonic()
-        if now >= self._log_after:
-            log.warning(
-                "seq gap from publisher %r: %d message(s) missing (%d → %d); "
-                "%d missing in all since the last report",
-                key,
-                lost,
-                last,
-                seq,
-                self._unlogged,
-            )
-            self._unlogged = 0
-            self._log_after = now + 1.0
+    def report(self, breaks: list[tuple[Any, int, int]]) -> None:
+        for key, last, seq in breaks:
+            if seq <= last:
+                log.info("publisher %r restarted its seq at %d (was %d)", key, seq, last)
+                continue
+            lost = seq - last - 1
+            self.gaps += 1
+            self.missing += lost
+            self._unlogged += lost
+            now = time.monotonic()
+            if now >= self._log_after:
+                log.warning(
+                    "seq gap from publisher %r: %d message(s) missing (%d → %d); "
+                    "%d missing in all since the last report",
+                    key,
+                    lost,
+                    last,
+                    seq,
+                    self._unlogged,
+                )
+                self._unlogged = 0
+                self._log_after = now + 1.0
 
 
 class ZmqSource:
@@ -148,57 +141,48 @@ class ZmqSource:
                 # Backpressure: the bus queues (to the high-water mark) while the store catches up.
                 await asyncio.sleep(0.05)
                 continue
-            if await self._sock.poll(POLL_MS) and self._drain(BATCH) == BATCH:
-                await asyncio.sleep(0)  # a full batch: let HTTP and the flusher run
+            try:
+                if await self._sock.poll(POLL_MS) and self._drain(BATCH) == BATCH:
+                    await asyncio.sleep(0)  # a full batch: let HTTP and the flusher run
+            except zmq.ZMQError as exc:
+                log.error("zmq: receive failed: %s", exc)
+                await asyncio.sleep(0.1)
+            except Exception:
+                # A bug must not silently end ingest: log it and keep receiving.
+                log.exception("zmq: error counting a batch")
 
     def _drain(self, limit: int) -> int:
         """Receive and count up to `limit` waiting messages, without blocking."""
         assert self._shadow is not None
         sock = self._shadow
-        recv = sock.recv
-        messages: list[tuple[bytes, bytes | None]] = []
-        for _ in range(limit):
-            try:
-                frame = recv(zmq.NOBLOCK)
-            except zmq.Again:
+        objs: list[Any] = []
+        breaks: list[tuple[Any, int, int]] = []
+        received = 0
+        while received < limit:
+            n, odd = receive(
+                sock.recv,
+                limit - received,
+                zmq.Again,
+                orjson.loads,
+                orjson.JSONDecodeError,
+                BAD_JSON,
+                self.seqs.last,
+                breaks,
+                objs,
+            )
+            received += n
+            if odd is None:
                 break
-            # Fast path, no socket option read (it costs more than the receive):
-            # "<topic> <json>" or bare JSON in one frame is the whole message.
-            c = frame[:1]
-            if c == b"{" or c == b"[":
-                messages.append((b"", frame))
-                continue
-            sp = frame.find(b" ")
-            if sp > 0 and frame[sp + 1 : sp + 2] in (b"{", b"["):
-                messages.append((frame[:sp], frame[sp + 1 :]))
-                continue
-            messages.append(_slow_message(sock, frame))
-        if messages:
-            self.received += len(messages)
-            self.intake.count_many(self._decode(messages), SOURCE)
-        return len(messages)
-
-    def _decode(self, messages: list[tuple[bytes, bytes | None]]) -> list[Any]:
-        out: list[Any] = []
-        loads = orjson.loads
-        see = self.seqs.see
-        for topic, payload in messages:
-            if payload is None:
-                out.append(Rejected("bad_frames", "expected 1 or 2 frames: topic and JSON"))
-                continue
-            try:
-                doc = loads(payload)
-            except orjson.JSONDecodeError:
-                out.append(Rejected("invalid_json", "the frame is not JSON"))
-                continue
-            docs = doc if type(doc) is list else (doc,)
-            for obj in docs:
-                if type(obj) is dict:
-                    seq = obj.get("seq")
-                    if type(seq) is int:
-                        see(topic, obj, seq)
-                out.append(obj)
-        return out
+            # Not a whole event in one frame: [topic, json] in two frames, or junk.
+            received += 1
+            topic, payload = _rest_of_message(sock, odd)
+            objs.extend(_decode_one(topic, payload, self.seqs.last, breaks))
+        if breaks:
+            self.seqs.report(breaks)
+        if received:
+            self.received += received
+            self.intake.count_many(objs, SOURCE)
+        return received
 
     async def stop(self) -> None:
         """Stop waiting, count what the socket already holds, close."""
@@ -214,10 +198,9 @@ class ZmqSource:
         log.info("zmq: stopped after %d message(s)", self.received)
 
 
-def _slow_message(sock: zmq.Socket[bytes], first: bytes) -> tuple[bytes, bytes | None]:
-    """A message whose first frame is not a whole event: `[topic, json]`, or junk."""
+def _rest_of_message(sock: zmq.Socket[bytes], first: bytes) -> tuple[bytes, bytes | None]:
+    """(topic, payload) of a message whose first frame is not a whole event."""
     if not sock.getsockopt(zmq.RCVMORE):
-        # One frame that is neither JSON nor "<topic> <json>": let the decoder reject it.
         topic, sep, payload = first.partition(b" ")
         return (topic, payload) if sep else (b"", first)
     frames = [first, sock.recv()]
@@ -226,3 +209,21 @@ def _slow_message(sock: zmq.Socket[bytes], first: bytes) -> tuple[bytes, bytes |
     if len(frames) != 2:
         return b"", None
     return frames[0], frames[1]
+
+
+def _decode_one(
+    topic: bytes,
+    payload: bytes | None,
+    seq_last: dict[Any, int],
+    breaks: list[tuple[Any, int, int]],
+) -> list[Any]:
+    if payload is None:
+        return [Rejected("bad_frames", "expected 1 or 2 frames: topic and JSON")]
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return [BAD_JSON]
+    docs = doc if type(doc) is list else [doc]
+    for obj in docs:
+        track_seq(obj, topic, seq_last, breaks)
+    return docs
