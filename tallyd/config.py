@@ -25,7 +25,10 @@ def _opt(default: Any, help_: str, **meta: Any) -> Any:
 
 @dataclass
 class Config:
-    store: str = _opt("sqlite:///./tallyd.db", "store URL: sqlite:///PATH")
+    store: str = _opt("sqlite:///./tallyd.db", "store URL: sqlite:///PATH or redis://HOST:PORT/DB")
+    redishost: str = _opt(
+        "", "the first seed's flag: HOST:PORT, the same as --store redis://HOST:PORT/0"
+    )
     http: str = _opt("127.0.0.1:8080", "HTTP listen address HOST:PORT", alias="--httphost")
     zmq: list[str] = _opt(  # noqa: RUF009 - _opt returns a dataclasses.field
         [], "connect a ZeroMQ SUB socket to ENDPOINT (repeatable)", alias="--zmsocket"
@@ -69,6 +72,8 @@ class Config:
 
     def validate(self) -> Config:
         """Raise ValueError with a message naming the bad setting."""
+        if self.redishost:
+            self.store = f"redis://{self.redishost}/0"
         _, sep, port = self.http.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"--http {self.http!r}: expected HOST:PORT")

@@ -59,15 +59,13 @@ class Expander:
             inc(day_key, h, n)
             hour_key = f"{day_key}/{h}"
             inc(hour_key, mi, n)
-            t = minute * 60
+            # Aligned to the period, so every cell of a key gives the same expiry.
+            hour_start = (minute - int(mi)) * 60
             if self.retention.hours_days:
-                at = t + DAY + self.retention.hours_days * DAY
-                if expire.get(day_key, 0) < at:
-                    expire[day_key] = at
+                day_start = hour_start - int(h) * 3600
+                expire[day_key] = day_start + DAY + self.retention.hours_days * DAY
             if self.retention.minutes_days:
-                at = t + 3600 + self.retention.minutes_days * DAY
-                if expire.get(hour_key, 0) < at:
-                    expire[hour_key] = at
+                expire[hour_key] = hour_start + 3600 + self.retention.minutes_days * DAY
             if bval is not None:
                 inc(keys.funnel(acc, ev, (y,)), bval, n)
                 inc(keys.funnel(acc, ev, (y, m)), bval, n)

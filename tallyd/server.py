@@ -59,7 +59,7 @@ class Parts:
 
 
 def assemble(cfg: Config) -> Parts:
-    store = open_store(cfg.store)
+    store = open_store(cfg.store, cfg.key_prefix)
     metrics = Metrics()
     clock = Clock(cfg.timezone)
     keys = KeySpace(cfg.key_prefix)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,9 +28,12 @@ def free_port() -> int:
 class Server:
     """A `tallyd serve` child process and an HTTP client for it."""
 
-    def __init__(self, tmp: Path, *args: str, db: Path | None = None) -> None:
+    def __init__(
+        self, tmp: Path, *args: str, db: Path | None = None, store: str | None = None
+    ) -> None:
         self.tmp = tmp
         self.db = db or tmp / "tallyd.db"
+        self.store = store or f"sqlite:///{self.db}"
         self.args = list(args)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -44,7 +48,7 @@ class Server:
             "tallyd",
             "serve",
             "--store",
-            f"sqlite:///{self.db}",
+            self.store,
             "--http",
             f"127.0.0.1:{self.port}",
             *self.args,
@@ -105,3 +109,93 @@ def server_factory(tmp_path: Path) -> Iterator[type[Server]]:
 @pytest.fixture
 def server(server_factory: type[Server], tmp_path: Path) -> Server:
     return server_factory(tmp_path).start()
+
+
+def require(binary: str) -> str:
+    """The path of a server binary; missing is a failure under CI, a skip elsewhere."""
+    path = shutil.which(binary) or next(
+        (p for p in (f"/usr/sbin/{binary}", f"/usr/bin/{binary}") if os.access(p, os.X_OK)), None
+    )
+    if path is None:
+        message = f"{binary} is not installed (./scripts/test.sh installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port, its data in a temp dir.
+
+    Append-only with fsync on every write, so a kill -9 and a restart keep
+    every acknowledged write, as a production Redis configured for it would.
+    """
+
+    def __init__(self, binary: str, data: Path) -> None:
+        self.binary = binary
+        self.data = data
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.data),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(64).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(require("redis-server"), tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    import redis
+
+    client = redis.Redis(port=redis_server.port)
+    client.flushall()
+    client.close()
+    return redis_server.url

@@ -52,12 +52,13 @@ def test_funnels_indexes_rankings() -> None:
 
 def test_retention_marks_only_fine_grained_hashes() -> None:
     b = build({("a", "e", MINUTE, None): 1}, Retention(minutes_days=7, hours_days=400))
-    t = MINUTE * 60
+    hour = 1_378_389_600  # 2013-09-05T14:00Z
+    day = 1_378_339_200  # 2013-09-05T00:00Z
     assert b.expire_at == {
-        "a/e/2013/09/05/14": t + 3600 + 7 * DAY,
-        "all/e/2013/09/05/14": t + 3600 + 7 * DAY,
-        "a/e/2013/09/05": t + DAY + 400 * DAY,
-        "all/e/2013/09/05": t + DAY + 400 * DAY,
+        "a/e/2013/09/05/14": hour + 3600 + 7 * DAY,
+        "all/e/2013/09/05/14": hour + 3600 + 7 * DAY,
+        "a/e/2013/09/05": day + DAY + 400 * DAY,
+        "all/e/2013/09/05": day + DAY + 400 * DAY,
     }
     assert build({("a", "e", MINUTE, None): 1}, Retention(0, 0)).expire_at == {}
 

@@ -12,11 +12,12 @@ __all__ = ["SCHEMES", "Batch", "Snapshot", "Store", "StoreError", "open_store"]
 # scheme → "module:Class"; imported only when used.
 SCHEMES: dict[str, str] = {
     "sqlite": "tallyd.stores.sqlite:SQLiteStore",
+    "redis": "tallyd.stores.redis:RedisStore",
 }
 
 
-def open_store(url: str) -> Store:
-    """Build (not yet open) the store a URL names."""
+def open_store(url: str, key_prefix: str = "") -> Store:
+    """Build (not yet open) the store a URL names; `key_prefix` prefixes its own keys too."""
     scheme = urlsplit(url).scheme
     target = SCHEMES.get(scheme)
     if target is None:
@@ -24,5 +25,5 @@ def open_store(url: str) -> Store:
         raise ValueError(f"unknown store {url!r}: the accepted schemes are {accepted}")
     module, _, name = target.partition(":")
     cls = getattr(import_module(module), name)
-    store: Store = cls(url)
+    store: Store = cls(url, key_prefix)
     return store

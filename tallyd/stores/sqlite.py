@@ -56,7 +56,8 @@ def path_of(url: str) -> str:
 
 
 class SQLiteStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, key_prefix: str = "") -> None:
+        # The batch marker is a table here, so the key prefix has nothing to name.
         self.url = url
         self.path = path_of(url)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="tallyd-sqlite")

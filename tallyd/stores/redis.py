@@ -1,0 +1,142 @@
+"""The Redis store: the first seed's layout, readable with `redis-cli`.
+
+Counters are hashes (`HINCRBY`), indexes are sorted sets with every score 0 so
+they page in name order (`ZRANGEBYLEX`), rankings are sorted sets by count
+(`ZINCRBY`), retention is `EXPIREAT`. A batch is applied by one Lua script,
+which first checks and then records the node's last batch number in
+`tallyd:batches`: Redis runs a script atomically, so a batch retried after a
+timeout or a reconnect is applied exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from tallyd.stores.base import Batch, Snapshot, StoreError
+
+APPLY = """
+local last = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if last >= tonumber(ARGV[2]) then return 0 end
+local i = 3
+local n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  local key, fields = ARGV[i], tonumber(ARGV[i + 1]); i = i + 2
+  for _ = 1, fields do redis.call('HINCRBY', key, ARGV[i], ARGV[i + 1]); i = i + 2 end
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  local key, members = ARGV[i], tonumber(ARGV[i + 1]); i = i + 2
+  for _ = 1, members do redis.call('ZADD', key, 0, ARGV[i]); i = i + 1 end
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  local key, members = ARGV[i], tonumber(ARGV[i + 1]); i = i + 2
+  for _ = 1, members do redis.call('ZINCRBY', key, ARGV[i + 1], ARGV[i]); i = i + 2 end
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do redis.call('EXPIREAT', ARGV[i], ARGV[i + 1]); i = i + 2 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+
+def script_args(b: Batch) -> list[Any]:
+    """The batch flattened in the order the script reads it."""
+    args: list[Any] = [b.node, b.seq, len(b.counters)]
+    for key, fields in b.counters.items():
+        args += (key, len(fields))
+        for f, n in fields.items():
+            args += (f, n)
+    args.append(len(b.indexes))
+    for key, members in b.indexes.items():
+        args += (key, len(members), *members)
+    args.append(len(b.rankings))
+    for key, scores in b.rankings.items():
+        args += (key, len(scores))
+        for m, n in scores.items():
+            args += (m, n)
+    args.append(len(b.expire_at))
+    for key, at in b.expire_at.items():
+        args += (key, at)
+    return args
+
+
+def _ints(h: dict[bytes, bytes]) -> dict[str, int]:
+    return {f.decode(): int(v) for f, v in h.items()}
+
+
+def _lex_range(prefix: str, after: str) -> tuple[str, str]:
+    """ZRANGEBYLEX bounds: members starting with `prefix`, greater than `after`."""
+    low = "[" + prefix if prefix else "-"
+    if after and after >= prefix:
+        low = "(" + after
+    # U+FFFF encodes as EF BF BF: above every byte of our (ASCII, escaped) members.
+    high = "(" + prefix + "\uffff" if prefix else "+"
+    return low, high
+
+
+class RedisStore:
+    def __init__(self, url: str, key_prefix: str = "") -> None:
+        self.url = url
+        self.batches = f"{key_prefix}tallyd:batches"
+        self._r: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
+        )
+        self._apply = self._r.register_script(APPLY)
+
+    async def open(self) -> None:
+        await self.ping()
+
+    async def apply(self, batch: Batch) -> bool:
+        try:
+            applied = await self._apply(keys=[self.batches], args=script_args(batch))
+        except RedisError as exc:
+            raise StoreError(f"redis: {exc}") from exc
+        return bool(applied)
+
+    async def read(self, keys: Sequence[str], node: str) -> Snapshot:
+        try:
+            # MULTI/EXEC: the hashes and the batch marker come from one moment.
+            async with self._r.pipeline(transaction=True) as p:
+                p.hget(self.batches, node)
+                for k in keys:
+                    p.hgetall(k)
+                seq, *hashes = await p.execute()
+        except RedisError as exc:
+            raise StoreError(f"redis: {exc}") from exc
+        return Snapshot([_ints(h) for h in hashes], int(seq or 0))
+
+    async def members(self, key: str, prefix: str, after: str, limit: int) -> list[str]:
+        low, high = _lex_range(prefix, after)
+        try:
+            found = await self._r.zrangebylex(key, low, high, start=0, num=limit)
+        except RedisError as exc:
+            raise StoreError(f"redis: {exc}") from exc
+        return [m.decode() if isinstance(m, bytes) else m for m in found]
+
+    async def top(self, key: str, limit: int) -> list[tuple[str, int]]:
+        try:
+            found = cast(
+                list[tuple[bytes, float]],
+                await self._r.zrevrange(key, 0, limit - 1, withscores=True),
+            )
+        except RedisError as exc:
+            raise StoreError(f"redis: {exc}") from exc
+        return sorted(((m.decode(), int(s)) for m, s in found), key=lambda ms: (-ms[1], ms[0]))
+
+    async def prune(self, now: int) -> int:
+        # Redis expires keys itself (EXPIREAT in every batch).
+        return 0
+
+    async def ping(self) -> None:
+        try:
+            await self._r.ping()
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"redis: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._r.aclose()
