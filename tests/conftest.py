@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,6 +89,55 @@ class Server:
 
     def get(self, path: str, **params: str) -> httpx.Response:
         return self.client.get(path, params=params)
+
+
+class Producer:
+    """Threads posting batches of events until stopped; `acked` counts the 202s."""
+
+    def __init__(
+        self, server: Server, threads: int = 1, batch: int = 50, accounts: int = 20
+    ) -> None:
+        self.url = server.url
+        self.batch = batch
+        self.accounts = accounts
+        self.acked = 0
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+
+    def __enter__(self) -> Producer:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(15)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=10) as c:
+            i = 0
+            while not self._stop.is_set():
+                events = [
+                    {
+                        "event": "pageview",
+                        "account": f"a{(i + j) % self.accounts}",
+                        "time": 1_378_389_787 + (i + j) * 7,
+                    }
+                    for j in range(self.batch)
+                ]
+                i += self.batch
+                try:
+                    r = c.post("/api/events", json=events)
+                except httpx.TransportError:
+                    return  # the server went away: only what it acknowledged counts
+                if r.status_code != 202:
+                    self.errors.append(f"{r.status_code} {r.text[:200]}")
+                    return
+                with self._lock:
+                    self.acked += r.json()["accepted"]
 
 
 @pytest.fixture

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
 
-from tests.conftest import RedisServer, Server, require
+from tests.conftest import Producer, RedisServer, Server, require
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -113,38 +111,16 @@ def test_redis_outage_loses_nothing(server_factory: type[Server], tmp_path: Path
     rs = RedisServer(require("redis-server"), tmp_path / "redis").start()
     try:
         server = server_factory(tmp_path, store=rs.url).start()
-        acked = 0
-        stop = threading.Event()
-
-        def producer() -> None:
-            nonlocal acked
-            with httpx.Client(base_url=server.url, timeout=10) as c:
-                i = 0
-                while not stop.is_set():
-                    batch = [
-                        {
-                            "event": "pageview",
-                            "account": f"a{(i + j) % 20}",
-                            "time": 1_378_389_787 + (i + j) * 11,
-                        }
-                        for j in range(50)
-                    ]
-                    i += 50
-                    r = c.post("/api/events", json=batch)
-                    assert r.status_code == 202, r.text
-                    acked += 50
-
-        t = threading.Thread(target=producer)
-        t.start()
-        time.sleep(1.0)
-        rs.kill()  # kill -9, mid-load
-        time.sleep(1.0)
-        health = server.get("/healthz")
-        assert health.status_code == 503 and health.json()["status"] == "degraded"
-        rs.start()  # same port, same append-only file
-        time.sleep(1.0)
-        stop.set()
-        t.join(10)
+        with Producer(server) as producer:
+            time.sleep(1.0)
+            rs.kill()  # kill -9, mid-load
+            time.sleep(1.0)
+            health = server.get("/healthz")
+            assert health.status_code == 503 and health.json()["status"] == "degraded"
+            rs.start()  # same port, same append-only file
+            time.sleep(1.0)
+        acked = producer.acked
+        assert not producer.errors
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and server.get("/healthz").status_code != 200:
             time.sleep(0.1)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.conftest import Server
+from tests.conftest import Producer, Server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -21,40 +19,11 @@ def test_signal_mid_stream_loses_nothing(
 ) -> None:
     # A long flush interval: nearly everything is still in memory when the signal lands.
     server = server_factory(tmp_path, "--flush-interval", "30").start()
-    acked = 0
-    stop = threading.Event()
-
-    def producer() -> None:
-        nonlocal acked
-        with httpx.Client(base_url=server.url, timeout=5) as c:
-            i = 0
-            while not stop.is_set():
-                batch = [
-                    {
-                        "event": "pageview",
-                        "account": f"acct{(i + j) % 50}",
-                        "time": 1_378_389_787 + (i + j) * 7,
-                    }
-                    for j in range(100)
-                ]
-                i += 100
-                try:
-                    r = c.post("/api/events", json=batch)
-                except httpx.TransportError:
-                    return
-                if r.status_code != 202:
-                    return
-                acked += r.json()["accepted"]
-
-    threads = [threading.Thread(target=producer) for _ in range(3)]
-    for t in threads:
-        t.start()
-    time.sleep(1.5)
-    assert server.stop(sig) == 0
-    stop.set()
-    for t in threads:
-        t.join(10)
-    assert acked > 1000
+    with Producer(server, threads=3, batch=100, accounts=50) as producer:
+        time.sleep(1.5)
+        assert server.stop(sig) == 0
+    acked = producer.acked
+    assert acked > 1000 and not producer.errors
 
     server.start()
     got = server.get("/api/stats/track/all/pageview").json()

@@ -40,6 +40,17 @@ def subscribed(s: zmq.Socket[bytes], timeout: float = 15) -> None:
     s.recv()
 
 
+def connected(
+    factory: type[Server], tmp_path: Path, ctx: zmq.Context[zmq.Socket[bytes]], *flags: str
+) -> tuple[Server, zmq.Socket[bytes]]:
+    """A tallyd subscribed (`--zmq`, connecting) to a fresh publisher of ours."""
+    port = free_port()
+    pub = xpub(ctx, port)
+    server = factory(tmp_path, "--zmq", f"tcp://127.0.0.1:{port}", *flags).start()
+    subscribed(pub)
+    return server, pub
+
+
 def event(account: str, i: int = 0, **extra: object) -> bytes:
     return orjson.dumps({"type": "pageview", "data": {"account": account}, "time": T + i, **extra})
 
@@ -105,12 +116,7 @@ def test_bind_and_several_publishers(
 def test_topic_filter(
     server_factory: type[Server], tmp_path: Path, ctx: zmq.Context[zmq.Socket[bytes]]
 ) -> None:
-    port = free_port()
-    pub = xpub(ctx, port)
-    server = server_factory(
-        tmp_path, "--zmq", f"tcp://127.0.0.1:{port}", "--zmq-topic", "order"
-    ).start()
-    subscribed(pub)
+    server, pub = connected(server_factory, tmp_path, ctx, "--zmq-topic", "order")
     pub.send(b"pageview " + event("a"))
     pub.send(
         b"order "
@@ -128,10 +134,7 @@ def test_topic_filter(
 def test_malformed_frames_are_rejected_and_counted(
     server_factory: type[Server], tmp_path: Path, ctx: zmq.Context[zmq.Socket[bytes]]
 ) -> None:
-    port = free_port()
-    pub = xpub(ctx, port)
-    server = server_factory(tmp_path, "--zmq", f"tcp://127.0.0.1:{port}").start()
-    subscribed(pub)
+    server, pub = connected(server_factory, tmp_path, ctx)
     pub.send(b"pageview {not json")
     pub.send(b"garbage")
     pub.send(b"")
@@ -154,10 +157,7 @@ def test_malformed_frames_are_rejected_and_counted(
 def test_seq_gap_is_detected(
     server_factory: type[Server], tmp_path: Path, ctx: zmq.Context[zmq.Socket[bytes]]
 ) -> None:
-    port = free_port()
-    pub = xpub(ctx, port)
-    server = server_factory(tmp_path, "--zmq", f"tcp://127.0.0.1:{port}").start()
-    subscribed(pub)
+    server, pub = connected(server_factory, tmp_path, ctx)
     for seq in [1, 2, 3, 7, 8, 20]:
         pub.send(b"pageview " + event("a", seq, seq=seq, publisher="p1"))
     assert wait_total(server, 6) == 6
@@ -214,12 +214,7 @@ def test_emit_100k_counted_exactly(server_factory: type[Server], tmp_path: Path)
 def test_sigterm_mid_stream_loses_nothing_received(
     server_factory: type[Server], tmp_path: Path, ctx: zmq.Context[zmq.Socket[bytes]]
 ) -> None:
-    port = free_port()
-    pub = xpub(ctx, port)
-    server = server_factory(
-        tmp_path, "--zmq", f"tcp://127.0.0.1:{port}", "--flush-interval", "30"
-    ).start()
-    subscribed(pub)
+    server, pub = connected(server_factory, tmp_path, ctx, "--flush-interval", "30")
     for i in range(50_000):
         pub.send(b"pageview " + event(f"a{i % 100}", i % 3600))
     time.sleep(0.2)
