@@ -125,20 +125,21 @@ class Aggregator:
     # -- reads --------------------------------------------------------------
 
     def unflushed(
-        self, event: str, account: str | None, applied_seq: int
-    ) -> Iterator[tuple[str, int, str | None, int]]:
-        """(account, minute, value, count) not yet in a store snapshot.
+        self, event: str, account: str | None
+    ) -> Iterator[tuple[str, int, str | None, int, int]]:
+        """(account, minute, value, count, batch) for cells not yet known to be stored.
 
-        `applied_seq` is the snapshot's last batch of this node: the in-flight
-        batch is added only if the snapshot does not include it already.
+        `batch` is the number of the batch the cell is (or will be) written in:
+        a reader adds a cell only if its snapshot's marker for the key is below it.
         """
-        sources = [self.pending]
-        if self._inflight_cells and self._inflight_seq > applied_seq:
-            sources.append(self._inflight_cells)
-        for src in sources:
-            for (a, e, m, b), n in src.items():
-                if e == event and (account is None or a == account):
-                    yield a, m, b, n
+        upcoming = self.seq + 1
+        for (a, e, m, b), n in self.pending.items():
+            if e == event and (account is None or a == account):
+                yield a, m, b, n, upcoming
+        inflight = self._inflight_seq
+        for (a, e, m, b), n in self._inflight_cells.items():
+            if e == event and (account is None or a == account):
+                yield a, m, b, n, inflight
 
     # -- flushing -----------------------------------------------------------
 

@@ -7,6 +7,7 @@ includes every event accepted before the question.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,16 +31,18 @@ class Stats:
     aggregator: Aggregator | None = None
     node: str = ""
 
-    def _unflushed(self, account: str, event: str, applied_seq: int) -> Any:
+    def _unflushed(
+        self, account: str, event: str
+    ) -> Iterable[tuple[str, int, str | None, int, int]]:
         if self.aggregator is None:
             return ()
         who = None if account == ROLLUP else account
-        return self.aggregator.unflushed(event, who, applied_seq)
+        return self.aggregator.unflushed(event, who)
 
-    async def _read(self, keys: list[str]) -> tuple[list[dict[str, int]], int]:
+    async def _read(self, keys: list[str]) -> tuple[list[dict[str, int]], list[int]]:
         node = self.aggregator.node if self.aggregator else ""
         snap = await self.store.read(keys, node)
-        return snap.hashes, snap.applied_seq
+        return snap.hashes, snap.applied
 
     def _key(self, account: str, event: str, parts: tuple[str, ...]) -> str:
         acc = ROLLUP if account == ROLLUP else escape(account)
@@ -49,9 +52,11 @@ class Stats:
 
     async def period(self, account: str, event: str, period: Period) -> dict[str, Any]:
         """A period's segments, zero-filled, with totals and drill-down links."""
-        (h,), seq = await self._read([self._key(account, event, period.parts)])
+        (h,), (applied,) = await self._read([self._key(account, event, period.parts)])
         counts = {int(f): n for f, n in h.items() if f.isdigit()}
-        for _, minute, _, n in self._unflushed(account, event, seq):
+        for _, minute, _, n, batch in self._unflushed(account, event):
+            if batch <= applied:
+                continue
             f = period.field_of(self.clock.parts(minute))
             if f is not None:
                 counts[int(f)] = counts.get(int(f), 0) + n
@@ -85,10 +90,12 @@ class Stats:
         """Breakdown counts (e.g. orders by status) for a year or a month."""
         acc = ROLLUP if account == ROLLUP else escape(account)
         key = self.keys.funnel(acc, escape(event), period.parts)
-        (h,), seq = await self._read([key])
+        (h,), (applied,) = await self._read([key])
         counts = dict(h)
-        for _, minute, bval, n in self._unflushed(account, event, seq):
-            if bval is not None and period.field_of(self.clock.parts(minute)) is not None:
+        for _, minute, bval, n, batch in self._unflushed(account, event):
+            if batch <= applied or bval is None:
+                continue
+            if period.field_of(self.clock.parts(minute)) is not None:
                 counts[bval] = counts.get(bval, 0) + n
         return {
             "account": account,
@@ -109,13 +116,14 @@ class Stats:
         # Each point lives in the hash one level up: minutes in an hour hash, etc.
         holder = {"minute": 4, "hour": 3, "day": 2, "month": 1, "year": 0}[interval]
         parents = list(dict.fromkeys(lab[:holder] for lab in labels))
-        hashes, seq = await self._read([self._key(account, event, p) for p in parents])
+        hashes, applied = await self._read([self._key(account, event, p) for p in parents])
         by_parent = dict(zip(parents, hashes, strict=True))
+        applied_by_parent = dict(zip(parents, applied, strict=True))
         counts = {lab: by_parent[lab[:holder]].get(lab[holder], 0) for lab in labels}
         depth = holder + 1
-        for _, minute, _, n in self._unflushed(account, event, seq):
+        for _, minute, _, n, batch in self._unflushed(account, event):
             lab = self.clock.parts(minute)[:depth]
-            if lab in counts:
+            if lab in counts and batch > applied_by_parent[lab[:holder]]:
                 counts[lab] += n
         points = [{"time": _label_text(lab), "count": counts[lab]} for lab in labels]
         return {
@@ -162,8 +170,9 @@ class Stats:
         scores = {unquote(m): s for m, s in ranked}
         if self.aggregator is not None:
             depth = len(parts)
-            for a, minute, _, n in self.aggregator.unflushed(event, None, self.aggregator.seq):
-                if self.clock.parts(minute)[:depth] == parts:
+            # Rankings carry no batch marker: add only what is surely not written yet.
+            for a, minute, _, n, batch in self.aggregator.unflushed(event, None):
+                if batch > self.aggregator.seq and self.clock.parts(minute)[:depth] == parts:
                     scores[a] = scores.get(a, 0) + n
         best = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
         return [{"account": a, "count": n} for a, n in best]

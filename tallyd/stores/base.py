@@ -37,10 +37,19 @@ class Batch:
 
 @dataclass
 class Snapshot:
-    """Hashes read together, with the last batch of `node` they include."""
+    """Hashes read together, with the last batch of `node` each one includes.
+
+    A store with one batch marker has one `applied_seq` for every key; Redis
+    Cluster keeps a marker per slot, so `applied` may differ key by key.
+    """
 
     hashes: list[dict[str, int]]
     applied_seq: int
+    applied: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.applied:
+            self.applied = [self.applied_seq] * len(self.hashes)
 
 
 class Store(Protocol):
