@@ -181,9 +181,10 @@ class RedisServer:
     every acknowledged write, as a production Redis configured for it would.
     """
 
-    def __init__(self, binary: str, data: Path) -> None:
+    def __init__(self, binary: str, data: Path, *extra: str) -> None:
         self.binary = binary
         self.data = data
+        self.extra = list(extra)
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -208,6 +209,7 @@ class RedisServer:
                 "yes",
                 "--appendfsync",
                 "always",
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -232,6 +234,87 @@ class RedisServer:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+
+
+class RedisCluster:
+    """Three real redis-server masters made one cluster by `redis-cli --cluster create`."""
+
+    def __init__(self, binary: str, cli: str, data: Path) -> None:
+        flags = (
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "2000",
+        )
+        self.cli = cli
+        # The bus port is given: the default (port + 10000) may be out of range or taken.
+        self.nodes = [
+            RedisServer(binary, data / f"node{i}", *flags, "--cluster-port", str(free_port()))
+            for i in range(3)
+        ]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self) -> RedisCluster:
+        for n in self.nodes:
+            n.start()
+        nodes = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        out = subprocess.run(
+            [self.cli, "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed:\n{out.stdout}{out.stderr}")
+        self.wait_ok()
+        return self
+
+    def wait_ok(self, timeout: float = 30) -> None:
+        import redis
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = []
+            for n in self.nodes:
+                try:
+                    info = redis.Redis(port=n.port, socket_timeout=2).cluster("info")
+                    states.append(info.get("cluster_state") if isinstance(info, dict) else "")
+                except redis.RedisError:
+                    states.append("down")
+            if all(s == "ok" for s in states):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the Redis cluster did not come up")
+
+    def flushall(self) -> None:
+        import redis
+
+        for n in self.nodes:
+            redis.Redis(port=n.port).flushall()
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            n.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(
+        require("redis-server"), require("redis-cli"), tmp_path_factory.mktemp("cluster")
+    ).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: RedisCluster) -> str:
+    redis_cluster.flushall()
+    return redis_cluster.url
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ __all__ = ["SCHEMES", "Batch", "Snapshot", "Store", "StoreError", "open_store"]
 SCHEMES: dict[str, str] = {
     "sqlite": "tallyd.stores.sqlite:SQLiteStore",
     "redis": "tallyd.stores.redis:RedisStore",
+    "redis+cluster": "tallyd.stores.redis_cluster:RedisClusterStore",
 }
 
 

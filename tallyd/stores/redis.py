@@ -52,11 +52,11 @@ def script_args(b: Batch) -> list[Any]:
     ]
 
 
-def _ints(h: dict[bytes, bytes]) -> dict[str, int]:
+def to_ints(h: dict[bytes, bytes]) -> dict[str, int]:
     return {f.decode(): int(v) for f, v in h.items()}
 
 
-def _lex_range(prefix: str, after: str) -> tuple[str, str]:
+def lex_range(prefix: str, after: str) -> tuple[str, str]:
     """ZRANGEBYLEX bounds: members starting with `prefix`, greater than `after`."""
     low = "[" + prefix if prefix else "-"
     if after and after >= prefix:
@@ -95,10 +95,10 @@ class RedisStore:
                 seq, *hashes = await p.execute()
         except RedisError as exc:
             raise StoreError(f"redis: {exc}") from exc
-        return Snapshot([_ints(h) for h in hashes], int(seq or 0))
+        return Snapshot([to_ints(h) for h in hashes], int(seq or 0))
 
     async def members(self, key: str, prefix: str, after: str, limit: int) -> list[str]:
-        low, high = _lex_range(prefix, after)
+        low, high = lex_range(prefix, after)
         try:
             found = await self._r.zrangebylex(key, low, high, start=0, num=limit)
         except RedisError as exc:

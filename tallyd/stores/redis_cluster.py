@@ -1,0 +1,229 @@
+"""The Redis Cluster store: the same layout and contract, spread over slots.
+
+Keys keep the first seed's names exactly (no hash tags), so they spread over
+all 16,384 slots by their own hash, and the hot `all` rollup lands on many
+nodes rather than serialising one. Exactly-once therefore works per slot: a
+batch is cut into one group per slot, and each group is applied by the same
+Lua script as on a single Redis (`redis.APPLY`), against a batch marker that
+lives in that slot (`tallyd:batches:{<tag>}`, the tag chosen so its hash is
+the slot). A retry after a partial failure skips the slots that were done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from functools import cache
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import orjson
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+from redis.exceptions import NoScriptError, RedisError
+
+from tallyd.stores.base import Batch, Snapshot, StoreError
+from tallyd.stores.redis import APPLY, lex_range, to_ints
+
+# KEYS: the slot's marker, then the hashes; returns the marker and each HGETALL.
+CONCURRENCY = 64
+
+READ = """
+local out = {redis.call('HGET', KEYS[1], ARGV[1]) or '0'}
+for i = 2, #KEYS do out[i] = redis.call('HGETALL', KEYS[i]) end
+return out
+"""
+
+
+@cache
+def slot_tags() -> list[str]:
+    """For every slot, a short string whose hash is that slot."""
+    tags = [""] * REDIS_CLUSTER_HASH_SLOTS
+    missing, i = REDIS_CLUSTER_HASH_SLOTS, 0
+    while missing:
+        tag = str(i)
+        slot = key_slot(tag.encode())
+        if not tags[slot]:
+            tags[slot] = tag
+            missing -= 1
+        i += 1
+    return tags
+
+
+def nodes_of(url: str) -> list[ClusterNode]:
+    """`redis+cluster://h1:p1,h2:p2` → the startup nodes."""
+    netloc = urlsplit(url).netloc.rpartition("@")[2]
+    out = []
+    for part in netloc.split(","):
+        host, _, port = part.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"{url!r}: expected redis+cluster://host:port[,host:port...]")
+        out.append(ClusterNode(host.strip("[]"), int(port)))
+    return out
+
+
+class Group:
+    """The part of a batch that falls in one slot."""
+
+    __slots__ = ("counters", "expire_at", "indexes", "rankings")
+
+    def __init__(self) -> None:
+        self.counters: dict[str, dict[str, int]] = {}
+        self.indexes: dict[str, list[str]] = {}
+        self.rankings: dict[str, dict[str, int]] = {}
+        self.expire_at: dict[str, int] = {}
+
+
+def by_slot(b: Batch) -> dict[int, Group]:
+    groups: dict[int, Group] = {}
+
+    def group(key: str) -> Group:
+        slot = key_slot(key.encode())
+        g = groups.get(slot)
+        if g is None:
+            g = groups[slot] = Group()
+        return g
+
+    for key, fields in b.counters.items():
+        group(key).counters[key] = fields
+    for key, members in b.indexes.items():
+        group(key).indexes[key] = list(members)
+    for key, scores in b.rankings.items():
+        group(key).rankings[key] = scores
+    for key, at in b.expire_at.items():
+        group(key).expire_at[key] = at
+    return groups
+
+
+class RedisClusterStore:
+    def __init__(self, url: str, key_prefix: str = "") -> None:
+        self.url = url
+        self.prefix = key_prefix
+        password = urlsplit(url).password
+        self._r = RedisCluster(
+            startup_nodes=nodes_of(url),
+            password=password,
+            socket_timeout=10,
+            socket_connect_timeout=5,
+            require_full_coverage=False,
+        )
+        self._apply_sha = ""
+        self._read_sha = ""
+
+    def marker(self, slot: int) -> str:
+        return f"{self.prefix}tallyd:batches:{{{slot_tags()[slot]}}}"
+
+    async def open(self) -> None:
+        try:
+            await self._r.initialize()
+            await self._load_scripts()
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"redis cluster: {exc}") from exc
+
+    async def _load_scripts(self) -> None:
+        # The cluster client sends SCRIPT LOAD to every primary.
+        self._apply_sha = await self._r.script_load(APPLY)
+        self._read_sha = await self._r.script_load(READ)
+
+    async def _scripts(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
+        """Run (sha, keys, args) script calls concurrently, each routed to its slot's node.
+
+        The cluster client does not pipeline scripts, so calls go concurrently,
+        bounded below the client's connection pool. A node that restarted has
+        forgotten the scripts: they are loaded again and the calls repeated,
+        which both scripts make safe.
+        """
+        limit = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(sha: str, keys: list[str], args: list[Any]) -> Any:
+            async with limit:
+                return await self._r.evalsha(sha, len(keys), *keys, *args)
+
+        async def run() -> list[Any]:
+            # Resolve the SHA at call time: a reload replaces it.
+            return list(
+                await asyncio.gather(
+                    *(
+                        one(self._apply_sha if sha == "apply" else self._read_sha, keys, args)
+                        for sha, keys, args in calls
+                    )
+                )
+            )
+
+        try:
+            return await run()
+        except NoScriptError:
+            await self._load_scripts()
+            return await run()
+
+    async def apply(self, batch: Batch) -> bool:
+        calls = []
+        for slot, g in by_slot(batch).items():
+            args = [
+                batch.node,
+                batch.seq,
+                orjson.dumps(g.counters),
+                orjson.dumps(g.indexes),
+                orjson.dumps(g.rankings),
+                orjson.dumps(g.expire_at),
+            ]
+            calls.append(("apply", [self.marker(slot)], args))
+        if not calls:
+            return False
+        try:
+            results = await self._scripts(calls)
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"redis cluster: {exc}") from exc
+        return any(results)
+
+    async def read(self, keys: Sequence[str], node: str) -> Snapshot:
+        slots: dict[int, list[int]] = {}
+        for i, k in enumerate(keys):
+            slots.setdefault(key_slot(k.encode()), []).append(i)
+        order = list(slots.items())
+        calls = [
+            ("read", [self.marker(slot), *(keys[i] for i in idx)], [node]) for slot, idx in order
+        ]
+        try:
+            results = await self._scripts(calls) if calls else []
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"redis cluster: {exc}") from exc
+        hashes: list[dict[str, int]] = [{} for _ in keys]
+        applied = [0] * len(keys)
+        for (_, idx), result in zip(order, results, strict=True):
+            seq = int(result[0])
+            for i, flat in zip(idx, result[1:], strict=True):
+                applied[i] = seq
+                hashes[i] = to_ints(dict(zip(flat[::2], flat[1::2], strict=True)))
+        return Snapshot(hashes, min(applied, default=0), applied)
+
+    async def members(self, key: str, prefix: str, after: str, limit: int) -> list[str]:
+        low, high = lex_range(prefix, after)
+        try:
+            found = await self._r.zrangebylex(key, low, high, start=0, num=limit)
+        except RedisError as exc:
+            raise StoreError(f"redis cluster: {exc}") from exc
+        return [m.decode() if isinstance(m, bytes) else m for m in found]
+
+    async def top(self, key: str, limit: int) -> list[tuple[str, int]]:
+        try:
+            found = cast(
+                list[tuple[bytes, float]],
+                await self._r.zrevrange(key, 0, limit - 1, withscores=True),
+            )
+        except RedisError as exc:
+            raise StoreError(f"redis cluster: {exc}") from exc
+        pairs = [(m.decode(), int(s)) for m, s in found]
+        return sorted(pairs, key=lambda ms: (-ms[1], ms[0]))
+
+    async def prune(self, now: int) -> int:
+        return 0  # Redis expires keys itself (EXPIREAT in every batch).
+
+    async def ping(self) -> None:
+        try:
+            await self._r.ping()
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"redis cluster: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._r.aclose()
