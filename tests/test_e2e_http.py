@@ -174,7 +174,12 @@ def check_everything(server: Server, ref: Reference, rnd: random.Random, days: b
 
 @pytest.mark.parametrize(
     "tz, backend",
-    [("Europe/Madrid", "sqlite"), ("America/New_York", "sqlite"), ("Europe/Madrid", "redis")],
+    [
+        ("Europe/Madrid", "sqlite"),
+        ("America/New_York", "sqlite"),
+        ("Europe/Madrid", "redis"),
+        ("America/New_York", "redis+cluster"),
+    ],
 )
 def test_ten_thousand_events_every_answer_exact(
     server_factory: type[Server],
@@ -186,7 +191,8 @@ def test_ten_thousand_events_every_answer_exact(
     events = make_events(10_000, seed=sum(map(ord, tz)))
     # Retention off: these events are from 2013, and Redis would expire their hours at once.
     args = ["--timezone", tz, "--retention-minutes", "0", "--retention-hours", "0"]
-    store = request.getfixturevalue("redis_url") if backend == "redis" else None
+    fixture = {"redis": "redis_url", "redis+cluster": "cluster_url"}.get(backend)
+    store = request.getfixturevalue(fixture) if fixture else None
     server = server_factory(tmp_path, *args, store=store).start()
     docs = [wire(ev, i) for i, ev in enumerate(events)]
     for i in range(0, len(docs), 1000):
