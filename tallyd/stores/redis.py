@@ -66,36 +66,10 @@ def lex_range(prefix: str, after: str) -> tuple[str, str]:
     return low, high
 
 
-class RedisStore:
-    def __init__(self, url: str, key_prefix: str = "") -> None:
-        self.url = url
-        self.batches = f"{key_prefix}tallyd:batches"
-        self._r: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
-        )
-        self._apply = self._r.register_script(APPLY)
+class RedisCommands:
+    """What a single Redis and a Redis Cluster answer alike: one key per command."""
 
-    async def open(self) -> None:
-        await self.ping()
-
-    async def apply(self, batch: Batch) -> bool:
-        try:
-            applied = await self._apply(keys=[self.batches], args=script_args(batch))
-        except RedisError as exc:
-            raise StoreError(f"redis: {exc}") from exc
-        return bool(applied)
-
-    async def read(self, keys: Sequence[str], node: str) -> Snapshot:
-        try:
-            # MULTI/EXEC: the hashes and the batch marker come from one moment.
-            async with self._r.pipeline(transaction=True) as p:
-                p.hget(self.batches, node)
-                for k in keys:
-                    p.hgetall(k)
-                seq, *hashes = await p.execute()
-        except RedisError as exc:
-            raise StoreError(f"redis: {exc}") from exc
-        return Snapshot([to_ints(h) for h in hashes], int(seq or 0))
+    _r: Any  # redis.asyncio.Redis or redis.asyncio.cluster.RedisCluster
 
     async def members(self, key: str, prefix: str, after: str, limit: int) -> list[str]:
         low, high = lex_range(prefix, after)
@@ -127,3 +101,35 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._r.aclose()
+
+
+class RedisStore(RedisCommands):
+    def __init__(self, url: str, key_prefix: str = "") -> None:
+        self.url = url
+        self.batches = f"{key_prefix}tallyd:batches"
+        self._r: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
+        )
+        self._apply = self._r.register_script(APPLY)
+
+    async def open(self) -> None:
+        await self.ping()
+
+    async def apply(self, batch: Batch) -> bool:
+        try:
+            applied = await self._apply(keys=[self.batches], args=script_args(batch))
+        except RedisError as exc:
+            raise StoreError(f"redis: {exc}") from exc
+        return bool(applied)
+
+    async def read(self, keys: Sequence[str], node: str) -> Snapshot:
+        try:
+            # MULTI/EXEC: the hashes and the batch marker come from one moment.
+            async with self._r.pipeline(transaction=True) as p:
+                p.hget(self.batches, node)
+                for k in keys:
+                    p.hgetall(k)
+                seq, *hashes = await p.execute()
+        except RedisError as exc:
+            raise StoreError(f"redis: {exc}") from exc
+        return Snapshot([to_ints(h) for h in hashes], int(seq or 0))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from functools import cache
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -23,7 +23,7 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import NoScriptError, RedisError
 
 from tallyd.stores.base import Batch, Snapshot, StoreError
-from tallyd.stores.redis import APPLY, lex_range, to_ints
+from tallyd.stores.redis import APPLY, RedisCommands, to_ints
 
 # KEYS: the slot's marker, then the hashes; returns the marker and each HGETALL.
 CONCURRENCY = 64
@@ -95,7 +95,7 @@ def by_slot(b: Batch) -> dict[int, Group]:
     return groups
 
 
-class RedisClusterStore:
+class RedisClusterStore(RedisCommands):
     def __init__(self, url: str, key_prefix: str = "") -> None:
         self.url = url
         self.prefix = key_prefix
@@ -196,34 +196,3 @@ class RedisClusterStore:
                 applied[i] = seq
                 hashes[i] = to_ints(dict(zip(flat[::2], flat[1::2], strict=True)))
         return Snapshot(hashes, min(applied, default=0), applied)
-
-    async def members(self, key: str, prefix: str, after: str, limit: int) -> list[str]:
-        low, high = lex_range(prefix, after)
-        try:
-            found = await self._r.zrangebylex(key, low, high, start=0, num=limit)
-        except RedisError as exc:
-            raise StoreError(f"redis cluster: {exc}") from exc
-        return [m.decode() if isinstance(m, bytes) else m for m in found]
-
-    async def top(self, key: str, limit: int) -> list[tuple[str, int]]:
-        try:
-            found = cast(
-                list[tuple[bytes, float]],
-                await self._r.zrevrange(key, 0, limit - 1, withscores=True),
-            )
-        except RedisError as exc:
-            raise StoreError(f"redis cluster: {exc}") from exc
-        pairs = [(m.decode(), int(s)) for m, s in found]
-        return sorted(pairs, key=lambda ms: (-ms[1], ms[0]))
-
-    async def prune(self, now: int) -> int:
-        return 0  # Redis expires keys itself (EXPIREAT in every batch).
-
-    async def ping(self) -> None:
-        try:
-            await self._r.ping()
-        except (RedisError, OSError) as exc:
-            raise StoreError(f"redis cluster: {exc}") from exc
-
-    async def close(self) -> None:
-        await self._r.aclose()
