@@ -2,7 +2,7 @@
 cimport cython
 
 cdef long long MAX_TIME, MAX_PUBLISHERS
-cdef int LBRACE, LBRACKET, SPACE
+cdef int LBRACE, LBRACKET
 
 @cython.locals(n=Py_ssize_t, sp=Py_ssize_t, c=int, frame=bytes, topic=bytes, payload=bytes)
 cpdef tuple receive(object recv, Py_ssize_t limit, object again, object loads,

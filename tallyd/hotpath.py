@@ -12,7 +12,7 @@ from typing import Any
 
 MAX_TIME = 253402300799
 MAX_PUBLISHERS = 100_000
-LBRACE, LBRACKET, SPACE = 123, 91, 32
+LBRACE, LBRACKET = 123, 91  # b'{', b'['
 
 
 def receive(

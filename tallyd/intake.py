@@ -34,16 +34,6 @@ class Intake:
         # Names that passed full validation once: later events with them take the fast path.
         self._known: set[str] = set()
 
-    def count(self, obj: Any, source: str, now: float | None = None) -> bool:
-        """Count one decoded event: True, or False for a duplicate id.
-
-        Raises `Rejected` (already logged and counted in the metrics).
-        """
-        counted = self.count_many([obj], source, now)
-        if counted.rejected:
-            raise counted.rejected[0][1]
-        return counted.accepted == 1
-
     def count_many(self, objs: list[Any], source: str, now: float | None = None) -> Counted:
         """Count decoded events; rejections are logged, metered and returned by index."""
         now = time.time() if now is None else now

@@ -23,7 +23,6 @@ class KeySpace:
 
     def __init__(self, prefix: str = "") -> None:
         self.prefix = prefix
-        self.batches = f"{prefix}tallyd:batches"
         self.events = f"{prefix}events"
 
     def counter(self, account: str, event: str, parts: tuple[str, ...] = ()) -> str:
