@@ -7,7 +7,7 @@ try:
     from Cython.Build import cythonize
 
     ext_modules = cythonize(
-        ["tallyd/hotpath.py"],
+        ["tallyd/hotpath.py", "tallyd/expand.py"],
         # The .pxd beside hotpath.py gives the C types; its annotations are for mypy.
         compiler_directives={
             "language_level": "3",

@@ -89,6 +89,10 @@ class Aggregator:
         p = self.pending
         for k in cells:
             p[k] = p.get(k, 0) + 1
+        self.grew()
+
+    def grew(self) -> None:
+        """Start a flush early once the pending cells make a large batch."""
         if len(self.pending) >= self.max_batch_cells:
             self._wake.set()
 
@@ -103,8 +107,7 @@ class Aggregator:
             k = (account, event, minute, bval)
             p[k] = p.get(k, 0) + 1
             added += 1
-        if len(p) >= self.max_batch_cells:
-            self._wake.set()
+        self.grew()
         return added
 
     def check_capacity(self) -> None:

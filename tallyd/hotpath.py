@@ -25,7 +25,11 @@ def receive(
     seq_last: dict[Any, int],
     gaps: list[tuple[Any, int, int]],
     out: list[Any],
-) -> tuple[int, bytes | None]:
+    known: set[str],
+    breakdowns: dict[str, str],
+    now_minute: int,
+    pending: dict[tuple[str, str, int, str | None], int],
+) -> tuple[int, int, bytes | None]:
     """Receive up to `limit` ZeroMQ messages without blocking; decode them into `out`.
 
     A frame that is bare JSON or `"<topic> <json>"` is a whole message. Any
@@ -33,8 +37,11 @@ def receive(
     so the caller can read the rest of a multi-frame message. Undecodable
     payloads are appended as `bad_json`. `seq` numbers are checked per
     publisher (the `publisher` field, else the topic); gaps go to `gaps`.
+    Events `count_one` can count are counted here; only the others go to `out`.
+    Returns (messages, events counted here, odd frame or None).
     """
     n = 0
+    counted = 0
     frame: bytes
     topic: bytes
     payload: bytes
@@ -44,7 +51,7 @@ def receive(
         except again:
             break
         if not frame:
-            return n, frame
+            return n, counted, frame
         c = frame[0]
         if c in (LBRACE, LBRACKET):
             topic = b""
@@ -52,7 +59,7 @@ def receive(
         else:
             sp = frame.find(b" ")
             if sp <= 0 or len(frame) <= sp + 1 or frame[sp + 1] not in (LBRACE, LBRACKET):
-                return n, frame
+                return n, counted, frame
             topic = frame[:sp]
             payload = frame[sp + 1 :]
         n += 1
@@ -67,8 +74,11 @@ def receive(
                 out.append(obj)
         else:
             track_seq(doc, topic, seq_last, gaps)
-            out.append(doc)
-    return n, None
+            if count_one(doc, known, breakdowns, now_minute, pending):
+                counted += 1
+            else:
+                out.append(doc)
+    return n, counted, None
 
 
 def track_seq(
@@ -91,6 +101,51 @@ def track_seq(
     seq_last[key] = seq
 
 
+def count_one(
+    obj: Any,
+    known: set[str],
+    breakdowns: dict[str, str],
+    now_minute: int,
+    pending: dict[tuple[str, str, int, str | None], int],
+) -> bool:
+    """Count `obj` into `pending` if it needs no more checks; False leaves it to `parse`.
+
+    That is: both names validated before (`known`), an integer or absent time,
+    no id, no breakdown.
+    """
+    if type(obj) is not dict:
+        return False
+    d: dict[str, Any] = obj  # typed, so the compiled form calls the C dict API
+    if "id" in d:
+        return False
+    raw = d.get("data")
+    if type(raw) is dict:
+        data: dict[str, Any] = raw
+        account = data.get("account")
+        event = d.get("type")
+    else:
+        account = d.get("account")
+        event = d.get("event")
+    if (
+        type(account) is not str
+        or type(event) is not str
+        or account not in known
+        or event not in known
+        or event in breakdowns
+    ):
+        return False
+    t = d.get("time")
+    if t is None:
+        minute = now_minute
+    elif type(t) is int and 0 <= t <= MAX_TIME:
+        minute = t // 60
+    else:
+        return False
+    key = (account, event, minute, None)
+    pending[key] = pending.get(key, 0) + 1
+    return True
+
+
 def count_known(
     objs: list[Any],
     known: set[str],
@@ -98,52 +153,14 @@ def count_known(
     now_minute: int,
     pending: dict[tuple[str, str, int, str | None], int],
 ) -> tuple[int, list[tuple[int, Any]]]:
-    """Count the events that need no more checks straight into `pending`.
-
-    That is: both names validated before (`known`), an integer or absent time,
-    no id, no breakdown. Returns how many were counted, and the others as
-    `(index, obj)` for the full parser.
-    """
+    """Count what `count_one` can; return how many, and the rest as `(index, obj)`."""
     counted = 0
     slow: list[tuple[int, Any]] = []
-    d: dict[str, Any]
-    data: dict[str, Any]
     i = -1
     for obj in objs:
         i += 1
-        if type(obj) is not dict:
-            slow.append((i, obj))
-            continue
-        d = obj  # typed, so the compiled form calls the C dict API
-        if "id" in d:
-            slow.append((i, obj))
-            continue
-        raw = d.get("data")
-        if type(raw) is dict:
-            data = raw
-            account = data.get("account")
-            event = d.get("type")
-        else:
-            account = d.get("account")
-            event = d.get("event")
-        if (
-            type(account) is not str
-            or type(event) is not str
-            or account not in known
-            or event not in known
-            or event in breakdowns
-        ):
-            slow.append((i, obj))
-            continue
-        t = d.get("time")
-        if t is None:
-            minute = now_minute
-        elif type(t) is int and 0 <= t <= MAX_TIME:
-            minute = t // 60
+        if count_one(obj, known, breakdowns, now_minute, pending):
+            counted += 1
         else:
             slow.append((i, obj))
-            continue
-        key = (account, event, minute, None)
-        pending[key] = pending.get(key, 0) + 1
-        counted += 1
     return counted, slow

@@ -32,14 +32,14 @@ class Intake:
         self.breakdowns = breakdowns
         self.reject_log = RejectLog()
         # Names that passed full validation once: later events with them take the fast path.
-        self._known: set[str] = set()
+        self.known: set[str] = set()
 
     def count_many(self, objs: list[Any], source: str, now: float | None = None) -> Counted:
         """Count decoded events; rejections are logged, metered and returned by index."""
         now = time.time() if now is None else now
         agg = self.aggregator
-        fast, slow = count_known(objs, self._known, self.breakdowns, int(now // 60), agg.pending)
-        cells, with_ids, rejected = parse_many(slow, self.breakdowns, now, self._known)
+        fast, slow = count_known(objs, self.known, self.breakdowns, int(now // 60), agg.pending)
+        cells, with_ids, rejected = parse_many(slow, self.breakdowns, now, self.known)
         for _, err in rejected:
             self.reject(source, err)
         agg.add_cells(cells)
@@ -50,6 +50,12 @@ class Intake:
         duplicates = len(with_ids) - added
         self.metrics.duplicates += duplicates
         return Counted(accepted, duplicates, rejected)
+
+    def counted(self, source: str, n: int) -> None:
+        """Account for `n` events a source's fast path counted into `pending` itself."""
+        if n:
+            self.metrics.accept(source, n)
+            self.aggregator.grew()
 
     def reject(self, source: str, err: Rejected) -> None:
         self.metrics.reject(source, err.reason)

@@ -24,8 +24,11 @@ def pure() -> ModuleType:
 
 
 def test_installed_hot_path_is_compiled() -> None:
-    # The test install builds the C extension; benchmarks and tests run what users run.
+    # The test install builds the C extensions; benchmarks and tests run what users run.
+    import tallyd.expand
+
     assert compiled.__file__.endswith(".so"), compiled.__file__
+    assert tallyd.expand.__file__.endswith(".so"), tallyd.expand.__file__
 
 
 OBJS: list[Any] = [
@@ -59,6 +62,10 @@ def test_count_known_agrees() -> None:
 
 def test_receive_agrees() -> None:
     frames = [b"pv " + orjson.dumps({"type": "pv", "seq": s, "publisher": "p"}) for s in (1, 2, 5)]
+    frames += [
+        b'{"event": "pv", "account": "a", "time": 600}',
+        b'{"event": "pv", "account": "new"}',
+    ]
     frames += [b'{"bare": 1}', b"[1, 2]", b"t {bad", b"junk", b"after"]
     for mod in (compiled, pure()):
         queue = list(frames)
@@ -71,10 +78,25 @@ def test_receive_agrees() -> None:
         out: list[Any] = []
         gaps: list[Any] = []
         seqs: dict[Any, int] = {}
-        n, odd = mod.receive(
-            recv, 100, zmq.Again, orjson.loads, orjson.JSONDecodeError, "BAD", seqs, gaps, out
+        pending: dict[Any, int] = {}
+        n, counted, odd = mod.receive(
+            recv,
+            100,
+            zmq.Again,
+            orjson.loads,
+            orjson.JSONDecodeError,
+            "BAD",
+            seqs,
+            gaps,
+            out,
+            {"a", "pv"},
+            {},
+            7,
+            pending,
         )
-        assert (n, odd) == (6, b"junk")
-        assert out[3:] == [{"bare": 1}, 1, 2, "BAD"]
+        assert (n, counted, odd) == (8, 1, b"junk")
+        assert pending == {("a", "pv", 10, None): 1}
+        # Unknown names and other shapes go to the full path, decoded.
+        assert out[3:] == [{"event": "pv", "account": "new"}, {"bare": 1}, 1, 2, "BAD"]
         assert gaps == [("p", 2, 5)] and seqs == {"p": 5}
         assert queue == [b"after"]

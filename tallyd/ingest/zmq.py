@@ -155,11 +155,13 @@ class ZmqSource:
         """Receive and count up to `limit` waiting messages, without blocking."""
         assert self._shadow is not None
         sock = self._shadow
+        intake = self.intake
         objs: list[Any] = []
         breaks: list[tuple[Any, int, int]] = []
-        received = 0
+        received = fast = 0
+        now_minute = int(time.time() // 60)
         while received < limit:
-            n, odd = receive(
+            n, counted, odd = receive(
                 sock.recv,
                 limit - received,
                 zmq.Again,
@@ -169,8 +171,13 @@ class ZmqSource:
                 self.seqs.last,
                 breaks,
                 objs,
+                intake.known,
+                intake.breakdowns,
+                now_minute,
+                intake.aggregator.pending,
             )
             received += n
+            fast += counted
             if odd is None:
                 break
             # Not a whole event in one frame: [topic, json] in two frames, or junk.
@@ -181,7 +188,9 @@ class ZmqSource:
             self.seqs.report(breaks)
         if received:
             self.received += received
-            self.intake.count_many(objs, SOURCE)
+            intake.counted(SOURCE, fast)
+            if objs:
+                intake.count_many(objs, SOURCE)
         return received
 
     async def stop(self) -> None:
