@@ -16,6 +16,7 @@ from tallyd.intake import Intake
 from tallyd.metrics import Metrics
 from tallyd.openapi import DOCUMENT
 from tallyd.stats import Stats
+from tallyd.stores import StoreError
 from tallyd.web import (
     NO_STORE,
     HTTPError,
@@ -66,6 +67,11 @@ class App:
                 resp = jsonp(resp, check_callback(callback))
         except HTTPError as err:
             resp = error_response(err)
+        except StoreError as exc:
+            # Counting goes on in memory; reading needs the store.
+            resp = error_response(
+                HTTPError(503, "store_unavailable", str(exc), [(b"retry-after", b"1")])
+            )
         except Exception:
             # Never a stack trace to the client: log it, answer a plain 500.
             log.exception("error answering %s %s", scope.get("method"), scope.get("path"))

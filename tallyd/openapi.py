@@ -33,7 +33,7 @@ def _get(summary: str, params: list[dict[str, Any]], schema: str | None = None) 
         "get": {
             "summary": summary,
             "parameters": [*params, _CB],
-            "responses": {"200": ok, "400": _ERR, "404": _ERR},
+            "responses": {"200": ok, "400": _ERR, "404": _ERR, "503": _ERR},
         }
     }
 

@@ -117,6 +117,9 @@ def test_redis_outage_loses_nothing(server_factory: type[Server], tmp_path: Path
             time.sleep(1.0)
             health = server.get("/healthz")
             assert health.status_code == 503 and health.json()["status"] == "degraded"
+            # Reads need the store: a clear 503, not a 500.
+            r = server.get("/api/stats/track/all/pageview")
+            assert r.status_code == 503 and r.json()["error"] == "store_unavailable"
             rs.start()  # same port, same append-only file
             time.sleep(1.0)
         acked = producer.acked
