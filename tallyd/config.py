@@ -36,6 +36,10 @@ class Config:
     zmq_bind: list[str] = _opt([], "bind a ZeroMQ SUB socket at ENDPOINT (repeatable)")  # noqa: RUF009
     zmq_topic: list[str] = _opt([], "only take ZeroMQ messages with this topic prefix")  # noqa: RUF009
     zmq_hwm: int = _opt(100_000, "ZeroMQ receive high-water mark, in messages")
+    syslog: list[str] = _opt(  # noqa: RUF009 - _opt returns a dataclasses.field
+        [], "receive syslog at udp://HOST:PORT or unix:///PATH (repeatable)"
+    )
+    syslog_event: str = _opt("hit", "the event type a syslog CSV line counts as")
     timezone: str = _opt("UTC", "IANA time zone that periods are counted in")
     flush_interval: float = _opt(0.2, "seconds between batched writes to the store")
     key_prefix: str = _opt("", "prefix for every store key")

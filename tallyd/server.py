@@ -25,6 +25,7 @@ from tallyd.app import App
 from tallyd.config import Config
 from tallyd.dedup import Dedup
 from tallyd.expand import Expander, Retention
+from tallyd.ingest.syslog import SyslogSource
 from tallyd.ingest.zmq import ZmqSource
 from tallyd.intake import Intake
 from tallyd.keys import KeySpace
@@ -142,6 +143,17 @@ async def serve(cfg: Config) -> int:
                 log.error("cannot open the ZeroMQ socket: %s", exc)
                 await parts.store.close()
                 return 1
+        syslog_source: SyslogSource | None = None
+        if cfg.syslog:
+            syslog_source = SyslogSource(parts.intake, cfg.syslog, cfg.syslog_event)
+            try:
+                await syslog_source.start()
+            except (OSError, ValueError) as exc:
+                log.error("cannot open the syslog socket: %s", exc)
+                if zmq_source is not None:
+                    await zmq_source.stop()
+                await parts.store.close()
+                return 1
         flusher = asyncio.create_task(parts.aggregator.run(), name="flush")
         http = _HTTPServer(
             uvicorn.Config(
@@ -164,6 +176,8 @@ async def serve(cfg: Config) -> int:
         # Intake stops first: nothing new arrives while the last flush runs.
         if zmq_source is not None:
             await zmq_source.stop()
+        if syslog_source is not None:
+            await syslog_source.stop()
         http.should_exit = True
         await http_task
         stopper.cancel()
