@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -159,6 +159,16 @@ def server_factory(tmp_path: Path) -> Iterator[type[Server]]:
 @pytest.fixture
 def server(server_factory: type[Server], tmp_path: Path) -> Server:
     return server_factory(tmp_path).start()
+
+
+def wait_until(read: Callable[[], int], want: int, timeout: float = 30) -> int:
+    """Poll `read` until it reaches `want` (or time runs out); returns the last value."""
+    deadline = time.monotonic() + timeout
+    got = read()
+    while got < want and time.monotonic() < deadline:
+        time.sleep(0.05)
+        got = read()
+    return got
 
 
 def require(binary: str) -> str:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import re
 import socket
-import time
 from pathlib import Path
 
 import pytest
 
 from tallyd.events import Rejected
 from tallyd.ingest.syslog import event_of, message_of
-from tests.conftest import Server
+from tests.conftest import Server, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -31,14 +30,7 @@ def total(server: Server, account: str, event: str = "hit") -> int:
 
 
 def wait_total(server: Server, account: str, want: int, event: str = "hit") -> int:
-    deadline = time.monotonic() + 30
-    got = -1
-    while time.monotonic() < deadline:
-        got = total(server, account, event)
-        if got >= want:
-            return got
-        time.sleep(0.05)
-    return got
+    return wait_until(lambda: total(server, account, event), want)
 
 
 def test_parsing() -> None:

@@ -14,7 +14,7 @@ import orjson
 import pytest
 import zmq
 
-from tests.conftest import Server, free_port
+from tests.conftest import Server, free_port, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -63,14 +63,7 @@ def total(server: Server, account: str = "all", event_: str = "pageview") -> int
 def wait_total(
     server: Server, want: int, account: str = "all", event_: str = "pageview", timeout: float = 30
 ) -> int:
-    deadline = time.monotonic() + timeout
-    got = -1
-    while time.monotonic() < deadline:
-        got = total(server, account, event_)
-        if got >= want:
-            return got
-        time.sleep(0.05)
-    return got
+    return wait_until(lambda: total(server, account, event_), want, timeout)
 
 
 def metric(server: Server, name: str) -> float:
