@@ -12,7 +12,8 @@ the slot). A retry after a partial failure skips the slots that were done.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
 from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
@@ -99,16 +100,19 @@ class RedisClusterStore(RedisCommands):
     def __init__(self, url: str, key_prefix: str = "") -> None:
         self.url = url
         self.prefix = key_prefix
-        password = urlsplit(url).password
-        self._r = RedisCluster(
-            startup_nodes=nodes_of(url),
-            password=password,
+        self._r = self._client()
+        self._broken = False
+        self._apply_sha = ""
+        self._read_sha = ""
+
+    def _client(self) -> RedisCluster:
+        return RedisCluster(
+            startup_nodes=nodes_of(self.url),
+            password=urlsplit(self.url).password,
             socket_timeout=10,
             socket_connect_timeout=5,
             require_full_coverage=False,
         )
-        self._apply_sha = ""
-        self._read_sha = ""
 
     def marker(self, slot: int) -> str:
         return f"{self.prefix}tallyd:batches:{{{slot_tags()[slot]}}}"
@@ -119,6 +123,26 @@ class RedisClusterStore(RedisCommands):
             await self._load_scripts()
         except (RedisError, OSError) as exc:
             raise StoreError(f"redis cluster: {exc}") from exc
+
+    async def _guarded(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """Run `call`; after any failure, the next call starts from a new client.
+
+        After a master restarts, redis-py's cluster client can keep handing out
+        connections whose transport is closed (seen here: every retry failing
+        for a minute), so a failed call's client is not trusted again.
+        """
+        try:
+            if self._broken:
+                with contextlib.suppress(Exception):
+                    await self._r.aclose()
+                self._r = self._client()
+                await self._r.initialize()
+                await self._load_scripts()
+                self._broken = False
+            return await call()
+        except Exception as exc:
+            self._broken = True
+            raise StoreError(f"redis cluster: {exc or type(exc).__name__}") from exc
 
     async def _load_scripts(self) -> None:
         # The cluster client sends SCRIPT LOAD to every primary.
@@ -170,10 +194,7 @@ class RedisClusterStore(RedisCommands):
             calls.append(("apply", [self.marker(slot)], args))
         if not calls:
             return False
-        try:
-            results = await self._scripts(calls)
-        except (RedisError, OSError) as exc:
-            raise StoreError(f"redis cluster: {exc}") from exc
+        results = await self._guarded(lambda: self._scripts(calls))
         return any(results)
 
     async def read(self, keys: Sequence[str], node: str) -> Snapshot:
@@ -184,10 +205,7 @@ class RedisClusterStore(RedisCommands):
         calls = [
             ("read", [self.marker(slot), *(keys[i] for i in idx)], [node]) for slot, idx in order
         ]
-        try:
-            results = await self._scripts(calls) if calls else []
-        except (RedisError, OSError) as exc:
-            raise StoreError(f"redis cluster: {exc}") from exc
+        results = await self._guarded(lambda: self._scripts(calls)) if calls else []
         hashes: list[dict[str, int]] = [{} for _ in keys]
         applied = [0] * len(keys)
         for (_, idx), result in zip(order, results, strict=True):
