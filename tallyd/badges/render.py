@@ -1,0 +1,266 @@
+"""SVG badges drawn exactly as shields.io's badge-maker draws them, in all five styles.
+
+The markup is written out as strings (no element tree, no template engine) because a
+badge is rendered on every request; the geometry follows badge-maker 4.1 line for line
+so the goldens in tests/data/badge_goldens.json compare equal as whole documents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Final
+
+from tallyd.badges.metrics import (
+    HELVETICA_11_BOLD,
+    VERDANA_10,
+    VERDANA_10_BOLD,
+    VERDANA_11,
+    is_light,
+    preferred_width,
+    svg_color,
+)
+
+STYLES: Final = ("flat", "flat-square", "plastic", "for-the-badge", "social")
+
+_FONT_FAMILY: Final = "Verdana,Geneva,DejaVu Sans,sans-serif"
+_SOCIAL_FONT_FAMILY: Final = "Helvetica Neue,Helvetica,Arial,sans-serif"
+_SVG_OPEN: Final = (
+    '<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink"'
+)
+# JavaScript's String.prototype.trim() set, which differs from str.strip()'s.
+_JS_SPACE: Final = (
+    "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
+    "\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+# Characters XML 1.0 forbids; badge-maker would emit them and break the document.
+_NOT_XML: Final = dict.fromkeys(
+    [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0xD800, 0xE000), 0xFFFE, 0xFFFF]
+)
+_ESCAPES: Final = str.maketrans(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;"}
+)
+
+
+def escape(text: str) -> str:
+    return text.translate(_ESCAPES)
+
+
+def num(value: float) -> str:
+    """A number as JavaScript prints it (3, 3.5 — never 3.0)."""
+    return str(int(value)) if value == int(value) else repr(value)
+
+
+def clean(text: str) -> str:
+    """Trims like badge-maker and drops characters that are not allowed in XML."""
+    return text.translate(_NOT_XML).strip(_JS_SPACE)
+
+
+def _utf16_len(text: str) -> int:
+    # for-the-badge spaces letters by JavaScript's .length, which counts UTF-16 units.
+    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+
+
+def _text_colors(background: str) -> tuple[str, str]:
+    return ("#333", "#ccc") if is_light(background) else ("#fff", "#010101")
+
+
+def _svg(width: float, height: int, accessible: str, body: str) -> str:
+    label = escape(accessible)
+    return (
+        f'{_SVG_OPEN} width="{num(width)}" height="{height}" role="img" aria-label="{label}">'
+        f"<title>{label}</title>{body}</svg>"
+    )
+
+
+def _classic_text(margin: int, text: str, width: int, background: str, y: int, shadow: bool) -> str:
+    """A label or message in flat, flat-square and plastic: a text and its shadow."""
+    if not text:
+        return ""
+    fill, shadow_fill = _text_colors(background)
+    x = num(10 * (margin + 0.5 * width + 5))
+    content = escape(text)
+    out = ""
+    if shadow:
+        out = (
+            f'<text aria-hidden="true" x="{x}" y="{y + 10}" fill="{shadow_fill}"'
+            f' fill-opacity=".3" transform="scale(.1)" textLength="{10 * width}">'
+            f"{content}</text>"
+        )
+    return (
+        f'{out}<text x="{x}" y="{y}" transform="scale(.1)" fill="{fill}"'
+        f' textLength="{10 * width}">{content}</text>'
+    )
+
+
+def _classic(
+    style: str, label: str, message: str, color: str | None, label_color: str | None
+) -> str:
+    height, y, shadow = {"flat": (20, 140, True), "flat-square": (20, 140, False)}.get(
+        style, (18, 130, True)
+    )
+    right_color = color or "#4c1"
+    has_label = bool(label) or label_color is not None
+    left_color = (label_color or "#555") if has_label else right_color
+    label_width = preferred_width(label, VERDANA_11) if label else 0
+    left = label_width + 10 if has_label else 0
+    message_width = preferred_width(message, VERDANA_11)
+    message_margin = left - (1 if message else 0) + (0 if has_label else 1)
+    right = message_width + 10
+    width = left + right
+    texts = _classic_text(1, label, label_width, left_color, y, shadow) + _classic_text(
+        message_margin, message, message_width, right_color, y, shadow
+    )
+    rects = (
+        f'<rect width="{left}" height="{height}" fill="{escape(left_color)}"/>'
+        f'<rect x="{left}" width="{right}" height="{height}" fill="{escape(right_color)}"/>'
+    )
+    if style == "flat-square":
+        background = f'<g shape-rendering="crispEdges">{rects}</g>'
+    else:
+        stops = (
+            '<stop offset="0" stop-color="#bbb" stop-opacity=".1"/>'
+            '<stop offset="1" stop-opacity=".1"/>'
+            if style == "flat"
+            else '<stop offset="0" stop-color="#fff" stop-opacity=".7"/>'
+            '<stop offset=".1" stop-color="#aaa" stop-opacity=".1"/>'
+            '<stop offset=".9" stop-color="#000" stop-opacity=".3"/>'
+            '<stop offset="1" stop-color="#000" stop-opacity=".5"/>'
+        )
+        rx = 3 if style == "flat" else 4
+        background = (
+            f'<linearGradient id="s" x2="0" y2="100%">{stops}</linearGradient>'
+            f'<clipPath id="r"><rect width="{width}" height="{height}" rx="{rx}" fill="#fff"/>'
+            f'</clipPath><g clip-path="url(#r)">{rects}'
+            f'<rect width="{width}" height="{height}" fill="url(#s)"/></g>'
+        )
+    foreground = (
+        f'<g fill="#fff" text-anchor="middle" font-family="{_FONT_FAMILY}"'
+        f' text-rendering="geometricPrecision" font-size="110">{texts}</g>'
+    )
+    accessible = f"{label}: {message}" if label else message
+    return _svg(width, height, accessible, background + foreground)
+
+
+def _for_the_badge(label: str, message: str, color: str | None, label_color: str | None) -> str:
+    label = label.upper()
+    message = message.upper()
+    right_color = color or "#4c1"
+    left_color = label_color or "#555"
+    label_width = int(VERDANA_10.width(label)) + 1.25 * _utf16_len(label) if label else 0
+    message_width = (
+        int(VERDANA_10_BOLD.width(message)) + 1.25 * _utf16_len(message) if message else 0
+    )
+    fill, _ = _text_colors(right_color)
+    if label:
+        left: float = 12 + label_width + 12
+        message_x = left + 12
+        label_fill, _ = _text_colors(left_color)
+        label_text = (
+            f'<text transform="scale(.1)" x="{num(10 * (12 + 0.5 * label_width))}" y="175"'
+            f' textLength="{num(10 * label_width)}" fill="{label_fill}">{escape(label)}</text>'
+        )
+    else:
+        left = 0
+        message_x = 12
+        label_text = ""
+    right = 2 * 12 + message_width
+    rect = f'width="{num(right)}" height="28" fill="{escape(right_color)}"/>'
+    background = (
+        f'<rect width="{num(left)}" height="28" fill="{escape(left_color)}"/>'
+        f'<rect x="{num(left)}" {rect}'
+        if label
+        else f"<rect {rect}"
+    )
+    message_text = (
+        f'<text transform="scale(.1)" x="{num(10 * (message_x + 0.5 * message_width))}"'
+        f' y="175" textLength="{num(10 * message_width)}" fill="{fill}"'
+        f' font-weight="bold">{escape(message)}</text>'
+    )
+    body = (
+        f'<g shape-rendering="crispEdges">{background}</g>'
+        f'<g fill="#fff" text-anchor="middle" font-family="{_FONT_FAMILY}"'
+        f' text-rendering="geometricPrecision" font-size="100">{label_text}{message_text}</g>'
+    )
+    accessible = f"{label}: {message}" if label else message
+    return _svg(left + right, 28, accessible, body)
+
+
+_SOCIAL_HEAD: Final = (
+    "<style>a:hover #llink{fill:url(#b);stroke:#ccc}a:hover #rlink{fill:#4183c4}</style>"
+    '<linearGradient id="a" x2="0" y2="100%"><stop offset="0" stop-color="#fcfcfc"'
+    ' stop-opacity="0"/><stop offset="1" stop-opacity=".1"/></linearGradient>'
+    '<linearGradient id="b" x2="0" y2="100%"><stop offset="0" stop-color="#ccc"'
+    ' stop-opacity=".1"/><stop offset="1" stop-opacity=".1"/></linearGradient>'
+)
+
+
+def _social_texts(x: float, width: int, content: str, text_id: str) -> str:
+    x_attr = num(x)
+    return (
+        f'<text aria-hidden="true" x="{x_attr}" y="150" fill="#fff" transform="scale(.1)"'
+        f' textLength="{10 * width}">{content}</text>'
+        f'<text{text_id} x="{x_attr}" y="140" transform="scale(.1)"'
+        f' textLength="{10 * width}">{content}</text>'
+    )
+
+
+def _social(label: str, message: str) -> str:
+    label = label[:1].upper() + label[1:]
+    label_width = preferred_width(label, HELVETICA_11_BOLD)
+    message_width = preferred_width(message, HELVETICA_11_BOLD)
+    left = label_width + 10
+    right = message_width + 8
+    bubble = ""
+    message_text = ""
+    if message:
+        main_x = num(left + 6 + 0.5)
+        bubble = (
+            f'<rect x="{main_x}" y="0.5" width="{right}" height="19" rx="2" fill="#fafafa"/>'
+            f'<rect x="{left + 6}" y="7.5" width="0.5" height="5" stroke="#fafafa"/>'
+            f'<path d="M{main_x} 6.5 l-3 3v1 l3 3" stroke="d5d5d5" fill="#fafafa"/>'
+        )
+        message_text = _social_texts(
+            10 * (left + 6 + right / 2), message_width, escape(message), ' id="rlink"'
+        )
+    body = (
+        f'{_SOCIAL_HEAD}<g stroke="#d5d5d5"><rect stroke="none" fill="#fcfcfc" x="0.5"'
+        f' y="0.5" width="{left}" height="19" rx="2"/>{bubble}</g>'
+        f'<g aria-hidden="true" fill="#333" text-anchor="middle"'
+        f' font-family="{_SOCIAL_FONT_FAMILY}" text-rendering="geometricPrecision"'
+        f' font-weight="700" font-size="110px" line-height="14px">'
+        f'<rect id="llink" stroke="#d5d5d5" fill="url(#a)" x=".5" y=".5" width="{left}"'
+        f' height="19" rx="2"/>'
+        f"{_social_texts(10 * (label_width / 2 + 5), label_width, escape(label), '')}"
+        f"{message_text}</g>"
+    )
+    accessible = f"{label}: {message}" if label else message
+    return _svg(left + 1 + (6 + right if message else 0), 20, accessible, body)
+
+
+_Renderer = Callable[[str, str, str | None, str | None], str]
+_RENDERERS: Final[dict[str, _Renderer]] = {
+    "flat": lambda lb, msg, c, lc: _classic("flat", lb, msg, c, lc),
+    "flat-square": lambda lb, msg, c, lc: _classic("flat-square", lb, msg, c, lc),
+    "plastic": lambda lb, msg, c, lc: _classic("plastic", lb, msg, c, lc),
+    "for-the-badge": _for_the_badge,
+    "social": lambda lb, msg, c, lc: _social(lb, msg),
+}
+
+
+@lru_cache(maxsize=8192)
+def render(
+    label: str,
+    message: str,
+    style: str = "flat",
+    color: str | None = None,
+    label_color: str | None = None,
+) -> str:
+    """The SVG badge-maker makes for these texts and colours (names, hex or CSS).
+
+    Colours that are not colours fall back to the defaults, as in badge-maker.
+    """
+    renderer = _RENDERERS.get(style)
+    if renderer is None:
+        raise ValueError(f"unknown badge style {style!r}; expected one of {', '.join(STYLES)}")
+    return renderer(clean(label), clean(message), svg_color(color), svg_color(label_color))
