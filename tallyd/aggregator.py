@@ -57,6 +57,9 @@ class Aggregator:
         self.seq = 0
         # Ingest's fast path (hotpath.count_known) increments this dict directly.
         self.pending: dict[Cell, int] = {}
+        # HyperLogLog key → visitor hashes, and when each key may expire.
+        self.uniques: dict[str, set[str]] = {}
+        self._unique_expiry: dict[str, int] = {}
         self._inflight_cells: dict[Cell, int] = {}
         self._inflight_seq = 0
         self._inflight: Batch | None = None
@@ -110,6 +113,14 @@ class Aggregator:
         self.grew()
         return added
 
+    def add_unique(self, key: str, visitor: str, expire_at: int) -> None:
+        """Add a visitor hash to a distinct-visitors sketch with the next batch."""
+        seen = self.uniques.get(key)
+        if seen is None:
+            seen = self.uniques[key] = set()
+            self._unique_expiry[key] = expire_at
+        seen.add(visitor)
+
     def check_capacity(self) -> None:
         """Raise `Overloaded` when the store has fallen too far behind."""
         if len(self.pending) >= self.max_pending_cells:
@@ -153,15 +164,18 @@ class Aggregator:
         batch in flight for the next call.
         """
         if self._inflight is None:
-            if not self.pending:
+            if not self.pending and not self.uniques:
                 return 0
             cells, self.pending = self.pending, {}
+            uniques, self.uniques = self.uniques, {}
+            expiry, self._unique_expiry = self._unique_expiry, {}
             self.seq += 1
             self._inflight_cells, self._inflight_seq = cells, self.seq
             # Expansion is CPU work: a thread keeps the event loop answering meanwhile.
-            self._inflight = await asyncio.to_thread(
-                self.expander.build, self.node, self.seq, cells
-            )
+            batch = await asyncio.to_thread(self.expander.build, self.node, self.seq, cells)
+            batch.uniques = {k: sorted(v) for k, v in uniques.items()}
+            batch.expire_at.update(expiry)
+            self._inflight = batch
         batch = self._inflight
         t0 = time.perf_counter()
         try:
@@ -225,7 +239,7 @@ class Aggregator:
         """Flush everything left; returns the cells that could not be written."""
         deadline = time.monotonic() + timeout
         backoff = 0.1
-        while self.pending or self._inflight is not None:
+        while self.pending or self.uniques or self._inflight is not None:
             try:
                 await self.flush()
             except Exception as exc:

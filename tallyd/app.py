@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from tallyd import api
 from tallyd.aggregator import Aggregator
+from tallyd.badges.counts import BadgeCounts
+from tallyd.badges.http import badge
 from tallyd.ingest.http import post_events
 from tallyd.intake import Intake
 from tallyd.metrics import Metrics
@@ -52,6 +54,10 @@ class App:
     metrics: Metrics
     max_body: int = 1 << 20
     store_url: str = ""
+    badges: BadgeCounts = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.badges = BadgeCounts(self.stats, self.aggregator, self.metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -81,6 +87,8 @@ class App:
     async def route(self, req: Request, receive: Receive) -> Response:
         seg = req.segments
         head = seg[0] if seg else ""
+        if (head == "badge" and len(seg) >= 2) or (head == "badge.svg" and len(seg) == 1):
+            return await badge(self.badges, req, seg)
         if head == "api" and len(seg) >= 2:
             return await self._api(req, receive, seg[1:])
         if len(seg) == 1:

@@ -53,6 +53,12 @@ class Config:
     max_pending_cells: int = _opt(2_000_000, "refuse new events (503) past this many waiting cells")
     dedup_window: float = _opt(600.0, "seconds an event id is remembered for de-duplication")
     dedup_max_ids: int = _opt(1_000_000, "most event ids remembered at once")
+    badge_refresh: float = _opt(
+        2.0, "seconds a badge reuses its figure before reading the store again"
+    )
+    unique_secret: str = _opt(
+        "", "secret salting visitor hashes for metric=unique (default: random per start)"
+    )
     shutdown_timeout: float = _opt(30.0, "seconds to keep retrying the final flush on stop")
     log_level: str = _opt("info", "debug, info, warning or error")
 

@@ -41,6 +41,10 @@ class KeySpace:
         """Every event type an account has sent (a lexicographic index)."""
         return f"{self.prefix}events:{account}"
 
+    def unique(self, account: str, event: str, parts: tuple[str, ...]) -> str:
+        """`unique:acme/hit/2013/09/05`: a HyperLogLog of one day's distinct visitors."""
+        return f"{self.prefix}unique:" + "/".join((account, event, *parts))
+
     def ranking(self, event: str, parts: tuple[str, ...]) -> str:
         """Accounts by count for one day (`Y, M, D`) or month (`Y, M`)."""
         return f"{self.prefix}top:{event}/" + "/".join(parts)

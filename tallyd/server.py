@@ -22,6 +22,8 @@ import zmq
 
 from tallyd.aggregator import Aggregator
 from tallyd.app import App
+from tallyd.badges.counts import BadgeCounts
+from tallyd.badges.visitors import Visitors
 from tallyd.config import Config
 from tallyd.dedup import Dedup
 from tallyd.expand import Expander, Retention
@@ -77,6 +79,9 @@ def assemble(cfg: Config) -> Parts:
     intake = Intake(aggregator, metrics, cfg.breakdowns)
     stats = Stats(store, keys, clock, aggregator)
     app = App(stats, aggregator, intake, metrics, cfg.max_body, redact(cfg.store))
+    app.badges = BadgeCounts(
+        stats, aggregator, metrics, Visitors(cfg.unique_secret), cfg.badge_refresh
+    )
     return Parts(cfg, store, metrics, aggregator, intake, stats, app)
 
 

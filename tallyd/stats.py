@@ -86,6 +86,16 @@ class Stats:
             },
         }
 
+    async def total(self, account: str, event: str, parts: tuple[str, ...]) -> int:
+        """The count of one period (all time when `parts` is empty), flushed or not."""
+        (h,), (applied,) = await self._read([self._key(account, event, parts)])
+        total = sum(n for f, n in h.items() if f.isdigit())
+        depth = len(parts)
+        for _, minute, _, n, batch in self._unflushed(account, event):
+            if batch > applied and self.clock.parts(minute)[:depth] == parts:
+                total += n
+        return total
+
     async def funnel(self, account: str, event: str, period: Period) -> dict[str, Any]:
         """Breakdown counts (e.g. orders by status) for a year or a month."""
         acc = ROLLUP if account == ROLLUP else escape(account)

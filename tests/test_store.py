@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -134,3 +136,21 @@ async def test_unreachable_store_is_a_store_error() -> None:
     with pytest.raises(StoreError):
         await s.open()
     await s.close()
+
+
+async def test_distinct_visitors_estimate(store: Store) -> None:
+    key = f"unique:acme/hit/2013/09/{uuid.uuid4().hex[:6]}"
+    visitors = [hashlib.blake2b(str(i).encode(), digest_size=8).hexdigest() for i in range(10_000)]
+    assert await store.unique(key) == 0
+    await store.apply(
+        Batch("u1", 1, uniques={key: visitors[:6000]}, expire_at={key: 2_000_000_000})
+    )
+    # Visitors seen again, in a later batch, count once; so does a replayed batch.
+    await store.apply(Batch("u1", 2, uniques={key: visitors[4000:]}))
+    await store.apply(Batch("u1", 2, uniques={key: visitors[4000:]}))
+    estimate = await store.unique(key)
+    # 2^14 registers: a standard error of 0.81%; 3% is beyond 3.5 sigma.
+    assert abs(estimate - 10_000) <= 300, estimate
+    small = f"unique:acme/hit/2013/10/{uuid.uuid4().hex[:6]}"
+    await store.apply(Batch("u1", 3, uniques={small: visitors[:5] + visitors[:5]}))
+    assert await store.unique(small) == 5

@@ -28,6 +28,8 @@ class Batch:
     rankings: dict[str, dict[str, int]] = field(default_factory=dict)
     # key → Unix time after which the key may be deleted (retention).
     expire_at: dict[str, int] = field(default_factory=dict)
+    # HyperLogLog key → visitor hashes (16 hex digits) to add; adding is idempotent.
+    uniques: dict[str, list[str]] = field(default_factory=dict)
     cells: int = 0
 
     def cell_count(self) -> int:
@@ -65,6 +67,9 @@ class Store(Protocol):
 
     async def read(self, keys: Sequence[str], node: str) -> Snapshot:
         """Read counter hashes in one consistent snapshot."""
+
+    async def unique(self, key: str) -> int:
+        """The HyperLogLog estimate of the distinct hashes added to `key`."""
 
     async def members(self, key: str, prefix: str, after: str, limit: int) -> list[str]:
         """Index members in byte order, starting with `prefix`, greater than `after`."""

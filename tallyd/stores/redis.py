@@ -19,7 +19,8 @@ from redis.exceptions import RedisError
 
 from tallyd.stores.base import Batch, Snapshot, StoreError
 
-# ARGV: node, seq, then counters, indexes, rankings and expiries as JSON documents.
+# ARGV: node, seq, then counters, indexes, rankings, expiries and HyperLogLog
+# additions as JSON documents.
 # One JSON argument per table instead of three arguments per cell: encoding
 # hundreds of thousands of arguments was most of a flush's time, client-side.
 APPLY = """
@@ -33,6 +34,11 @@ for key, members in pairs(cjson.decode(ARGV[4])) do
 end
 for key, scores in pairs(cjson.decode(ARGV[5])) do
   for member, n in pairs(scores) do redis.call('ZINCRBY', key, n, member) end
+end
+for key, hashes in pairs(cjson.decode(ARGV[7])) do
+  for i = 1, #hashes, 500 do
+    redis.call('PFADD', key, unpack(hashes, i, math.min(i + 499, #hashes)))
+  end
 end
 for key, at in pairs(cjson.decode(ARGV[6])) do redis.call('EXPIREAT', key, at) end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -49,6 +55,7 @@ def script_args(b: Batch) -> list[Any]:
         orjson.dumps({k: list(ms) for k, ms in b.indexes.items()}),
         orjson.dumps(b.rankings),
         orjson.dumps(b.expire_at),
+        orjson.dumps(b.uniques),
     ]
 
 
@@ -78,6 +85,12 @@ class RedisCommands:
         except RedisError as exc:
             raise StoreError(f"redis: {exc}") from exc
         return [m.decode() if isinstance(m, bytes) else m for m in found]
+
+    async def unique(self, key: str) -> int:
+        try:
+            return int(await self._r.pfcount(key))
+        except RedisError as exc:
+            raise StoreError(f"redis: {exc}") from exc
 
     async def top(self, key: str, limit: int) -> list[tuple[str, int]]:
         try:

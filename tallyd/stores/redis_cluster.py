@@ -66,13 +66,14 @@ def nodes_of(url: str) -> list[ClusterNode]:
 class Group:
     """The part of a batch that falls in one slot."""
 
-    __slots__ = ("counters", "expire_at", "indexes", "rankings")
+    __slots__ = ("counters", "expire_at", "indexes", "rankings", "uniques")
 
     def __init__(self) -> None:
         self.counters: dict[str, dict[str, int]] = {}
         self.indexes: dict[str, list[str]] = {}
         self.rankings: dict[str, dict[str, int]] = {}
         self.expire_at: dict[str, int] = {}
+        self.uniques: dict[str, list[str]] = {}
 
 
 def by_slot(b: Batch) -> dict[int, Group]:
@@ -93,6 +94,8 @@ def by_slot(b: Batch) -> dict[int, Group]:
         group(key).rankings[key] = scores
     for key, at in b.expire_at.items():
         group(key).expire_at[key] = at
+    for key, hashes in b.uniques.items():
+        group(key).uniques[key] = hashes
     return groups
 
 
@@ -190,6 +193,7 @@ class RedisClusterStore(RedisCommands):
                 orjson.dumps(g.indexes),
                 orjson.dumps(g.rankings),
                 orjson.dumps(g.expire_at),
+                orjson.dumps(g.uniques),
             ]
             calls.append(("apply", [self.marker(slot)], args))
         if not calls:

@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 import orjson
 
+from tallyd import hll
 from tallyd.stores.base import Batch, Snapshot, StoreError
 
 SCHEMA = """
@@ -31,6 +32,7 @@ CREATE TABLE IF NOT EXISTS rankings (
     key TEXT NOT NULL, member TEXT NOT NULL, score INTEGER NOT NULL,
     PRIMARY KEY (key, member)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS rankings_by_score ON rankings (key, score);
+CREATE TABLE IF NOT EXISTS uniques (key TEXT PRIMARY KEY, registers BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS expiry (key TEXT PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS expiry_by_time ON expiry (at);
 CREATE TABLE IF NOT EXISTS batches (
@@ -126,6 +128,14 @@ class SQLiteStore:
                 "WHERE true ON CONFLICT (key) DO UPDATE SET at = max(at, excluded.at)",
                 (orjson.dumps(b.expire_at),),
             )
+            for key, hashes in b.uniques.items():
+                row = c.execute("SELECT registers FROM uniques WHERE key = ?", (key,)).fetchone()
+                registers = hll.load(row[0] if row else None)
+                hll.add(registers, hashes)
+                c.execute(
+                    "INSERT OR REPLACE INTO uniques (key, registers) VALUES (?, ?)",
+                    (key, hll.dump(registers)),
+                )
             c.execute(
                 "INSERT INTO batches (node, seq, at) VALUES (?, ?, ?) "
                 "ON CONFLICT (node) DO UPDATE SET seq = excluded.seq, at = excluded.at",
@@ -167,6 +177,17 @@ class SQLiteStore:
             raise StoreError(f"sqlite: {exc}") from exc
         return Snapshot([found.get(k, {}) for k in keys], row[0] if row else 0)
 
+    async def unique(self, key: str) -> int:
+        try:
+            row = (
+                self._reader()
+                .execute("SELECT registers FROM uniques WHERE key = ?", (key,))
+                .fetchone()
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite: {exc}") from exc
+        return hll.estimate(hll.load(row[0])) if row else 0
+
     async def members(self, key: str, prefix: str, after: str, limit: int) -> list[str]:
         c = self._reader()
         start = max(after, prefix)
@@ -204,6 +225,7 @@ class SQLiteStore:
                 )
             ]
             c.executemany("DELETE FROM counters WHERE key = ?", keys)
+            c.executemany("DELETE FROM uniques WHERE key = ?", keys)
             c.executemany("DELETE FROM expiry WHERE key = ?", keys)
             c.execute("COMMIT")
         except BaseException:

@@ -1,0 +1,129 @@
+"""The badge query parameters (SPEC §6): parsed and validated once per distinct query.
+
+The same query string comes back on every view of a README, so the parsed result is
+cached by the raw bytes: the hot path pays one dictionary lookup, not a parse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Final
+from urllib.parse import parse_qsl
+
+from tallyd.badges.metrics import normalize_color
+from tallyd.badges.render import STYLES
+from tallyd.events import Rejected, check_name
+from tallyd.web import HTTPError
+
+METRICS: Final = ("total", "today", "month", "year", "unique")
+FORMATS: Final = ("comma", "short", "plain")
+MAX_LABEL: Final = 100
+MAX_BASE: Final = 10**15
+_PREFIXES: Final = "kMGTPEZY"
+
+
+@dataclass(frozen=True, slots=True)
+class BadgeParams:
+    label: str = "hits"
+    color: str | None = None
+    label_color: str | None = None
+    style: str = "flat"
+    metric: str = "total"
+    format: str = "comma"
+    base: int = 0
+    increment: bool = True
+    event: str = "hit"
+
+    def message(self, count: int) -> str:
+        return format_count(count + self.base, self.format)
+
+
+def format_count(n: int, fmt: str) -> str:
+    """`comma`: 1,234 (the seed's); `short`: 1.2k as shields.io shortens; `plain`: 1234."""
+    if fmt == "comma":
+        return f"{n:,}"
+    if fmt == "plain":
+        return str(n)
+    for i in range(len(_PREFIXES) - 1, -1, -1):
+        limit = 1000 ** (i + 1)
+        if n >= limit:
+            scaled = n / limit
+            # One decimal for small figures unless it is .0 (1.2k, but 1k and 12k).
+            if scaled < 10:
+                one = f"{scaled:.1f}"
+                if not one.endswith("0"):
+                    return one + _PREFIXES[i]
+            rounded = int(scaled + 0.5)
+            if rounded < 1000 or i + 1 == len(_PREFIXES):
+                return f"{rounded}{_PREFIXES[i]}"
+            return "1" + _PREFIXES[i + 1]
+    return str(n)
+
+
+def _choice(value: str, name: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise HTTPError(400, f"bad_{name}", f"{name} must be one of {', '.join(allowed)}")
+    return value
+
+
+def _color(value: str, name: str) -> str:
+    if normalize_color(value) is None:
+        raise HTTPError(
+            400,
+            f"bad_{name}",
+            f"{name} must be a shields.io colour name (brightgreen, blue, …), "
+            "a CSS colour name or a hex value like ff69b4",
+        )
+    return value
+
+
+def _text(value: str, name: str) -> str:
+    if len(value) > MAX_LABEL:
+        raise HTTPError(400, f"bad_{name}", f"{name} is longer than {MAX_LABEL} characters")
+    return value
+
+
+@lru_cache(maxsize=4096)
+def parse_params(query: bytes) -> tuple[BadgeParams, str | None]:
+    """The badge parameters of a query string, and its `repo` (the seed's id), if any."""
+    q: dict[str, str] = {}
+    try:
+        pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise HTTPError(400, "bad_query", "the query is not valid percent-encoded UTF-8") from None
+    for k, v in pairs:
+        q.setdefault(k, v)
+    kw: dict[str, Any] = {}
+    if "label" in q:
+        kw["label"] = _text(q["label"], "label")
+    for name in ("color", "label_color"):
+        if q.get(name):
+            kw[name] = _color(q[name], name)
+    if q.get("labelColor") and "label_color" not in kw:
+        kw["label_color"] = _color(q["labelColor"], "labelColor")
+    if q.get("style"):
+        kw["style"] = _choice(q["style"], "style", STYLES)
+    if q.get("metric"):
+        kw["metric"] = _choice(q["metric"], "metric", METRICS)
+    if q.get("format"):
+        kw["format"] = _choice(q["format"], "format", FORMATS)
+    if q.get("base"):
+        raw = q["base"]
+        if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_BASE:
+            raise HTTPError(400, "bad_base", f"base must be a whole number 0..{MAX_BASE}")
+        kw["base"] = int(raw)
+    if "increment" in q:
+        kw["increment"] = _choice(q["increment"], "increment", ("0", "1")) == "1"
+    if q.get("event"):
+        kw["event"] = check_id(q["event"], "event")
+    repo = q.get("repo")
+    return BadgeParams(**kw), (check_id(repo, "repo") if repo is not None else None)
+
+
+def check_id(value: str, what: str = "id") -> str:
+    """A badge id is an account name: 1..200 characters, no control characters."""
+    try:
+        return check_name(value, what)
+    except Rejected as err:
+        raise HTTPError(400, f"bad_{what}", err.detail) from None

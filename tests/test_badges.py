@@ -1,0 +1,175 @@
+"""The badge endpoints of a running server: counting, parameters, headers, errors."""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import httpx
+import pytest
+
+from tallyd.badges.render import STYLES, render
+from tests.conftest import Server, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def shown(r: httpx.Response) -> str:
+    """The badge's text as a screen reader gets it: `label: message`."""
+    assert r.status_code == 200, r.text
+    return ET.fromstring(r.text).get("aria-label", "")
+
+
+def total(server: Server, account: str, event: str = "hit") -> int:
+    return int(
+        server.get(f"/api/stats/track/{account.replace('/', '%2F')}/{event}").json()["total"]
+    )
+
+
+def test_seed_url_counts_and_shows_1_2_3(server: Server) -> None:
+    got = [shown(server.get("/badge.svg", repo="benwilber/bashids")) for _ in range(3)]
+    assert got == ["hits: 1", "hits: 2", "hits: 3"]
+    assert total(server, "benwilber/bashids") == 3
+    # The same id by the path form, with the slash plain or escaped.
+    assert shown(server.get("/badge/benwilber/bashids.svg")) == "hits: 4"
+    assert shown(server.get("/badge/benwilber%2Fbashids.svg")) == "hits: 5"
+    assert 'tallyd_events_accepted_total{source="badge"} 5' in server.get("/metrics").text
+
+
+def test_headers_defeat_caches(server: Server) -> None:
+    r = server.get("/badge/acme.svg")
+    assert r.headers["content-type"] == "image/svg+xml; charset=utf-8"
+    assert r.headers["cache-control"] == "max-age=0, no-cache, no-store, must-revalidate"
+    assert parsedate_to_datetime(r.headers["expires"]) < datetime.now(UTC)
+    root = ET.fromstring(r.text)
+    assert root.get("role") == "img" and root.find("{http://www.w3.org/2000/svg}title") is not None
+
+
+def test_increment_0_and_head_do_not_count(server: Server) -> None:
+    assert shown(server.get("/badge/acme.svg")) == "hits: 1"
+    assert shown(server.get("/badge/acme.svg", increment="0")) == "hits: 1"
+    assert server.client.head("/badge/acme.svg").status_code == 200
+    assert shown(server.get("/badge/acme.svg")) == "hits: 2"
+    assert total(server, "acme") == 2
+
+
+def test_every_style_matches_the_renderer(server: Server) -> None:
+    for i, style in enumerate(STYLES):
+        r = server.get(
+            "/badge/styled.svg",
+            style=style,
+            label="views",
+            color="ff69b4",
+            label_color="informational",
+        )
+        assert r.text == render("views", str(i + 1), style, "ff69b4", "informational")
+
+
+def test_metrics_formats_base_and_event(server: Server) -> None:
+    server.post([{"event": "hit", "account": "big", "time": "2015-06-01T00:00:00Z"}] * 3)
+    assert shown(server.get("/badge/big.svg", metric="total")) == "hits: 4"
+    assert shown(server.get("/badge/big.svg", metric="year")) == "hits: 2"
+    assert shown(server.get("/badge/big.svg", metric="month")) == "hits: 3"
+    assert shown(server.get("/badge/big.svg", metric="today")) == "hits: 4"
+    assert shown(server.get("/badge/big.svg", metric="total", base="1234567")) == "hits: 1,234,575"
+    r = server.get("/badge/big.svg", base="1234567", format="short", increment="0")
+    assert shown(r) == "hits: 1.2M"
+    r = server.get("/badge/big.svg", base="1234567", format="plain", increment="0")
+    assert shown(r) == "hits: 1234575"
+    assert shown(server.get("/badge/big.svg", event="star", label="stars")) == "stars: 1"
+    assert total(server, "big", "star") == 1
+    assert total(server, "big") == 3 + 5  # posted, then five counted views
+
+
+def test_json_endpoint_is_shields_endpoint_schema(server: Server) -> None:
+    r = server.get("/badge/owner/name.json", label="views", color="blue", style="for-the-badge")
+    assert r.headers["content-type"] == "application/json"
+    assert r.json() == {
+        "schemaVersion": 1,
+        "label": "views",
+        "message": "1",
+        "color": "blue",
+        "style": "for-the-badge",
+    }
+    assert r.headers["cache-control"].startswith("max-age=0")
+    assert total(server, "owner/name") == 1
+
+
+def test_texts_are_escaped(server: Server) -> None:
+    label = "<script>alert(\"x\")</script> & 'quotes' 🎉 שלום"
+    r = server.get("/badge/x%3Cy%3E.svg", label=label)
+    root = ET.fromstring(r.text)
+    assert root.get("aria-label") == f"{label}: 1"
+    assert "<script>" not in r.text
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status", "error"),
+    [
+        ("/badge.svg", {}, 400, "missing_repo"),
+        ("/badge.svg", {"repo": ""}, 400, "bad_repo"),
+        ("/badge/a.svg", {"style": "round"}, 400, "bad_style"),
+        ("/badge/a.svg", {"color": "javascript:x"}, 400, "bad_color"),
+        ("/badge/a.svg", {"label_color": "nope"}, 400, "bad_label_color"),
+        ("/badge/a.svg", {"metric": "weekly"}, 400, "bad_metric"),
+        ("/badge/a.svg", {"format": "roman"}, 400, "bad_format"),
+        ("/badge/a.svg", {"base": "-5"}, 400, "bad_base"),
+        ("/badge/a.svg", {"increment": "yes"}, 400, "bad_increment"),
+        ("/badge/a.svg", {"label": "x" * 101}, 400, "bad_label"),
+        ("/badge/a.svg", {"event": "\x01"}, 400, "bad_event"),
+        ("/badge/" + "a" * 201 + ".svg", {}, 400, "bad_id"),
+        ("/badge/a%01b.svg", {}, 400, "bad_id"),
+        ("/badge/a.png", {}, 404, "not_found"),
+        ("/badge/.svg", {}, 404, "not_found"),
+    ],
+)
+def test_bad_parameters_are_400(
+    server: Server, path: str, params: dict[str, str], status: int, error: str
+) -> None:
+    r = server.get(path, **params)
+    assert r.status_code == status, r.text
+    assert r.json()["error"] == error and r.json()["detail"]
+    assert total(server, "a") == 0
+
+
+def test_bad_query_encoding_and_method(server: Server) -> None:
+    r = server.client.get("/badge/a.svg?label=%FF")
+    assert r.status_code == 400 and r.json()["error"] == "bad_query"
+    r = server.client.post("/badge/a.svg")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
+    assert total(server, "a") == 0
+
+
+def pipelined(port: int, requests: list[bytes]) -> list[bytes]:
+    """Send requests down one connection without waiting; returns the status lines."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"".join(requests))
+        data = b""
+        while data.count(b"HTTP/1.1 ") < len(requests):
+            chunk = sock.recv(1 << 16)
+            assert chunk, "the server closed the connection"
+            data += chunk
+    return re.findall(rb"HTTP/1\.1 \d{3} [A-Za-z ]+", data)
+
+
+def test_unique_visitors_estimate(server: Server) -> None:
+    clients = 10_000
+    views = [
+        f"GET /badge/site.svg HTTP/1.1\r\nHost: x\r\nUser-Agent: client-{i}\r\n\r\n".encode()
+        for i in range(clients)
+    ]
+    # Returning visitors the same day do not add to the estimate.
+    views += views[::10]
+    for i in range(0, len(views), 500):
+        statuses = pipelined(server.port, views[i : i + 500])
+        assert statuses == [b"HTTP/1.1 200 OK"] * len(views[i : i + 500])
+    assert wait_until(lambda: total(server, "site"), 11_000) == 11_000
+    time.sleep(2.5)  # the last visitors' batch, and the badge's figure refreshed
+    r = server.get("/badge/site.svg", metric="unique", increment="0", label="visitors")
+    estimate = int(shown(r).split(": ")[1].replace(",", ""))
+    # HyperLogLog with 2^14 registers: 0.81% standard error; 3% is beyond 3.5 sigma.
+    assert abs(estimate - clients) <= 300, estimate
