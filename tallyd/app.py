@@ -12,7 +12,7 @@ import orjson
 from tallyd import api
 from tallyd.aggregator import Aggregator
 from tallyd.badges.counts import BadgeCounts
-from tallyd.badges.http import badge
+from tallyd.badges.http import badge, badge_now
 from tallyd.ingest.http import post_events
 from tallyd.intake import Intake
 from tallyd.metrics import Metrics
@@ -84,11 +84,21 @@ class App:
             resp = error_response(HTTPError(500, "internal", "an internal error occurred"))
         await send_response(send, resp)
 
+    def fast(self, scope: Scope) -> Response | None:
+        """A badge view answered without awaiting anything, or None (see httpd.py)."""
+        raw: bytes = scope["raw_path"]
+        if not raw.startswith(b"/badge") or b"callback" in scope["query_string"]:
+            return None
+        try:
+            return badge_now(self.badges, scope)
+        except HTTPError as err:
+            return error_response(err)
+
     async def route(self, req: Request, receive: Receive) -> Response:
         seg = req.segments
         head = seg[0] if seg else ""
         if (head == "badge" and len(seg) >= 2) or (head == "badge.svg" and len(seg) == 1):
-            return await badge(self.badges, req, seg)
+            return await badge(self.badges, req)
         if head == "api" and len(seg) >= 2:
             return await self._api(req, receive, seg[1:])
         if len(seg) == 1:

@@ -8,16 +8,13 @@ store closes. A second signal forces the exit at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import socket
-from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-import uvicorn
 import zmq
 
 from tallyd.aggregator import Aggregator
@@ -27,6 +24,7 @@ from tallyd.badges.visitors import Visitors
 from tallyd.config import Config
 from tallyd.dedup import Dedup
 from tallyd.expand import Expander, Retention
+from tallyd.httpd import HTTPServer
 from tallyd.ingest.syslog import SyslogSource
 from tallyd.ingest.zmq import ZmqSource
 from tallyd.intake import Intake
@@ -101,13 +99,6 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-class _HTTPServer(uvicorn.Server):
-    # tallyd owns the signals: uvicorn must not install (or later re-raise) its own.
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 async def serve(cfg: Config) -> int:
     """Run until a signal; returns the process exit code."""
     parts = assemble(cfg)
@@ -160,32 +151,16 @@ async def serve(cfg: Config) -> int:
                 await parts.store.close()
                 return 1
         flusher = asyncio.create_task(parts.aggregator.run(), name="flush")
-        http = _HTTPServer(
-            uvicorn.Config(
-                parts.app,
-                host=cfg.http_host,
-                port=cfg.http_port,
-                loop="none",
-                http="httptools",
-                lifespan="off",
-                access_log=False,
-                log_config=None,
-                server_header=False,
-                timeout_graceful_shutdown=10,
-            )
-        )
-        http_task = asyncio.create_task(http.serve(sockets=[sock]), name="http")
+        http = HTTPServer(parts.app)
+        await http.start(sock)
         log.info("listening on http://%s", cfg.http)
-        stopper = asyncio.create_task(stop.wait(), name="stop")
-        await asyncio.wait({http_task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        await stop.wait()
         # Intake stops first: nothing new arrives while the last flush runs.
         if zmq_source is not None:
             await zmq_source.stop()
         if syslog_source is not None:
             await syslog_source.stop()
-        http.should_exit = True
-        await http_task
-        stopper.cancel()
+        await http.stop()
         parts.aggregator.stop()
         await flusher
         lost = await parts.aggregator.drain(cfg.shutdown_timeout)

@@ -126,7 +126,7 @@ async def read_body(request: Request, receive: Receive, limit: int) -> bytes:
         if not declared.isdigit():
             raise HTTPError(400, "bad_length", "Content-Length is not a number")
         if int(declared) > limit:
-            raise _too_large(limit)
+            raise too_large(limit)
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -136,13 +136,13 @@ async def read_body(request: Request, receive: Receive, limit: int) -> bytes:
         chunk = msg.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise _too_large(limit)
+            raise too_large(limit)
         chunks.append(chunk)
         if not msg.get("more_body", False):
             return b"".join(chunks)
 
 
-def _too_large(limit: int) -> HTTPError:
+def too_large(limit: int) -> HTTPError:
     return HTTPError(413, "too_large", f"the body is larger than {limit} bytes")
 
 
@@ -154,3 +154,21 @@ async def send_response(send: Send, resp: Response) -> None:
     ]
     await send({"type": "http.response.start", "status": resp.status, "headers": headers})
     await send({"type": "http.response.body", "body": resp.body})
+
+
+LOOPBACK = frozenset({"127.0.0.1", "::1"})
+
+
+def client_address(scope: Scope) -> str:
+    """The visitor's address: the peer, or what a local proxy says in X-Forwarded-For.
+
+    Only a proxy on this machine is believed (nginx in front of tallyd); it appends
+    the address it saw, so the last entry is the one a client cannot forge.
+    """
+    client = scope.get("client")
+    peer: str = client[0] if client else ""
+    if peer in LOOPBACK:
+        for name, value in scope.get("headers", ()):
+            if name == b"x-forwarded-for":
+                return value.decode("latin-1").rsplit(",", 1)[-1].strip() or peer
+    return peer

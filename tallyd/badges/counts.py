@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -35,10 +34,16 @@ _Figure = tuple[str, tuple[str, ...]]  # (metric, period parts)
 
 
 @dataclass(slots=True)
-class _Shown:
+class Figure:
+    """A figure read from the store, and what this process added since."""
+
     count: int
     until: float  # monotonic time until which the count is reused
     visitors: set[str] = field(default_factory=set)  # unique: new since the read
+
+    @property
+    def shown(self) -> int:
+        return self.count + len(self.visitors)
 
 
 class BadgeCounts:
@@ -59,77 +64,81 @@ class BadgeCounts:
         self.max_entries = max_entries
         # Every figure drawn lately per (account, event): a hit bumps them all, so
         # badges of one id with different metrics agree.
-        self._shown: dict[_Id, dict[_Figure, _Shown]] = {}
+        self._shown: dict[_Id, dict[_Figure, Figure]] = {}
         self._reading: dict[tuple[_Id, _Figure], asyncio.Future[int]] = {}
+        self._unique_keys: dict[tuple[str, str, tuple[str, ...]], str] = {}
 
-    def hit(self, account: str, event: str) -> None:
-        """Count one view now: one dictionary update, like any other event."""
+    def view(self, account: str, event: str, client: str, user_agent: bytes) -> str:
+        """Count one view: a hit and a visitor of the day. Returns the visitor's hash."""
         agg = self.aggregator
         agg.check_capacity()
-        cell = (account, event, int(time.time() // 60), None)
+        now = time.time()
+        minute = int(now // 60)
+        cell = (account, event, minute, None)
         agg.pending[cell] = agg.pending.get(cell, 0) + 1
         agg.grew()
         self.metrics.accept(SOURCE, 1)
-        for figure, entry in self._shown.get((account, event), {}).items():
-            if figure[0] != "unique":
+        day = self.stats.clock.parts(minute)[:3]
+        visitor = self.visitors.hash("/".join(day), client, user_agent)
+        agg.add_unique(self.unique_key(account, event, day), visitor, int(now) + UNIQUE_KEEP)
+        # Every figure drawn lately for this id takes the view, so badges of one id
+        # with different metrics agree.
+        for (metric, parts), entry in self._shown.get((account, event), {}).items():
+            if metric != "unique":
                 entry.count += 1
+            elif parts == day:
+                entry.visitors.add(visitor)
+        return visitor
 
     def unique_key(self, account: str, event: str, day: tuple[str, ...]) -> str:
-        return self.stats.keys.unique(escape(account), escape(event), day)
+        key = self._unique_keys.get((account, event, day))
+        if key is None:
+            if len(self._unique_keys) >= self.max_entries:
+                self._unique_keys.clear()
+            key = self.stats.keys.unique(escape(account), escape(event), day)
+            self._unique_keys[account, event, day] = key
+        return key
 
-    async def shown(
-        self,
-        account: str,
-        event: str,
-        metric: str,
-        counted: bool,
-        client: str = "",
-        user_agent: bytes = b"",
-    ) -> int:
-        """The figure to draw for `metric` of (account, event), including this view.
+    def _figure(self, metric: str) -> _Figure:
+        return metric, self.stats.clock.parts(int(time.time() // 60))[: DEPTH[metric]]
 
-        For `unique`, the visitor is known by `client` (address) and `user_agent`.
-        """
-        minute = int(time.time() // 60)
-        parts = self.stats.clock.parts(minute)[: DEPTH[metric]]
-        ident, figure = (account, event), (metric, parts)
-        read: Awaitable[int]
-        visitor = ""
-        if counted:
-            # Every view is a visitor of the day, whichever figure its badge shows.
-            day = parts if metric == "unique" else self.stats.clock.parts(minute)[:3]
-            visitor = self.visitors.hash("/".join(day), client, user_agent)
-            self.aggregator.add_unique(
-                self.unique_key(account, event, day), visitor, int(time.time()) + UNIQUE_KEEP
-            )
-        if metric != "unique":
-            visitor = ""
-        entry = self._shown.get(ident, {}).get(figure)
+    def cached(self, account: str, event: str, metric: str) -> Figure | None:
+        """The figure read lately, while fresh; `view` keeps it up to date. Else None."""
+        entry = self._shown.get((account, event), {}).get(self._figure(metric))
         if entry is None or entry.until <= time.monotonic():
-            reading = self._reading.get((ident, figure))
-            if reading is None:
-                # One read per figure at a time; views meanwhile share its answer.
-                read = (
-                    self.stats.store.unique(self.unique_key(account, event, parts))
-                    if metric == "unique"
-                    else self.stats.total(account, event, parts)
-                )
-                reading = asyncio.ensure_future(read)
-                self._reading[ident, figure] = reading
-                reading.add_done_callback(lambda fut: self._keep(ident, figure, fut))
-            try:
-                count = await asyncio.shield(reading)
-            except Exception:
-                if entry is None:
-                    raise
-                # The store is away: keep showing the last figure.
-            else:
-                entry = self._shown.get(ident, {}).get(figure)
-                if entry is None:
-                    return count + (visitor != "")
-        # Counts had this view added by `hit`; a sketch read from the store lacks the
-        # visitors not flushed yet, so they are kept beside it until the next read.
-        if visitor:
+            return None
+        return entry
+
+    async def read(self, account: str, event: str, metric: str, visitor: str = "") -> int:
+        """The figure to draw, read from the store (one read per figure at a time).
+
+        `visitor` is this view's hash when it was counted: a sketch read from the
+        store lacks the visitors not flushed yet, so they are kept beside it.
+        """
+        ident, figure = (account, event), self._figure(metric)
+        entry = self._shown.get(ident, {}).get(figure)
+        reading = self._reading.get((ident, figure))
+        if reading is None:
+            parts = figure[1]
+            read = (
+                self.stats.store.unique(self.unique_key(account, event, parts))
+                if metric == "unique"
+                else self.stats.total(account, event, parts)
+            )
+            reading = asyncio.ensure_future(read)
+            self._reading[ident, figure] = reading
+            reading.add_done_callback(lambda fut: self._keep(ident, figure, fut))
+        try:
+            count = await asyncio.shield(reading)
+        except Exception:
+            if entry is None:
+                raise
+            # The store is away: keep showing the last figure.
+        else:
+            entry = self._shown.get(ident, {}).get(figure)
+            if entry is None:
+                return count + (metric == "unique" and visitor != "")
+        if metric == "unique" and visitor:
             entry.visitors.add(visitor)
         return entry.count + len(entry.visitors)
 
@@ -142,4 +151,4 @@ class BadgeCounts:
             if len(self._shown) >= self.max_entries:
                 del self._shown[next(iter(self._shown))]
             figures = self._shown[ident] = {}
-        figures[figure] = _Shown(fut.result(), time.monotonic() + self.refresh)
+        figures[figure] = Figure(fut.result(), time.monotonic() + self.refresh)

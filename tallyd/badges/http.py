@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
 import orjson
@@ -10,9 +13,9 @@ from tallyd.aggregator import Overloaded
 from tallyd.badges.counts import BadgeCounts
 from tallyd.badges.metrics import normalize_color
 from tallyd.badges.params import BadgeParams, check_id, parse_params
-from tallyd.badges.render import render
+from tallyd.badges.render import template
 from tallyd.stores import StoreError
-from tallyd.web import JSON, HTTPError, Request, Response
+from tallyd.web import JSON, HTTPError, Request, Response, Scope, client_address, split_path
 
 SVG: Final = b"image/svg+xml; charset=utf-8"
 # No cache may keep a badge: GitHub's image proxy then fetches it on every view.
@@ -23,48 +26,81 @@ NO_CACHE: Final = [
 ]
 
 
-def badge_target(req: Request, seg: list[str]) -> tuple[str, str, BadgeParams]:
-    """(id, "svg" or "json", parameters) of a badge path, or a 400/404."""
-    params, repo = parse_params(req.query_string)
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a badge URL asks for, validated once per distinct URL."""
+
+    ident: str
+    kind: str  # "svg" or "json"
+    params: BadgeParams
+    draw: Callable[[str], str]
+
+
+@lru_cache(maxsize=16_384)
+def badge_target(raw_path: bytes, query: bytes) -> Target:
+    """The target of `/badge.svg?repo=ID` or `/badge/ID.svg|.json`, or a 400/404."""
+    params, repo = parse_params(query)
+    draw = template(params.style, params.label, params.color, params.label_color)
+    seg = split_path(raw_path.decode("latin-1"), decode=True)
     if seg == ["badge.svg"]:
         if repo is None:
             raise HTTPError(400, "missing_repo", "use /badge.svg?repo=owner/name")
-        return repo, "svg", params
-    name, dot, kind = seg[-1].rpartition(".")
-    if not dot or kind not in ("svg", "json") or not name:
+        return Target(repo, "svg", params, draw)
+    name, dot, kind = seg[-1].rpartition(".") if len(seg) >= 2 else ("", "", "")
+    if seg[0] != "badge" or not dot or kind not in ("svg", "json") or not name:
         raise HTTPError(404, "not_found", "badges are /badge/{id}.svg or /badge/{id}.json")
-    return check_id("/".join([*seg[1:-1], name])), kind, params
+    return Target(check_id("/".join([*seg[1:-1], name])), kind, params, draw)
 
 
-async def badge(counts: BadgeCounts, req: Request, seg: list[str]) -> Response:
-    ident, kind, params = badge_target(req, seg)
+def badge_now(counts: BadgeCounts, scope: Scope) -> Response | None:
+    """The answer without awaiting anything, when the figure is cached; else None.
+
+    The HTTP server calls this before it starts a task for a request: most views
+    of a badge end here, counted and drawn in one pass.
+    """
+    if scope["method"] != "GET":
+        return None
+    t = badge_target(scope["raw_path"], scope["query_string"])
+    params = t.params
+    figure = counts.cached(t.ident, params.event, params.metric)
+    if figure is None:
+        return None
+    if params.increment:
+        _view(counts, scope, t)  # updates `figure` too
+    return _answer(200, t, params.message(figure.shown))
+
+
+async def badge(counts: BadgeCounts, req: Request) -> Response:
+    scope = req.scope
+    t = badge_target(scope.get("raw_path") or scope["path"].encode(), req.query_string)
     if req.method not in ("GET", "HEAD"):
         raise HTTPError(405, "method_not_allowed", "use GET", [(b"allow", b"GET, HEAD")])
-    counted = params.increment and req.method == "GET"
-    if counted:
-        try:
-            counts.hit(ident, params.event)
-        except Overloaded as exc:
-            raise HTTPError(503, "overloaded", str(exc), [(b"retry-after", b"1")]) from None
-    status = 200
+    visitor = ""
+    if t.params.increment and req.method == "GET":
+        visitor = _view(counts, scope, t)
     try:
-        client = req.scope.get("client")
-        shown = await counts.shown(
-            ident,
-            params.event,
-            params.metric,
-            counted,
-            client[0] if client else "",
-            req.headers.get(b"user-agent", b""),
-        )
-        message = params.message(shown)
+        figure = await counts.read(t.ident, t.params.event, t.params.metric, visitor)
     except StoreError:
-        # The hit is counted in memory; the figure needs the store.
-        status, message = 503, "unavailable"
-    if kind == "json":
-        return Response(status, _endpoint_json(params, message), JSON, NO_CACHE)
-    svg = render(params.label, message, params.style, params.color, params.label_color)
-    return Response(status, svg.encode(), SVG, NO_CACHE)
+        # The view is counted in memory; the figure needs the store.
+        return _answer(503, t, "unavailable")
+    return _answer(200, t, t.params.message(figure))
+
+
+def _view(counts: BadgeCounts, scope: Scope, t: Target) -> str:
+    agent = b""
+    for name, value in scope["headers"]:
+        if name == b"user-agent":
+            agent = value
+    try:
+        return counts.view(t.ident, t.params.event, client_address(scope), agent)
+    except Overloaded as exc:
+        raise HTTPError(503, "overloaded", str(exc), [(b"retry-after", b"1")]) from None
+
+
+def _answer(status: int, t: Target, message: str) -> Response:
+    if t.kind == "json":
+        return Response(status, _endpoint_json(t.params, message), JSON, NO_CACHE)
+    return Response(status, t.draw(message).encode(), SVG, NO_CACHE)
 
 
 def _endpoint_json(params: BadgeParams, message: str) -> bytes:

@@ -7,6 +7,7 @@ so the goldens in tests/data/badge_goldens.json compare equal as whole documents
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Final
@@ -42,8 +43,11 @@ _ESCAPES: Final = str.maketrans(
 )
 
 
+_MARKUP: Final = re.compile("[&<>\"']")
+
+
 def escape(text: str) -> str:
-    return text.translate(_ESCAPES)
+    return text.translate(_ESCAPES) if _MARKUP.search(text) else text
 
 
 def num(value: float) -> str:
@@ -53,7 +57,9 @@ def num(value: float) -> str:
 
 def clean(text: str) -> str:
     """Trims like badge-maker and drops characters that are not allowed in XML."""
-    return text.translate(_NOT_XML).strip(_JS_SPACE)
+    if not text.isprintable():
+        text = text.translate(_NOT_XML)
+    return text.strip(_JS_SPACE)
 
 
 def _utf16_len(text: str) -> int:
@@ -61,6 +67,7 @@ def _utf16_len(text: str) -> int:
     return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
 
 
+@lru_cache(maxsize=256)
 def _text_colors(background: str) -> tuple[str, str]:
     return ("#333", "#ccc") if is_light(background) else ("#fff", "#010101")
 
@@ -93,32 +100,32 @@ def _classic_text(margin: int, text: str, width: int, background: str, y: int, s
     )
 
 
-def _classic(
-    style: str, label: str, message: str, color: str | None, label_color: str | None
-) -> str:
-    height, y, shadow = {"flat": (20, 140, True), "flat-square": (20, 140, False)}.get(
-        style, (18, 130, True)
-    )
-    right_color = color or "#4c1"
-    has_label = bool(label) or label_color is not None
-    left_color = (label_color or "#555") if has_label else right_color
-    label_width = preferred_width(label, VERDANA_11) if label else 0
-    left = label_width + 10 if has_label else 0
-    message_width = preferred_width(message, VERDANA_11)
-    message_margin = left - (1 if message else 0) + (0 if has_label else 1)
-    right = message_width + 10
-    width = left + right
-    texts = _classic_text(1, label, label_width, left_color, y, shadow) + _classic_text(
-        message_margin, message, message_width, right_color, y, shadow
-    )
-    rects = (
-        f'<rect width="{left}" height="{height}" fill="{escape(left_color)}"/>'
-        f'<rect x="{left}" width="{right}" height="{height}" fill="{escape(right_color)}"/>'
-    )
-    if style == "flat-square":
-        background = f'<g shape-rendering="crispEdges">{rects}</g>'
-    else:
-        stops = (
+class _Classic:
+    """flat, flat-square and plastic for one label and colours: all but the message.
+
+    Badges of one id differ only in their count, so everything that depends on the
+    label and colours is computed once and kept (see `_classic`).
+    """
+
+    def __init__(self, style: str, label: str, color: str | None, label_color: str | None) -> None:
+        self.height, self.y, self.shadow = {
+            "flat": (20, 140, True),
+            "flat-square": (20, 140, False),
+        }.get(style, (18, 130, True))
+        self.style = style
+        self.label = label
+        self.right_color = color or "#4c1"
+        self.has_label = bool(label) or label_color is not None
+        left_color = (label_color or "#555") if self.has_label else self.right_color
+        label_width = preferred_width(label, VERDANA_11) if label else 0
+        self.left = label_width + 10 if self.has_label else 0
+        self.label_text = _classic_text(1, label, label_width, left_color, self.y, self.shadow)
+        self.left_rect = (
+            f'<rect width="{self.left}" height="{self.height}" fill="{escape(left_color)}"/>'
+        )
+        self.right_fill = escape(self.right_color)
+        self.rx = 3 if style == "flat" else 4
+        self.stops = (
             '<stop offset="0" stop-color="#bbb" stop-opacity=".1"/>'
             '<stop offset="1" stop-opacity=".1"/>'
             if style == "flat"
@@ -127,19 +134,33 @@ def _classic(
             '<stop offset=".9" stop-color="#000" stop-opacity=".3"/>'
             '<stop offset="1" stop-color="#000" stop-opacity=".5"/>'
         )
-        rx = 3 if style == "flat" else 4
-        background = (
-            f'<linearGradient id="s" x2="0" y2="100%">{stops}</linearGradient>'
-            f'<clipPath id="r"><rect width="{width}" height="{height}" rx="{rx}" fill="#fff"/>'
-            f'</clipPath><g clip-path="url(#r)">{rects}'
-            f'<rect width="{width}" height="{height}" fill="url(#s)"/></g>'
+        self.foreground = (
+            f'<g fill="#fff" text-anchor="middle" font-family="{_FONT_FAMILY}"'
+            f' text-rendering="geometricPrecision" font-size="110">{self.label_text}'
         )
-    foreground = (
-        f'<g fill="#fff" text-anchor="middle" font-family="{_FONT_FAMILY}"'
-        f' text-rendering="geometricPrecision" font-size="110">{texts}</g>'
-    )
-    accessible = f"{label}: {message}" if label else message
-    return _svg(width, height, accessible, background + foreground)
+
+    def __call__(self, message: str) -> str:
+        height, left = self.height, self.left
+        message_width = preferred_width(message, VERDANA_11)
+        margin = left - (1 if message else 0) + (0 if self.has_label else 1)
+        right = message_width + 10
+        width = left + right
+        rects = (
+            f'{self.left_rect}<rect x="{left}" width="{right}" height="{height}"'
+            f' fill="{self.right_fill}"/>'
+        )
+        if self.style == "flat-square":
+            background = f'<g shape-rendering="crispEdges">{rects}</g>'
+        else:
+            background = (
+                f'<linearGradient id="s" x2="0" y2="100%">{self.stops}</linearGradient>'
+                f'<clipPath id="r"><rect width="{width}" height="{height}" rx="{self.rx}"'
+                f' fill="#fff"/></clipPath><g clip-path="url(#r)">{rects}'
+                f'<rect width="{width}" height="{height}" fill="url(#s)"/></g>'
+            )
+        text = _classic_text(margin, message, message_width, self.right_color, self.y, self.shadow)
+        accessible = f"{self.label}: {message}" if self.label else message
+        return _svg(width, height, accessible, f"{background}{self.foreground}{text}</g>")
 
 
 def _for_the_badge(label: str, message: str, color: str | None, label_color: str | None) -> str:
@@ -238,17 +259,31 @@ def _social(label: str, message: str) -> str:
     return _svg(left + 1 + (6 + right if message else 0), 20, accessible, body)
 
 
-_Renderer = Callable[[str, str, str | None, str | None], str]
-_RENDERERS: Final[dict[str, _Renderer]] = {
-    "flat": lambda lb, msg, c, lc: _classic("flat", lb, msg, c, lc),
-    "flat-square": lambda lb, msg, c, lc: _classic("flat-square", lb, msg, c, lc),
-    "plastic": lambda lb, msg, c, lc: _classic("plastic", lb, msg, c, lc),
-    "for-the-badge": _for_the_badge,
-    "social": lambda lb, msg, c, lc: _social(lb, msg),
-}
+def template(
+    style: str, label: str, color: str | None = None, label_color: str | None = None
+) -> Callable[[str], str]:
+    """The badge for one style, label and colours, as a function of its message.
+
+    Colours that are not colours fall back to the defaults, as in badge-maker.
+    """
+    return _template(style, label, color, label_color)
 
 
-@lru_cache(maxsize=8192)
+@lru_cache(maxsize=1024)
+def _template(
+    style: str, label: str, color: str | None, label_color: str | None
+) -> Callable[[str], str]:
+    label, c, lc = clean(label), svg_color(color), svg_color(label_color)
+    if style in ("flat", "flat-square", "plastic"):
+        classic = _Classic(style, label, c, lc)
+        return lambda message: classic(clean(message))
+    if style == "for-the-badge":
+        return lambda message: _for_the_badge(label, clean(message), c, lc)
+    if style == "social":
+        return lambda message: _social(label, clean(message))
+    raise ValueError(f"unknown badge style {style!r}; expected one of {', '.join(STYLES)}")
+
+
 def render(
     label: str,
     message: str,
@@ -256,11 +291,5 @@ def render(
     color: str | None = None,
     label_color: str | None = None,
 ) -> str:
-    """The SVG badge-maker makes for these texts and colours (names, hex or CSS).
-
-    Colours that are not colours fall back to the defaults, as in badge-maker.
-    """
-    renderer = _RENDERERS.get(style)
-    if renderer is None:
-        raise ValueError(f"unknown badge style {style!r}; expected one of {', '.join(STYLES)}")
-    return renderer(clean(label), clean(message), svg_color(color), svg_color(label_color))
+    """The SVG badge-maker makes for these texts and colours (names, hex or CSS)."""
+    return _template(style, label, color, label_color)(message)
