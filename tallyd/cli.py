@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 from typing import Any
@@ -100,6 +101,31 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_render_badges(args: argparse.Namespace) -> int:
+    from tallyd.badges.edge import params_of, run
+    from tallyd.server import assemble
+
+    cfg = _config(args)
+    _setup_logging(cfg.log_level)
+    try:
+        params = params_of(args)
+    except ValueError as exc:
+        print(f"tallyd render-badges: {exc}", file=sys.stderr)
+        return 2
+
+    async def render() -> None:
+        parts = assemble(cfg)
+        await parts.store.open()
+        try:
+            await run(parts.stats, args.out, params, args.every)
+        finally:
+            await parts.store.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(render())
+    return 0
+
+
 def _config(args: argparse.Namespace) -> Config:
     try:
         return Config.load(vars(args), path=args.config)
@@ -130,6 +156,13 @@ def parser() -> argparse.ArgumentParser:
 
     emit_arguments(e)
     e.set_defaults(func=cmd_emit)
+
+    r = sub.add_parser("render-badges", help="write every badge to a directory, for nginx to serve")
+    from tallyd.badges.edge import add_arguments as edge_arguments
+
+    edge_arguments(r)
+    add_arguments(r, STORE_FLAGS)
+    r.set_defaults(func=cmd_render_badges)
 
     c = sub.add_parser("check", help="check the configuration and that the store answers")
     add_arguments(c)
