@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -105,3 +106,70 @@ def report(
     for k, v in rows:
         print(f"  {k:<{width}}  {v}")
     print(json.dumps({"bench": bench, "figures": figures, "ratios": ratios}))
+
+
+def binary(name: str) -> str:
+    for path in (shutil.which(name), f"/usr/sbin/{name}", f"/usr/bin/{name}"):
+        if path and os.access(path, os.X_OK):
+            return path
+    raise SystemExit(f"{name} is not installed (./scripts/test.sh installs it)")
+
+
+class Nginx:
+    """nginx on a private prefix, from a complete nginx.conf text."""
+
+    def __init__(self, conf: str) -> None:
+        self.prefix = Path(tempfile.mkdtemp(prefix="tallyd-nginx-"))
+        (self.prefix / "logs").mkdir()
+        (self.prefix / "nginx.conf").write_text(conf)
+        settings = f"pid {self.prefix}/nginx.pid; error_log {self.prefix}/logs/error.log;"
+        if os.geteuid() == 0:
+            settings += " user root;"  # workers could not read the private temp dirs
+        cmd = [binary("nginx"), "-p", str(self.prefix), "-c", "nginx.conf", "-g", settings]
+        subprocess.run(cmd, check=True)
+
+    def stop(self) -> None:
+        pid = self.prefix / "nginx.pid"
+        if pid.exists():
+            os.kill(int(pid.read_text()), signal.SIGQUIT)
+
+
+# wrk picks one of `ids` badge paths at random for every request.
+WRK_SCRIPT = """
+local ids = %d
+local fmt = "%s"
+request = function()
+  return wrk.format("GET", string.format(fmt, math.random(ids)))
+end
+"""
+
+
+def wrk(url: str, seconds: float, ids: int, path_format: str) -> dict[str, float]:
+    """Requests/s, p99 latency and completed requests of one `wrk -t2 -c64` run."""
+    script = Path(tempfile.mkdtemp(prefix="tallyd-wrk-")) / "ids.lua"
+    script.write_text(WRK_SCRIPT % (ids, path_format))
+    out = subprocess.run(
+        [binary("wrk"), "-t2", "-c64", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    figures: dict[str, float] = {"non_2xx": 0.0}
+    for line in out.splitlines():
+        words = line.split()
+        if line.startswith("Requests/sec:"):
+            figures["rps"] = float(words[1])
+        elif words[:1] == ["99%"]:
+            figures["p99_ms"] = _ms(words[1])
+        elif "requests in" in line:
+            figures["requests"] = float(words[0])
+        elif line.strip().startswith("Non-2xx"):
+            figures["non_2xx"] = float(words[-1])
+    return figures
+
+
+def _ms(text: str) -> float:
+    for unit, scale in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * scale
+    return float(text)

@@ -54,7 +54,7 @@ class Config:
     dedup_window: float = _opt(600.0, "seconds an event id is remembered for de-duplication")
     dedup_max_ids: int = _opt(1_000_000, "most event ids remembered at once")
     badge_refresh: float = _opt(
-        2.0, "seconds a badge reuses its figure before reading the store again"
+        5.0, "seconds a badge reuses its figure before reading the store again"
     )
     unique_secret: str = _opt(
         "", "secret salting visitor hashes for metric=unique (default: random per start)"

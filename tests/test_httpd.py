@@ -38,7 +38,7 @@ def test_pipelined_requests_answer_in_order(server: Server) -> None:
     got = exchange(server.port, b"".join(requests), len(requests))
     statuses = re.findall(rb"HTTP/1\.1 (\d{3})", got)
     assert statuses == [b"200", b"200", b"202", b"200", b"200"], got
-    # The badge's figure takes events from other routes at its next refresh (2 s).
+    # The badge's figure takes events from other routes at its next refresh (--badge-refresh, 5 s).
     assert got.index(b"hits: 1") < got.index(b"hits: 2") < got.index(b'"message":"3"')
     assert got.endswith(b"}") and b'"total":4' in got
 

@@ -53,7 +53,7 @@ class BadgeCounts:
         aggregator: Aggregator,
         metrics: Metrics,
         visitors: Visitors | None = None,
-        refresh: float = 2.0,
+        refresh: float = 5.0,
         max_entries: int = 100_000,
     ) -> None:
         self.visitors = visitors or Visitors()

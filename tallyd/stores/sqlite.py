@@ -130,12 +130,12 @@ class SQLiteStore:
             )
             for key, hashes in b.uniques.items():
                 row = c.execute("SELECT registers FROM uniques WHERE key = ?", (key,)).fetchone()
-                registers = hll.load(row[0] if row else None)
-                hll.add(registers, hashes)
-                c.execute(
-                    "INSERT OR REPLACE INTO uniques (key, registers) VALUES (?, ?)",
-                    (key, hll.dump(registers)),
-                )
+                registers, changed = hll.add(hll.load(row[0] if row else None), hashes)
+                if changed:
+                    c.execute(
+                        "INSERT OR REPLACE INTO uniques (key, registers) VALUES (?, ?)",
+                        (key, hll.dump(registers)),
+                    )
             c.execute(
                 "INSERT INTO batches (node, seq, at) VALUES (?, ?, ?) "
                 "ON CONFLICT (node) DO UPDATE SET seq = excluded.seq, at = excluded.at",
