@@ -27,6 +27,9 @@ from tallyd.stores.base import Batch, Store
 log = logging.getLogger("tallyd.aggregator")
 
 PRUNE_EVERY = 60.0
+# Bounds on the memory of visitors already sent (see `add_unique`).
+MAX_SENT_KEYS = 100_000
+MAX_SENT_PER_KEY = 1_000
 
 
 class Overloaded(Exception):
@@ -60,6 +63,7 @@ class Aggregator:
         # HyperLogLog key → visitor hashes, and when each key may expire.
         self.uniques: dict[str, set[str]] = {}
         self._unique_expiry: dict[str, int] = {}
+        self._sent_uniques: dict[str, set[str]] = {}
         self._inflight_cells: dict[Cell, int] = {}
         self._inflight_seq = 0
         self._inflight: Batch | None = None
@@ -115,11 +119,22 @@ class Aggregator:
 
     def add_unique(self, key: str, visitor: str, expire_at: int) -> None:
         """Add a visitor hash to a distinct-visitors sketch with the next batch."""
-        seen = self.uniques.get(key)
-        if seen is None:
-            seen = self.uniques[key] = set()
+        # Visitors already sent need not go again (adding is idempotent): most views
+        # come from few visitors, e.g. everyone behind GitHub's image proxy.
+        sent = self._sent_uniques.get(key)
+        if sent is None:
+            if len(self._sent_uniques) >= MAX_SENT_KEYS:
+                self._sent_uniques.clear()
+            sent = self._sent_uniques[key] = set()
+        if visitor in sent:
+            return
+        if len(sent) < MAX_SENT_PER_KEY:
+            sent.add(visitor)
+        pending = self.uniques.get(key)
+        if pending is None:
+            pending = self.uniques[key] = set()
             self._unique_expiry[key] = expire_at
-        seen.add(visitor)
+        pending.add(visitor)
 
     def check_capacity(self) -> None:
         """Raise `Overloaded` when the store has fallen too far behind."""

@@ -128,14 +128,7 @@ class SQLiteStore:
                 "WHERE true ON CONFLICT (key) DO UPDATE SET at = max(at, excluded.at)",
                 (orjson.dumps(b.expire_at),),
             )
-            for key, hashes in b.uniques.items():
-                row = c.execute("SELECT registers FROM uniques WHERE key = ?", (key,)).fetchone()
-                registers, changed = hll.add(hll.load(row[0] if row else None), hashes)
-                if changed:
-                    c.execute(
-                        "INSERT OR REPLACE INTO uniques (key, registers) VALUES (?, ?)",
-                        (key, hll.dump(registers)),
-                    )
+            self._add_uniques(c, b.uniques)
             c.execute(
                 "INSERT INTO batches (node, seq, at) VALUES (?, ?, ?) "
                 "ON CONFLICT (node) DO UPDATE SET seq = excluded.seq, at = excluded.at",
@@ -146,6 +139,21 @@ class SQLiteStore:
             c.execute("ROLLBACK")
             raise
         return True
+
+    def _add_uniques(self, c: sqlite3.Connection, uniques: dict[str, list[str]]) -> None:
+        keys = list(uniques)
+        stored: dict[str, bytes] = {}
+        for i in range(0, len(keys), CHUNK):
+            chunk = keys[i : i + CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = c.execute(f"SELECT key, registers FROM uniques WHERE key IN ({marks})", chunk)
+            stored.update(rows)
+        changed = []
+        for key in keys:
+            registers, rose = hll.add(hll.load(stored.get(key)), uniques[key])
+            if rose:
+                changed.append((key, hll.dump(registers)))
+        c.executemany("INSERT OR REPLACE INTO uniques (key, registers) VALUES (?, ?)", changed)
 
     async def apply(self, batch: Batch) -> bool:
         applied: bool = await self._in_writer(self._apply_sync, batch)
