@@ -161,7 +161,7 @@ def parser() -> argparse.ArgumentParser:
     from tallyd.badges.edge import add_arguments as edge_arguments
 
     edge_arguments(r)
-    add_arguments(r, STORE_FLAGS)
+    add_arguments(r, {*STORE_FLAGS, "log_level"})
     r.set_defaults(func=cmd_render_badges)
 
     c = sub.add_parser("check", help="check the configuration and that the store answers")
