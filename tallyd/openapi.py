@@ -45,6 +45,33 @@ _M = _param("month", "path", type="integer", minimum=1, maximum=12)
 _D = _param("day", "path", type="integer", minimum=1, maximum=31)
 _H = _param("hour", "path", type="integer", minimum=0, maximum=23)
 _T = "/api/stats/track/{account}/{event}"
+_ID = _param("id", "path", description="the counted account; may contain /")
+_BADGE_PARAMS = [
+    _param("label", maxLength=100),
+    _param("color"),
+    _param("label_color"),
+    _param("style", enum=["flat", "flat-square", "plastic", "for-the-badge", "social"]),
+    _param("metric", enum=["total", "today", "month", "year", "unique"]),
+    _param("format", enum=["comma", "short", "plain"]),
+    _param("base", type="integer", minimum=0),
+    _param("increment", enum=["0", "1"]),
+    _param("event"),
+]
+
+
+def _badge(summary: str, params: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": [*params, *_BADGE_PARAMS],
+            "responses": {
+                "200": {"description": "image/svg+xml, or the endpoint JSON"},
+                "400": _ERR,
+                "503": {"description": "the figure needs the store, which is down"},
+            },
+        }
+    }
+
 
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -134,6 +161,12 @@ DOCUMENT: dict[str, Any] = {
                 _param("limit", type="integer", minimum=1, maximum=1000),
             ],
         ),
+        "/badge.svg": _badge(
+            "The seed's badge URL: counts a hit for `repo`, shows the total",
+            [_param("repo", required=True)],
+        ),
+        "/badge/{id}.svg": _badge("A badge: counts a view, shows the chosen figure", [_ID]),
+        "/badge/{id}.json": _badge("The same, as shields.io's endpoint JSON", [_ID]),
         "/healthz": {
             "get": {
                 "summary": "Liveness and store health",

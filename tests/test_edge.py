@@ -14,18 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Server, free_port, require, wait_until
+from tests.conftest import Server, free_port, require, udp_port, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
 CONF = Path(__file__).parent.parent / "docs" / "nginx.conf"
-
-
-def udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Nginx:

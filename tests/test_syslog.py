@@ -10,16 +10,9 @@ import pytest
 
 from tallyd.events import Rejected
 from tallyd.ingest.syslog import event_of, message_of
-from tests.conftest import Server, wait_until
+from tests.conftest import Server, udp_port, wait_until
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def total(server: Server, account: str, event: str = "hit") -> int:
