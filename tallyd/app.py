@@ -41,7 +41,8 @@ OPENAPI = orjson.dumps(DOCUMENT)
 LANDING = b"""<!doctype html><meta charset="utf-8"><title>tallyd</title>
 <h1>tallyd</h1><p>Counting. The API is described at <a href="/openapi.json">/openapi.json</a>;
 try <a href="/api/stats/track">/api/stats/track</a>, <a href="/healthz">/healthz</a>
-and <a href="/metrics">/metrics</a>.</p>"""
+and <a href="/metrics">/metrics</a>. Badges: <code>/badge.svg?repo=owner/name</code>
+or <code>/badge/owner/name.svg?style=for-the-badge</code>.</p>"""
 
 
 @dataclass

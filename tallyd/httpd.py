@@ -26,6 +26,8 @@ from tallyd.web import Headers, HTTPError, Message, Response, Scope, error_respo
 log = logging.getLogger("tallyd.http")
 
 KEEPALIVE: Final = 5.0
+MAX_URL: Final = 8 * 1024
+MAX_HEADERS: Final = 64 * 1024
 MAX_QUEUED: Final = 64
 _REASONS: Final = {s.value: s.phrase.encode() for s in HTTPStatus}
 
@@ -77,6 +79,12 @@ def encode(status: int, content_type: bytes, headers: Headers, body: bytes, head
     return b"".join((fixed, _clock.date(), length, b"" if head else body))
 
 
+class _TooLarge(Exception):
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.error, self.detail = status, error, detail
+
+
 class _Request:
     __slots__ = ("body", "headers", "keep_alive", "method", "too_large", "url")
 
@@ -100,6 +108,7 @@ class Connection(asyncio.Protocol):
         self.local: tuple[str, int] | None = None
         self.current = _Request()
         self.size = 0
+        self.head_size = 0
         self.queue: deque[_Request] = deque()
         self.task: asyncio.Task[None] | None = None
         self.last_active = self.loop.time()
@@ -125,10 +134,17 @@ class Connection(asyncio.Protocol):
         self.last_active = self.loop.time()
         try:
             self.parser.feed_data(data)
+        except _TooLarge as exc:
+            self._fail(exc.status, exc.error, exc.detail)
         except httptools.HttpParserUpgrade:
             self._fail(400, "upgrade_unsupported", "tallyd speaks plain HTTP/1.1")
-        except httptools.HttpParserError:
-            self._fail(400, "bad_request", "the request is not valid HTTP/1.1")
+        except httptools.HttpParserError as exc:
+            # A callback's exception comes wrapped: unwrap the size limits.
+            if isinstance(exc.__context__, _TooLarge):
+                too = exc.__context__
+                self._fail(too.status, too.error, too.detail)
+            else:
+                self._fail(400, "bad_request", "the request is not valid HTTP/1.1")
 
     def pause_writing(self) -> None:
         # A client that does not read its answers stops being read from.
@@ -163,11 +179,19 @@ class Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.current = _Request()
         self.size = 0
+        self.head_size = 0
 
     def on_url(self, url: bytes) -> None:
         self.current.url += url
+        if len(self.current.url) > MAX_URL:
+            raise _TooLarge(414, "uri_too_long", f"the request target is over {MAX_URL} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_size += len(name) + len(value)
+        if self.head_size > MAX_HEADERS:
+            raise _TooLarge(
+                431, "headers_too_large", f"the request headers are over {MAX_HEADERS} bytes"
+            )
         self.current.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:

@@ -72,3 +72,13 @@ def test_malformed_requests_get_a_json_400(server: Server, request_bytes: bytes)
     assert got.startswith(b"HTTP/1.1 400 Bad Request\r\n")
     assert b'"error":"bad_request"' in got and b"Traceback" not in got
     assert server.get("/healthz").status_code == 200
+
+
+def test_oversized_targets_and_headers_are_refused(server: Server) -> None:
+    long_url = b"GET /badge/" + b"a" * 9000 + b".svg HTTP/1.1\r\nHost: x\r\n\r\n"
+    got = exchange(server.port, long_url, 1)
+    assert got.startswith(b"HTTP/1.1 414 ") and b'"error":"uri_too_long"' in got
+    many = b"GET /healthz HTTP/1.1\r\n" + b"X-Junk: " + b"j" * 1000 + b"\r\n"
+    got = exchange(server.port, many * 1 + b"X-More: " + b"m" * 70_000 + b"\r\n\r\n", 1)
+    assert got.startswith(b"HTTP/1.1 431 ") and b'"error":"headers_too_large"' in got
+    assert server.get("/api/stats/track/all/hit").json()["total"] == 0
