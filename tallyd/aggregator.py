@@ -161,14 +161,18 @@ class Aggregator:
         `batch` is the number of the batch the cell is (or will be) written in:
         a reader adds a cell only if its snapshot's marker for the key is below it.
         """
+        for (a, e, m, b), n, batch in self.unflushed_cells():
+            if e == event and (account is None or a == account):
+                yield a, m, b, n, batch
+
+    def unflushed_cells(self) -> Iterator[tuple[Cell, int, int]]:
+        """(cell, count, batch) for every cell not yet known to be stored."""
         upcoming = self.seq + 1
-        for (a, e, m, b), n in self.pending.items():
-            if e == event and (account is None or a == account):
-                yield a, m, b, n, upcoming
+        for cell, n in self.pending.items():
+            yield cell, n, upcoming
         inflight = self._inflight_seq
-        for (a, e, m, b), n in self._inflight_cells.items():
-            if e == event and (account is None or a == account):
-                yield a, m, b, n, inflight
+        for cell, n in self._inflight_cells.items():
+            yield cell, n, inflight
 
     # -- flushing -----------------------------------------------------------
 

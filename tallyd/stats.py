@@ -88,13 +88,27 @@ class Stats:
 
     async def total(self, account: str, event: str, parts: tuple[str, ...]) -> int:
         """The count of one period (all time when `parts` is empty), flushed or not."""
-        (h,), (applied,) = await self._read([self._key(account, event, parts)])
-        total = sum(n for f, n in h.items() if f.isdigit())
-        depth = len(parts)
-        for _, minute, _, n, batch in self._unflushed(account, event):
-            if batch > applied and self.clock.parts(minute)[:depth] == parts:
-                total += n
+        (total,) = await self.totals([(account, event, parts)])
         return total
+
+    async def totals(self, wanted: list[tuple[str, str, tuple[str, ...]]]) -> list[int]:
+        """The counts of many (account, event, period parts): one read, one pass."""
+        hashes, applied = await self._read([self._key(a, e, p) for a, e, p in wanted])
+        out = [sum(n for f, n in h.items() if f.isdigit()) for h in hashes]
+        if self.aggregator is None:
+            return out
+        where: dict[tuple[str, str], list[int]] = {}
+        for i, (account, event, _) in enumerate(wanted):
+            where.setdefault((account, event), []).append(i)
+        parts_of = self.clock.parts
+        for (account, event, minute, _), n, batch in self.aggregator.unflushed_cells():
+            # A cell counts for its account and for the `all` rollup.
+            mine = where.get((account, event), ()) if account != ROLLUP else ()
+            for i in (*mine, *where.get((ROLLUP, event), ())):
+                parts = wanted[i][2]
+                if batch > applied[i] and parts_of(minute)[: len(parts)] == parts:
+                    out[i] += n
+        return out
 
     async def funnel(self, account: str, event: str, period: Period) -> dict[str, Any]:
         """Breakdown counts (e.g. orders by status) for a year or a month."""

@@ -8,6 +8,7 @@ import time
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -173,3 +174,18 @@ def test_unique_visitors_estimate(server: Server) -> None:
     estimate = int(shown(r).split(": ")[1].replace(",", ""))
     # HyperLogLog with 2^14 registers: 0.81% standard error; 3% is beyond 3.5 sigma.
     assert abs(estimate - clients) <= 300, estimate
+
+
+def test_figures_refresh_in_the_background(server_factory: type[Server], tmp_path: Path) -> None:
+    server = server_factory(tmp_path, "--badge-refresh", "0.5").start()
+    assert shown(server.get("/badge/r.svg")) == "hits: 1"
+    # A hit by another route is not in the badge's figure yet...
+    server.post([{"event": "hit", "account": "r"}], wait="flush")
+    assert shown(server.get("/badge/r.svg")) == "hits: 2"
+    time.sleep(0.7)
+    # ...a stale figure is still answered at once (with this view), and read again
+    # in the background, which brings the posted hit in.
+    assert shown(server.get("/badge/r.svg")) == "hits: 3"
+    time.sleep(0.3)
+    assert shown(server.get("/badge/r.svg")) == "hits: 5"
+    assert total(server, "r") == 5

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from tallyd.events import Cell
 from tallyd.expand import DAY, Expander, Retention
 from tallyd.keys import KeySpace
@@ -68,3 +70,19 @@ def test_prefix_applies_to_every_key() -> None:
     keys = [*b.counters, *b.indexes, *b.rankings, *b.expire_at]
     assert all(k.startswith("t:") for k in keys)
     assert "t:funnels:a/order/2013" in b.counters
+
+
+def test_index_entries_and_expiries_are_written_once() -> None:
+    expander = Expander(KeySpace(), Clock("UTC"), Retention(minutes_days=7, hours_days=400))
+    now = int(time.time()) // 60
+    cells: dict[Cell, int] = {("acme", "pageview", now, None): 1}
+    first = expander.build("n", 1, cells)
+    assert first.indexes["accounts:pageview"] == {"acme"}
+    assert len(first.expire_at) == 4  # day and hour hashes, for acme and for all
+    second = expander.build("n", 2, cells)
+    assert second.counters == first.counters  # counts are always written
+    assert not any(second.indexes.values()) and not second.expire_at
+    # An expiry already past deletes the key: it goes with every batch that recreates it.
+    old: dict[Cell, int] = {("acme", "pageview", MINUTE, None): 1}
+    assert expander.build("n", 3, old).expire_at
+    assert expander.build("n", 4, old).expire_at

@@ -1,9 +1,10 @@
 """What number a badge shows, without a store read per view.
 
 The first view of a badge reads its count exactly (the store plus what is not flushed
-yet). Later views within `refresh` seconds add their own hit to that figure in memory;
-after `refresh` the next view reads again, which also brings in hits that arrived by
-other routes (syslog, the events API, another tallyd). Every hit is counted in the
+yet). Later views add their own hit to that figure in memory and are answered at
+once; when the figure is older than `refresh`, a view also starts a read of the store
+in the background, which brings in hits that arrived by other routes (syslog, the
+events API, another tallyd). Every hit is counted in the
 aggregator either way: this cache only decides what is drawn.
 
 Distinct visitors (`metric=unique`) work the same way with a HyperLogLog per id and
@@ -13,6 +14,8 @@ day: the figure read from the store, plus the new visitors seen here since the r
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Final
@@ -23,11 +26,15 @@ from tallyd.keys import escape
 from tallyd.metrics import Metrics
 from tallyd.stats import Stats
 
+log = logging.getLogger("tallyd.badges")
+
 # metric → how many of (year, month, day) its period names.
 DEPTH: Final = {"total": 0, "year": 1, "month": 2, "today": 3, "unique": 3}
 SOURCE: Final = "badge"
 # A day's distinct-visitor sketch is kept a week, then expires.
 UNIQUE_KEEP: Final = 8 * 86400
+# Figures going stale within this many seconds are read from the store together.
+REFRESH_GATHER: Final = 0.05
 
 _Id = tuple[str, str]  # (account, event)
 _Figure = tuple[str, tuple[str, ...]]  # (metric, period parts)
@@ -67,6 +74,8 @@ class BadgeCounts:
         self._shown: dict[_Id, dict[_Figure, Figure]] = {}
         self._reading: dict[tuple[_Id, _Figure], asyncio.Future[int]] = {}
         self._unique_keys: dict[tuple[str, str, tuple[str, ...]], str] = {}
+        self._stale: dict[tuple[_Id, _Figure], None] = {}
+        self._refresher: asyncio.Future[None] | None = None
 
     def view(self, account: str, event: str, client: str, user_agent: bytes) -> str:
         """Count one view: a hit and a visitor of the day. Returns the visitor's hash."""
@@ -103,11 +112,45 @@ class BadgeCounts:
         return metric, self.stats.clock.parts(int(time.time() // 60))[: DEPTH[metric]]
 
     def cached(self, account: str, event: str, metric: str) -> Figure | None:
-        """The figure read lately, while fresh; `view` keeps it up to date. Else None."""
-        entry = self._shown.get((account, event), {}).get(self._figure(metric))
-        if entry is None or entry.until <= time.monotonic():
-            return None
+        """The figure read before, kept up to date by `view`; None if there is none.
+
+        A figure older than `refresh` is still answered at once while a read of the
+        store replaces it in the background: waiting for that read would cost the
+        view several turns of a busy event loop.
+        """
+        figure = self._figure(metric)
+        entry = self._shown.get((account, event), {}).get(figure)
+        if entry is not None and entry.until <= time.monotonic():
+            entry.until = time.monotonic() + self.refresh  # one refresh at a time
+            self._stale[(account, event), figure] = None
+            if self._refresher is None:
+                self._refresher = asyncio.ensure_future(self._refresh())
         return entry
+
+    async def _refresh(self) -> None:
+        """Read the stale figures together: one store read and one pass per 1,000."""
+        try:
+            await asyncio.sleep(REFRESH_GATHER)
+            while self._stale:
+                batch = list(self._stale)[:1000]
+                for key in batch:
+                    del self._stale[key]
+                counts = [(ident, figure) for ident, figure in batch if figure[0] != "unique"]
+                wanted = [(a, e, parts) for (a, e), (_, parts) in counts]
+                for (ident, figure), count in zip(
+                    counts, await self.stats.totals(wanted), strict=True
+                ):
+                    self._set(ident, figure, count)
+                for (account, event), figure in batch:
+                    if figure[0] == "unique":
+                        sketch = self.unique_key(account, event, figure[1])
+                        count = await self.stats.store.unique(sketch)
+                        self._set((account, event), figure, count)
+        except Exception as exc:
+            # The figures stay as they are, kept up to date by views, until the next try.
+            log.warning("badge figures not refreshed: %s", exc)
+        finally:
+            self._refresher = None
 
     async def read(self, account: str, event: str, metric: str, visitor: str = "") -> int:
         """The figure to draw, read from the store (one read per figure at a time).
@@ -144,11 +187,15 @@ class BadgeCounts:
 
     def _keep(self, ident: _Id, figure: _Figure, fut: asyncio.Future[int]) -> None:
         self._reading.pop((ident, figure), None)
-        if fut.cancelled() or fut.exception() is not None:
-            return
+        if not fut.cancelled() and fut.exception() is None:
+            self._set(ident, figure, fut.result())
+
+    def _set(self, ident: _Id, figure: _Figure, count: int) -> None:
         figures = self._shown.get(ident)
         if figures is None:
             if len(self._shown) >= self.max_entries:
                 del self._shown[next(iter(self._shown))]
             figures = self._shown[ident] = {}
-        figures[figure] = Figure(fut.result(), time.monotonic() + self.refresh)
+        # Spread over ±25%: figures read together would otherwise go stale together.
+        until = time.monotonic() + self.refresh * (0.75 + random.random() / 2)
+        figures[figure] = Figure(count, until)
