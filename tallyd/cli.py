@@ -14,6 +14,7 @@ import orjson
 from tallyd import __version__
 from tallyd.config import Config, add_arguments
 from tallyd.periods import Period
+from tallyd.stores import StoreError
 
 STORE_FLAGS = {"store", "timezone", "key_prefix"}
 
@@ -121,8 +122,12 @@ def cmd_render_badges(args: argparse.Namespace) -> int:
         finally:
             await parts.store.close()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        _run(render())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            _run(render())
+    except StoreError as exc:
+        print(f"tallyd render-badges: store unavailable: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

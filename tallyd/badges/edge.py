@@ -22,6 +22,7 @@ from tallyd.badges.params import METRICS, BadgeParams, parse_params
 from tallyd.badges.render import template
 from tallyd.keys import escape
 from tallyd.stats import Stats
+from tallyd.stores import StoreError
 from tallyd.web import HTTPError
 
 log = logging.getLogger("tallyd.edge")
@@ -122,11 +123,21 @@ class Renderer:
 
 
 async def run(stats: Stats, out: Path, params: BadgeParams, every: float | None) -> None:
+    """Render once, or every `every` seconds until stopped (a failed round is retried)."""
     renderer = Renderer(stats, out, params)
+    if out.is_dir():
+        # Left by a run that was killed while writing; never a badge nginx serves.
+        for stale in out.glob(".*.svg.*.tmp"):
+            stale.unlink(missing_ok=True)
     while True:
         started = time.monotonic()
-        badges, changed = await renderer.once()
-        log.info("%d badges, %d written to %s", badges, changed, out)
+        try:
+            badges, changed = await renderer.once()
+            log.info("%d badges, %d written to %s", badges, changed, out)
+        except StoreError as exc:
+            if every is None:
+                raise
+            log.error("store unavailable, badges left as they are: %s", exc)
         if every is None:
             return
         await asyncio.sleep(max(0.0, every - (time.monotonic() - started)))
