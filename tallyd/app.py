@@ -13,6 +13,7 @@ from tallyd import api
 from tallyd.aggregator import Aggregator
 from tallyd.badges.counts import BadgeCounts
 from tallyd.badges.http import badge, badge_now
+from tallyd.events import Rejected, RejectLog
 from tallyd.ingest.http import post_events
 from tallyd.intake import Intake
 from tallyd.metrics import Metrics
@@ -56,9 +57,11 @@ class App:
     max_body: int = 1 << 20
     store_url: str = ""
     badges: BadgeCounts = field(init=False)
+    _refusals: RejectLog = field(init=False)
 
     def __post_init__(self) -> None:
         self.badges = BadgeCounts(self.stats, self.aggregator, self.metrics)
+        self._refusals = RejectLog(log, what="refused")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -73,7 +76,7 @@ class App:
             if callback is not None and resp.content_type == b"application/json":
                 resp = jsonp(resp, check_callback(callback))
         except HTTPError as err:
-            resp = error_response(err)
+            resp = self.refused(err, scope)
         except StoreError as exc:
             # Counting goes on in memory; reading needs the store.
             resp = error_response(
@@ -93,7 +96,15 @@ class App:
         try:
             return badge_now(self.badges, scope)
         except HTTPError as err:
-            return error_response(err)
+            return self.refused(err, scope)
+
+    def refused(self, err: HTTPError, scope: Scope) -> Response:
+        """A 4xx/5xx answer, counted in /metrics and logged at most once a second."""
+        self.metrics.http_error(err.status, err.error)
+        if err.status < 500:
+            path = scope.get("path", "")[:200]
+            self._refusals(f"{scope.get('method')} {path}", Rejected(err.error, err.detail))
+        return error_response(err)
 
     async def route(self, req: Request, receive: Receive) -> Response:
         seg = req.segments

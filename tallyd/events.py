@@ -187,9 +187,12 @@ def scalar_text(v: int | float | bool) -> str:
 class RejectLog:
     """Logs rejections at most once per second, with how many were folded in."""
 
-    def __init__(self, logger: logging.Logger = log, every: float = 1.0) -> None:
+    def __init__(
+        self, logger: logging.Logger = log, every: float = 1.0, what: str = "rejected event from"
+    ) -> None:
         self._log = logger
         self._every = every
+        self._what = what
         self._next = 0.0
         self._suppressed = 0
 
@@ -199,6 +202,6 @@ class RejectLog:
             self._suppressed += 1
             return
         more = f" (+{self._suppressed} more since last report)" if self._suppressed else ""
-        self._log.warning("rejected event from %s: %s: %s%s", source, err.reason, err.detail, more)
+        self._log.warning("%s %s: %s: %s%s", self._what, source, err.reason, err.detail, more)
         self._suppressed = 0
         self._next = now + self._every

@@ -21,7 +21,7 @@ from typing import Any, Final, Protocol, cast
 
 import httptools
 
-from tallyd.web import Headers, HTTPError, Message, Response, Scope, error_response, too_large
+from tallyd.web import Headers, HTTPError, Message, Response, Scope, too_large
 
 log = logging.getLogger("tallyd.http")
 
@@ -36,6 +36,8 @@ class Application(Protocol):
     max_body: int
 
     def fast(self, scope: Scope) -> Response | None: ...
+
+    def refused(self, err: HTTPError, scope: Scope) -> Response: ...
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None: ...
 
@@ -172,7 +174,9 @@ class Connection(asyncio.Protocol):
             self.close()
 
     def _fail(self, status: int, error: str, detail: str) -> None:
-        self._send(error_response(HTTPError(status, error, detail)), False, False)
+        req = self.current
+        scope = {"method": req.method or "-", "path": req.url[:200].decode("latin-1")}
+        self._send(self.app.refused(HTTPError(status, error, detail), scope), False, False)
 
     # -- httptools callbacks -----------------------------------------------------------
 
@@ -254,7 +258,8 @@ class Connection(asyncio.Protocol):
             if self.closing:
                 return
             if req.too_large:
-                self._send(error_response(too_large(self.app.max_body)), False, False)
+                where = {"method": req.method, "path": req.url[:200].decode("latin-1")}
+                self._send(self.app.refused(too_large(self.app.max_body), where), False, False)
                 return
             try:
                 scope = self._scope(req)

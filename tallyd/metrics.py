@@ -26,6 +26,7 @@ class Metrics:
         self.last_flush_cells = 0
         self.replayed_batches = 0
         self.store_errors = 0
+        self.http_errors: dict[tuple[int, str], int] = {}
         self.pruned_keys = 0
         # name → (help, type, read); filled by the parts that own the value.
         self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
@@ -36,6 +37,10 @@ class Metrics:
     def reject(self, source: str, reason: str, n: int = 1) -> None:
         k = (source, reason)
         self.rejected[k] = self.rejected.get(k, 0) + n
+
+    def http_error(self, status: int, error: str) -> None:
+        k = (status, error)
+        self.http_errors[k] = self.http_errors.get(k, 0) + 1
 
     def gauge(self, name: str, help_: str, read: Callable[[], float]) -> None:
         self.gauges[name] = (help_, read)
@@ -53,6 +58,15 @@ class Metrics:
             "counter",
             "Events accepted, by source.",
             [(_labels(source=s), n) for s, n in sorted(self.accepted.items())],
+        )
+        family(
+            "tallyd_http_errors_total",
+            "counter",
+            "HTTP requests refused, by status and error.",
+            [
+                (_labels(status=str(s), error=e), n)
+                for (s, e), n in sorted(self.http_errors.items())
+            ],
         )
         family(
             "tallyd_events_rejected_total",

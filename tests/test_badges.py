@@ -189,3 +189,13 @@ def test_figures_refresh_in_the_background(server_factory: type[Server], tmp_pat
     time.sleep(0.3)
     assert shown(server.get("/badge/r.svg")) == "hits: 5"
     assert total(server, "r") == 5
+
+
+def test_refusals_are_counted_and_logged(server: Server) -> None:
+    for _ in range(3):
+        assert server.get("/badge/a.svg", style="round").status_code == 400
+    metrics = server.get("/metrics").text
+    assert 'tallyd_http_errors_total{status="400",error="bad_style"} 3' in metrics
+    # One log line for the burst (at most one a second), naming the request.
+    log = server.log.read_text()
+    assert log.count("refused GET /badge/a.svg: bad_style") == 1
