@@ -120,6 +120,9 @@ def test_redis_outage_loses_nothing(server_factory: type[Server], tmp_path: Path
             # Reads need the store: a clear 503, not a 500.
             r = server.get("/api/stats/track/all/pageview")
             assert r.status_code == 503 and r.json()["error"] == "store_unavailable"
+            # A badge never drawn before cannot show its figure, but its view counts.
+            r = server.get("/badge/outage.svg")
+            assert r.status_code == 503 and 'aria-label="hits: unavailable"' in r.text
             rs.start()  # same port, same append-only file
             time.sleep(1.0)
         acked = producer.acked
@@ -129,6 +132,7 @@ def test_redis_outage_loses_nothing(server_factory: type[Server], tmp_path: Path
             time.sleep(0.1)
         assert server.get("/healthz").status_code == 200
         assert server.get("/api/stats/track/all/pageview").json()["total"] == acked
+        assert server.get("/api/stats/track/outage/hit").json()["total"] == 1
         assert server.stop() == 0
         r = client(rs.url)
         assert int(r.hget("all/pageview", "2013") or 0) == acked
