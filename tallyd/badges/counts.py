@@ -76,19 +76,32 @@ class BadgeCounts:
         self._unique_keys: dict[tuple[str, str, tuple[str, ...]], str] = {}
         self._stale: dict[tuple[_Id, _Figure], None] = {}
         self._refresher: asyncio.Future[None] | None = None
+        # The current minute and day, and today's visitor hashes by (address, agent).
+        self._minute = -1
+        self._parts: tuple[str, ...] = ()
+        self._visitors_today: dict[tuple[str, bytes], str] = {}
 
     def view(self, account: str, event: str, client: str, user_agent: bytes) -> str:
         """Count one view: a hit and a visitor of the day. Returns the visitor's hash."""
+        # The hot path of every badge view: a few dictionary updates.
         agg = self.aggregator
-        agg.check_capacity()
+        pending = agg.pending
+        if len(pending) >= agg.max_pending_cells:
+            agg.check_capacity()
         now = time.time()
         minute = int(now // 60)
         cell = (account, event, minute, None)
-        agg.pending[cell] = agg.pending.get(cell, 0) + 1
-        agg.grew()
-        self.metrics.accept(SOURCE, 1)
-        day = self.stats.clock.parts(minute)[:3]
-        visitor = self.visitors.hash("/".join(day), client, user_agent)
+        pending[cell] = pending.get(cell, 0) + 1
+        if len(pending) >= agg.max_batch_cells:
+            agg.grew()
+        self.metrics.accept(SOURCE)
+        day = self._now(minute)[:3]
+        visitor = self._visitors_today.get((client, user_agent))
+        if visitor is None:
+            if len(self._visitors_today) >= self.max_entries:
+                self._visitors_today.clear()
+            visitor = self.visitors.hash("/".join(day), client, user_agent)
+            self._visitors_today[client, user_agent] = visitor
         agg.add_unique(self.unique_key(account, event, day), visitor, int(now) + UNIQUE_KEEP)
         # Every figure drawn lately for this id takes the view, so badges of one id
         # with different metrics agree.
@@ -108,8 +121,18 @@ class BadgeCounts:
             self._unique_keys[account, event, day] = key
         return key
 
+    def _now(self, minute: int) -> tuple[str, ...]:
+        """The calendar parts of `minute`, computed once a minute; a new day forgets
+        the day's visitor hashes (their salt changes)."""
+        if minute != self._minute:
+            parts = self.stats.clock.parts(minute)
+            if parts[:3] != self._parts[:3]:
+                self._visitors_today.clear()
+            self._minute, self._parts = minute, parts
+        return self._parts
+
     def _figure(self, metric: str) -> _Figure:
-        return metric, self.stats.clock.parts(int(time.time() // 60))[: DEPTH[metric]]
+        return metric, self._now(int(time.time() // 60))[: DEPTH[metric]]
 
     def cached(self, account: str, event: str, metric: str) -> Figure | None:
         """The figure read before, kept up to date by `view`; None if there is none.

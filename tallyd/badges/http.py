@@ -87,12 +87,14 @@ async def badge(counts: BadgeCounts, req: Request) -> Response:
 
 
 def _view(counts: BadgeCounts, scope: Scope, t: Target) -> str:
-    agent = b""
+    agent = forwarded = b""
     for name, value in scope["headers"]:
         if name == b"user-agent":
             agent = value
+        elif name == b"x-forwarded-for":
+            forwarded = value
     try:
-        return counts.view(t.ident, t.params.event, client_address(scope), agent)
+        return counts.view(t.ident, t.params.event, client_address(scope, forwarded), agent)
     except Overloaded as exc:
         raise HTTPError(503, "overloaded", str(exc), [(b"retry-after", b"1")]) from None
 
