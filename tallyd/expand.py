@@ -17,7 +17,8 @@ from tallyd.stores.base import Batch
 
 DAY = 86400
 MEMORY = 1_000_000
-YIELD_EVERY = 128
+YIELD_EVERY = 64
+YIELD_SECONDS = 0.00005
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,10 @@ class Expander:
         for done, ((account, event, minute, bval), n) in enumerate(cells.items(), 1):
             if done % YIELD_EVERY == 0:
                 # Builds run in a thread, but compiled code keeps the GIL until it
-                # returns: 1,000 cells held the event loop for 12-15 ms.
-                time.sleep(0)
+                # returns: 1,000 cells held the event loop for 12-15 ms. A real sleep,
+                # however short, lets the waiting loop thread take the GIL; sleep(0)
+                # gave it back before that thread was scheduled.
+                time.sleep(YIELD_SECONDS)
             ea, ee = esc(account), esc(event)
             expand(ea, ee, minute, bval, n)
             rk = (event, minute, bval)
