@@ -19,6 +19,7 @@ DAY = 86400
 MEMORY = 1_000_000
 YIELD_EVERY = 64
 YIELD_SECONDS = 0.00005
+HOLD_SECONDS = 0.002
 
 
 @dataclass(frozen=True)
@@ -101,13 +102,15 @@ class Expander:
                 e = names[name] = escape(name)
             return e
 
+        held_since = time.perf_counter()
         for done, ((account, event, minute, bval), n) in enumerate(cells.items(), 1):
-            if done % YIELD_EVERY == 0:
+            if done % YIELD_EVERY == 0 and time.perf_counter() - held_since > HOLD_SECONDS:
                 # Builds run in a thread, but compiled code keeps the GIL until it
                 # returns: 1,000 cells held the event loop for 12-15 ms. A real sleep,
                 # however short, lets the waiting loop thread take the GIL; sleep(0)
                 # gave it back before that thread was scheduled.
                 time.sleep(YIELD_SECONDS)
+                held_since = time.perf_counter()
             ea, ee = esc(account), esc(event)
             expand(ea, ee, minute, bval, n)
             rk = (event, minute, bval)
