@@ -12,13 +12,12 @@ view wrk completed (plus at most one in-flight request per connection at the end
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Nginx, Tallyd, free_port, report, wrk
+from common import Nginx, Tallyd, free_port, quick, report, wrk
 
 IDS = 1000
 ROUNDS = 3
@@ -46,10 +45,8 @@ http {
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args()
-    seconds = 5 if args.quick else 15
+    short = quick()
+    seconds = 5 if short else 15
 
     t = Tallyd()
     nginx = None

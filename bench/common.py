@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import json
 import os
@@ -19,11 +20,18 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
+def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def quick() -> bool:
+    """The one command-line option every bench takes: `--quick`, under 40 s."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="a shorter run, under 40 s")
+    return bool(ap.parse_args().quick)
 
 
 def machine() -> str:

@@ -11,7 +11,6 @@ them: counted / sent = 1.0.
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import socket
 import subprocess
@@ -20,25 +19,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, Nginx, Tallyd, free_port, report, wrk
+from common import REPO, Nginx, Tallyd, free_port, quick, report, wrk
 
 IDS = 1000
 
 
-def udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args()
-    seconds = 5 if args.quick else 15
+    short = quick()
+    seconds = 5 if short else 15
 
-    syslog = udp_port()
+    syslog = free_port(socket.SOCK_DGRAM)
     t = Tallyd("--syslog", f"udp://127.0.0.1:{syslog}")
     nginx = None
     try:

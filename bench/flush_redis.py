@@ -11,7 +11,6 @@ same command, with no exactly-once bookkeeping.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import free_port, report
+from common import free_port, quick, report
 
 from tallyd.stores import Batch
 from tallyd.stores.redis import RedisStore
@@ -78,9 +77,7 @@ async def tallyd_rate(url: str, work: list[Batch]) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args()
+    short = quick()
     binary = shutil.which("redis-server")
     if not binary or not shutil.which("redis-benchmark"):
         raise SystemExit(
@@ -92,9 +89,9 @@ def main() -> None:
     )
     try:
         time.sleep(0.3)
-        n = 500_000 if args.quick else 2_000_000
+        n = 500_000 if short else 2_000_000
         reference = max(redis_benchmark(port, n) for _ in range(2))
-        work = batches(10 if args.quick else 40, 50_000)
+        work = batches(10 if short else 40, 50_000)
         rate = asyncio.run(tallyd_rate(f"redis://127.0.0.1:{port}/0", work))
     finally:
         server.terminate()

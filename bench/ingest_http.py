@@ -11,7 +11,6 @@ Python ingest path.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import threading
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Tallyd, report
+from common import Tallyd, quick, report
 
 PER_BODY = 1000
 
@@ -50,10 +49,8 @@ def decode_rate(payloads: list[bytes]) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args()
-    total = 200_000 if args.quick else 1_000_000
+    short = quick()
+    total = 200_000 if short else 1_000_000
     payloads = bodies(total)
     ceiling = max(decode_rate(payloads) for _ in range(3))
 

@@ -18,7 +18,6 @@ Each run waits for the subscriber's subscription (XPUB) before sending.
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import shutil
 import sqlite3
@@ -31,7 +30,7 @@ import orjson
 import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Tallyd, free_port, report
+from common import Tallyd, free_port, quick, report
 
 T0 = 1_378_389_600  # 2013-09-05T14:00:00Z
 
@@ -184,10 +183,8 @@ def start_redis() -> tuple[subprocess.Popen[bytes], int] | None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args()
-    n = 200_000 if args.quick else 1_000_000
+    short = quick()
+    n = 200_000 if short else 1_000_000
     stream = frames(n)
 
     ceiling = max(run_process_bench(bare_sub, (n,), stream) for _ in range(2))
@@ -201,7 +198,7 @@ def main() -> None:
             import redis
 
             redis.Redis(port=rport).flushall()
-            m = 5_000 if args.quick else 20_000
+            m = 5_000 if short else 20_000
             seed = run_process_bench(seed_sub, (rport, m), stream[:m])
         finally:
             proc.terminate()

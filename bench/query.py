@@ -9,7 +9,6 @@ server and connection: the floor of one HTTP round trip through tallyd.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import sys
@@ -17,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Tallyd, percentile, report
+from common import Tallyd, percentile, quick, report
 
 
 def timed(conn: object, path: str, n: int) -> list[float]:
@@ -33,11 +32,9 @@ def timed(conn: object, path: str, n: int) -> list[float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args()
-    n = 1000 if args.quick else 5000
-    events = 50_000 if args.quick else 200_000
+    short = quick()
+    n = 1000 if short else 5000
+    events = 50_000 if short else 200_000
 
     t = Tallyd()
     try:

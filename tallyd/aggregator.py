@@ -192,7 +192,7 @@ class Aggregator:
             self._inflight_cells, self._inflight_seq = cells, self.seq
             # Expansion is CPU work: a thread keeps the event loop answering meanwhile.
             batch = await asyncio.to_thread(self.expander.build, self.node, self.seq, cells)
-            batch.uniques = {k: sorted(v) for k, v in uniques.items()}
+            batch.uniques = {k: list(v) for k, v in uniques.items()}
             batch.expire_at.update(expiry)
             self._inflight = batch
         batch = self._inflight

@@ -21,6 +21,7 @@ from tallyd.openapi import DOCUMENT
 from tallyd.stats import Stats
 from tallyd.stores import StoreError
 from tallyd.web import (
+    INTERNAL,
     NO_STORE,
     HTTPError,
     Receive,
@@ -54,13 +55,12 @@ class App:
     aggregator: Aggregator
     intake: Intake
     metrics: Metrics
+    badges: BadgeCounts
     max_body: int = 1 << 20
     store_url: str = ""
-    badges: BadgeCounts = field(init=False)
     _refusals: RejectLog = field(init=False)
 
     def __post_init__(self) -> None:
-        self.badges = BadgeCounts(self.stats, self.aggregator, self.metrics)
         self._refusals = RejectLog(log, what="refused")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -85,7 +85,7 @@ class App:
         except Exception:
             # Never a stack trace to the client: log it, answer a plain 500.
             log.exception("error answering %s %s", scope.get("method"), scope.get("path"))
-            resp = error_response(HTTPError(500, "internal", "an internal error occurred"))
+            resp = self.refused(INTERNAL, scope)
         await send_response(send, resp)
 
     def fast(self, scope: Scope) -> Response | None:

@@ -21,7 +21,7 @@ from typing import Any, Final, Protocol, cast
 
 import httptools
 
-from tallyd.web import Headers, HTTPError, Message, Response, Scope, too_large
+from tallyd.web import INTERNAL, Headers, HTTPError, Message, Response, Scope, too_large
 
 log = logging.getLogger("tallyd.http")
 
@@ -81,12 +81,6 @@ def encode(status: int, content_type: bytes, headers: Headers, body: bytes, head
     return b"".join((fixed, _clock.date(), length, b"" if head else body))
 
 
-class _TooLarge(Exception):
-    def __init__(self, status: int, error: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.error, self.detail = status, error, detail
-
-
 class _Request:
     __slots__ = ("body", "headers", "keep_alive", "method", "too_large", "url")
 
@@ -136,17 +130,15 @@ class Connection(asyncio.Protocol):
         self.last_active = self.loop.time()
         try:
             self.parser.feed_data(data)
-        except _TooLarge as exc:
-            self._fail(exc.status, exc.error, exc.detail)
         except httptools.HttpParserUpgrade:
-            self._fail(400, "upgrade_unsupported", "tallyd speaks plain HTTP/1.1")
+            self._fail(HTTPError(400, "upgrade_unsupported", "tallyd speaks plain HTTP/1.1"))
         except httptools.HttpParserError as exc:
-            # A callback's exception comes wrapped: unwrap the size limits.
-            if isinstance(exc.__context__, _TooLarge):
-                too = exc.__context__
-                self._fail(too.status, too.error, too.detail)
+            # A callback's exception (the size limits below) comes wrapped.
+            cause = exc.__context__
+            if isinstance(cause, HTTPError):
+                self._fail(cause)
             else:
-                self._fail(400, "bad_request", "the request is not valid HTTP/1.1")
+                self._fail(HTTPError(400, "bad_request", "the request is not valid HTTP/1.1"))
 
     def pause_writing(self) -> None:
         # A client that does not read its answers stops being read from.
@@ -173,10 +165,11 @@ class Connection(asyncio.Protocol):
         if self.task is None:
             self.close()
 
-    def _fail(self, status: int, error: str, detail: str) -> None:
-        req = self.current
-        scope = {"method": req.method or "-", "path": req.url[:200].decode("latin-1")}
-        self._send(self.app.refused(HTTPError(status, error, detail), scope), False, False)
+    def _fail(self, err: HTTPError, req: _Request | None = None) -> None:
+        """Answer an error and close the connection."""
+        req = req or self.current
+        where = {"method": req.method or "-", "path": req.url[:200].decode("latin-1")}
+        self._send(self.app.refused(err, where), False, False)
 
     # -- httptools callbacks -----------------------------------------------------------
 
@@ -188,12 +181,12 @@ class Connection(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self.current.url += url
         if len(self.current.url) > MAX_URL:
-            raise _TooLarge(414, "uri_too_long", f"the request target is over {MAX_URL} bytes")
+            raise HTTPError(414, "uri_too_long", f"the request target is over {MAX_URL} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_size += len(name) + len(value)
         if self.head_size > MAX_HEADERS:
-            raise _TooLarge(
+            raise HTTPError(
                 431, "headers_too_large", f"the request headers are over {MAX_HEADERS} bytes"
             )
         self.current.headers.append((name.lower(), value))
@@ -231,7 +224,7 @@ class Connection(asyncio.Protocol):
             except Exception:
                 # Never a stack trace to the client: log it, answer a plain 500.
                 log.exception("error answering %s", self.current.url[:200])
-                self._fail(500, "internal", "an internal error occurred")
+                self._fail(INTERNAL)
 
     # -- answering -----------------------------------------------------------------
 
@@ -258,13 +251,12 @@ class Connection(asyncio.Protocol):
             if self.closing:
                 return
             if req.too_large:
-                where = {"method": req.method, "path": req.url[:200].decode("latin-1")}
-                self._send(self.app.refused(too_large(self.app.max_body), where), False, False)
+                self._fail(too_large(self.app.max_body), req)
                 return
             try:
                 scope = self._scope(req)
             except httptools.HttpParserInvalidURLError:
-                self._fail(400, "bad_path", "the request target is not a valid URL")
+                self._fail(HTTPError(400, "bad_path", "the request target is not a valid URL"), req)
                 return
             fast = self.app.fast(scope)
             if fast is None:
@@ -299,24 +291,19 @@ class Connection(asyncio.Protocol):
         except Exception:
             log.exception("error answering %s %s", req.method, scope["path"])
             start.clear()
-        if not start:
-            start = {"status": 500, "headers": [(b"content-type", b"application/json")]}
-            chunks = [b'{"error":"internal","detail":"an internal error occurred"}']
-        content_type = b"application/octet-stream"
-        headers: Headers = []
-        for k, v in start.get("headers", ()):
-            if k == b"content-type":
-                content_type = v
-            elif k != b"content-length":
-                headers.append((k, v))
-        self._write(
-            start["status"],
-            content_type,
-            headers,
-            b"".join(chunks),
-            req.keep_alive,
-            req.method == "HEAD",
-        )
+        head = req.method == "HEAD"
+        if start:
+            content_type = b"application/octet-stream"
+            headers: Headers = []
+            for k, v in start.get("headers", ()):
+                if k == b"content-type":
+                    content_type = v
+                elif k != b"content-length":
+                    headers.append((k, v))
+            answer = b"".join(chunks)
+            self._write(start["status"], content_type, headers, answer, req.keep_alive, head)
+        else:
+            self._send(self.app.refused(INTERNAL, scope), req.keep_alive, head)
         self.task = None
         if self.queue and not self.closing:
             if self.transport is not None and len(self.queue) < MAX_QUEUED:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from tallyd import __version__
+from tallyd.badges.params import FORMATS, MAX_LABEL, METRICS
+from tallyd.badges.render import STYLES
 
 
 def _param(
@@ -47,12 +49,12 @@ _H = _param("hour", "path", type="integer", minimum=0, maximum=23)
 _T = "/api/stats/track/{account}/{event}"
 _ID = _param("id", "path", description="the counted account; may contain /")
 _BADGE_PARAMS = [
-    _param("label", maxLength=100),
+    _param("label", maxLength=MAX_LABEL),
     _param("color"),
     _param("label_color"),
-    _param("style", enum=["flat", "flat-square", "plastic", "for-the-badge", "social"]),
-    _param("metric", enum=["total", "today", "month", "year", "unique"]),
-    _param("format", enum=["comma", "short", "plain"]),
+    _param("style", enum=list(STYLES)),
+    _param("metric", enum=list(METRICS)),
+    _param("format", enum=list(FORMATS)),
     _param("base", type="integer", minimum=0),
     _param("increment", enum=["0", "1"]),
     _param("event"),

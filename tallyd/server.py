@@ -76,10 +76,8 @@ def assemble(cfg: Config) -> Parts:
     )
     intake = Intake(aggregator, metrics, cfg.breakdowns)
     stats = Stats(store, keys, clock, aggregator)
-    app = App(stats, aggregator, intake, metrics, cfg.max_body, redact(cfg.store))
-    app.badges = BadgeCounts(
-        stats, aggregator, metrics, Visitors(cfg.unique_secret), cfg.badge_refresh
-    )
+    badges = BadgeCounts(stats, aggregator, metrics, Visitors(cfg.unique_secret), cfg.badge_refresh)
+    app = App(stats, aggregator, intake, metrics, badges, cfg.max_body, redact(cfg.store))
     return Parts(cfg, store, metrics, aggregator, intake, stats, app)
 
 

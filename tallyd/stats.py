@@ -86,11 +86,6 @@ class Stats:
             },
         }
 
-    async def total(self, account: str, event: str, parts: tuple[str, ...]) -> int:
-        """The count of one period (all time when `parts` is empty), flushed or not."""
-        (total,) = await self.totals([(account, event, parts)])
-        return total
-
     async def totals(self, wanted: list[tuple[str, str, tuple[str, ...]]]) -> list[int]:
         """The counts of many (account, event, period parts): one read, one pass."""
         hashes, applied = await self._read([self._key(a, e, p) for a, e, p in wanted])

@@ -142,6 +142,10 @@ async def read_body(request: Request, receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
+# Never a stack trace to the client: a failure is logged and answered with this.
+INTERNAL = HTTPError(500, "internal", "an internal error occurred")
+
+
 def too_large(limit: int) -> HTTPError:
     return HTTPError(413, "too_large", f"the body is larger than {limit} bytes")
 

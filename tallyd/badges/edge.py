@@ -94,9 +94,7 @@ class Renderer:
         counts: list[int] = []
         for i in range(0, len(accounts), PAGE):
             chunk = accounts[i : i + PAGE]
-            keys = [self.stats.keys.counter(escape(a), ev, parts) for a in chunk]
-            snap = await self.stats.store.read(keys, "")
-            counts.extend(sum(n for f, n in h.items() if f.isdigit()) for h in snap.hashes)
+            counts.extend(await self.stats.totals([(a, p.event, parts) for a in chunk]))
         return counts
 
     async def once(self) -> tuple[int, int]:

@@ -80,50 +80,57 @@ def _svg(width: float, height: int, accessible: str, body: str) -> str:
     )
 
 
-def _classic_text(margin: int, text: str, width: int, background: str, y: int, shadow: bool) -> str:
-    """A label or message in flat, flat-square and plastic: a text and its shadow."""
-    if not text:
-        return ""
-    fill, shadow_fill = _text_colors(background)
-    x = num(10 * (margin + 0.5 * width + 5))
-    content = escape(text)
-    out = ""
-    if shadow:
-        out = (
-            f'<text aria-hidden="true" x="{x}" y="{y + 10}" fill="{shadow_fill}"'
-            f' fill-opacity=".3" transform="scale(.1)" textLength="{10 * width}">'
-            f"{content}</text>"
+class _TextStyle:
+    """The fixed parts of a text and its shadow on one background, in one style."""
+
+    def __init__(self, background: str, y: int, shadow: bool) -> None:
+        fill, shadow_fill = _text_colors(background)
+        self.shadow_mid = (
+            f'" y="{y + 10}" fill="{shadow_fill}" fill-opacity=".3" transform="scale(.1)"'
+            ' textLength="'
+            if shadow
+            else ""
         )
-    return (
-        f'{out}<text x="{x}" y="{y}" transform="scale(.1)" fill="{fill}"'
-        f' textLength="{10 * width}">{content}</text>'
-    )
+        self.text_mid = f'" y="{y}" transform="scale(.1)" fill="{fill}" textLength="'
+
+    def text(self, margin: int, width: int, content: str) -> str:
+        """A label or message (escaped) of flat, flat-square or plastic."""
+        # 10 * (margin + width / 2 + 5) with an odd width: always a whole number.
+        x = 10 * margin + 5 * width + 50
+        length = 10 * width
+        out = f'<text x="{x}{self.text_mid}{length}">{content}</text>'
+        if self.shadow_mid:
+            out = f'<text aria-hidden="true" x="{x}{self.shadow_mid}{length}">{content}</text>{out}'
+        return out
 
 
 class _Classic:
     """flat, flat-square and plastic for one label and colours: all but the message.
 
     Badges of one id differ only in their count, so everything that depends on the
-    label and colours is computed once and kept (see `_classic`).
+    label and colours is computed once, in `__init__`, and kept by `_template`.
     """
 
     def __init__(self, style: str, label: str, color: str | None, label_color: str | None) -> None:
-        self.height, self.y, self.shadow = {
+        self.height, self.y, shadow = {
             "flat": (20, 140, True),
             "flat-square": (20, 140, False),
         }.get(style, (18, 130, True))
         self.style = style
-        self.label = label
-        self.right_color = color or "#4c1"
-        self.has_label = bool(label) or label_color is not None
-        left_color = (label_color or "#555") if self.has_label else self.right_color
+        right_color = color or "#4c1"
+        has_label = bool(label) or label_color is not None
+        left_color = (label_color or "#555") if has_label else right_color
         label_width = preferred_width(label, VERDANA_11) if label else 0
-        self.left = label_width + 10 if self.has_label else 0
-        self.label_text = _classic_text(1, label, label_width, left_color, self.y, self.shadow)
+        self.left = label_width + 10 if has_label else 0
+        self.label_text = (
+            _TextStyle(left_color, self.y, shadow).text(1, label_width, escape(label))
+            if label
+            else ""
+        )
         self.left_rect = (
             f'<rect width="{self.left}" height="{self.height}" fill="{escape(left_color)}"/>'
         )
-        self.right_fill = escape(self.right_color)
+        self.right_fill = escape(right_color)
         self.rx = 3 if style == "flat" else 4
         self.stops = (
             '<stop offset="0" stop-color="#bbb" stop-opacity=".1"/>'
@@ -139,15 +146,9 @@ class _Classic:
             f' text-rendering="geometricPrecision" font-size="110">{self.label_text}'
         )
         self.gradient = f'<linearGradient id="s" x2="0" y2="100%">{self.stops}</linearGradient>'
-        self.unlabelled = 0 if self.has_label else 1
+        self.unlabelled = 0 if has_label else 1
         self.aria_prefix = f"{escape(label)}: " if label else ""
-        fill, shadow_fill = _text_colors(self.right_color)
-        self.shadow_open = '<text aria-hidden="true" x="'
-        self.shadow_mid = (
-            f'" y="{self.y + 10}" fill="{shadow_fill}" fill-opacity=".3" transform="scale(.1)"'
-            ' textLength="'
-        )
-        self.text_mid = f'" y="{self.y}" transform="scale(.1)" fill="{fill}" textLength="'
+        self.message_style = _TextStyle(right_color, self.y, shadow)
 
     def __call__(self, message: str) -> str:
         # The hot path of every badge view: only what depends on the message.
@@ -168,14 +169,8 @@ class _Classic:
                 f'<rect width="{width}" height="{height}" fill="url(#s)"/></g>'
             )
         content = escape(message)
-        text = ""
-        if message:
-            # 10 * (margin + width / 2 + 5) with an odd width: always a whole number.
-            x = 10 * (left - 1 + self.unlabelled) + 5 * message_width + 50
-            length = 10 * message_width
-            if self.shadow:
-                text = f'{self.shadow_open}{x}{self.shadow_mid}{length}">{content}</text>'
-            text += f'<text x="{x}{self.text_mid}{length}">{content}</text>'
+        margin = left - 1 + self.unlabelled
+        text = self.message_style.text(margin, message_width, content) if message else ""
         aria = self.aria_prefix + content
         return (
             f'{_SVG_OPEN} width="{width}" height="{height}" role="img" aria-label="{aria}">'
