@@ -103,6 +103,15 @@ class Aggregator:
         if len(self.pending) >= self.max_batch_cells:
             self._wake.set()
 
+    def quiet(self) -> None:
+        """A source's traffic has paused: write what it brought now, not at the interval.
+
+        A burst's last events would otherwise wait up to `flush_interval` for the
+        next tick; a pause is the cheapest moment to write them.
+        """
+        if self.pending or self.uniques:
+            self._wake.set()
+
     def add_many(self, events: Iterable[Event]) -> int:
         """Count parsed events; returns how many were not duplicates."""
         p = self.pending

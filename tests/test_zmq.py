@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -219,3 +220,23 @@ def test_sigterm_mid_stream_loses_nothing_received(
     assert received > 0
     server.start()
     assert total(server) == received
+
+
+def test_a_pause_writes_the_burst_before_the_interval(
+    server_factory: type[Server], tmp_path: Path, ctx: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    # With a minute between scheduled flushes, only the pause after a burst writes it.
+    server, pub = connected(server_factory, tmp_path, ctx, "--flush-interval", "60")
+    for i in range(2000):
+        pub.send(b"pageview " + event(f"acct{i % 7}", i))
+    wait_until(lambda: metric(server, "tallyd_zmq_received"), 2000.0, timeout=10)
+    deadline = time.monotonic() + 10
+    while metric(server, "tallyd_pending_cells") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    db = sqlite3.connect(server.db)
+    row = db.execute(
+        "SELECT value FROM counters WHERE key = 'all/pageview/2013' AND field = '09'"
+    ).fetchone()
+    db.close()
+    assert row == (2000,)
+    assert metric(server, "tallyd_flushes_total") >= 1

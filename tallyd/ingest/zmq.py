@@ -30,6 +30,8 @@ SOURCE = "zmq"
 BAD_JSON = Rejected("invalid_json", "the frame is not JSON")
 BATCH = 5000
 POLL_MS = 200
+# This long without a message after some is a pause: the flusher writes at once.
+QUIET_MS = 20
 
 
 def endpoint(text: str) -> str:
@@ -136,13 +138,21 @@ class ZmqSource:
     async def _run(self) -> None:
         assert self._sock is not None
         agg = self.intake.aggregator
+        busy = False  # received since the last pause
         while not self._stopping:
             if len(agg.pending) >= agg.max_pending_cells:
                 # Backpressure: the bus queues (to the high-water mark) while the store catches up.
                 await asyncio.sleep(0.05)
                 continue
             try:
-                if await self._sock.poll(POLL_MS) and self._drain(BATCH) == BATCH:
+                if not await self._sock.poll(QUIET_MS if busy else POLL_MS):
+                    if busy:
+                        agg.quiet()
+                    busy = False
+                    continue
+                received = self._drain(BATCH)
+                busy = busy or received > 0
+                if received == BATCH:
                     await asyncio.sleep(0)  # a full batch: let HTTP and the flusher run
             except zmq.ZMQError as exc:
                 log.error("zmq: receive failed: %s", exc)
