@@ -22,6 +22,12 @@ YIELD_SECONDS = 0.00005
 HOLD_SECONDS = 0.002
 
 
+# (year, month, escaped account, escaped event, the five counter keys from all time
+# down to the hour, day, hour, the day's and the month's ranking keys, the day and hour
+# keys' expiries or 0)
+_HourKeys = tuple[str, str, str, str, str, str, str, str, str, str, str, str, str, int, int]
+
+
 @dataclass(frozen=True)
 class Retention:
     """How long the fine-grained hashes live, in days; 0 keeps them forever."""
@@ -35,34 +41,62 @@ class Expander:
         self.keys = keys
         self.clock = clock
         self.retention = retention
-        # Remembered across batches (builds run one at a time): escaped names, and the
-        # index entries and expiries already in a batch. Writing those again changes
-        # nothing, and was a third of the rows of a busy flush (1,000 badges viewed).
-        # Forgetting is always safe: the next batch just writes them again.
+        # Remembered across batches (builds run one at a time): escaped names, the
+        # keys of each (account, event, hour), and the index entries and expiries
+        # already in a batch. Writing those again changes nothing, and was a third of
+        # the rows of a busy flush (1,000 badges viewed). Forgetting is always safe:
+        # the next batch just writes them again.
         self._names: dict[str, str] = {}
         self._indexed: set[tuple[str, str]] = set()
-        self._expiries: dict[str, int] = {}
+        self._hours: dict[tuple[str | None, str, int], _HourKeys] = {}
+        self._minutes: dict[int, tuple[tuple[str, ...], str, int]] = {}
 
     def _forget_if_large(self) -> None:
-        for memory in (self._names, self._indexed, self._expiries):
+        for memory in (self._names, self._indexed, self._hours, self._minutes):
             if len(memory) > MEMORY:
                 memory.clear()
 
+    def _hour_of(self, minute: int) -> tuple[tuple[str, ...], str, int]:
+        """(year, month, day, hour) parts, the minute's field, and the local hour's
+        first epoch minute: cells are grouped by it."""
+        at = self._minutes.get(minute)
+        if at is None:
+            if len(self._minutes) > MEMORY:
+                self._minutes.clear()
+            y, m, d, h, mi = self.clock.parts(minute)
+            at = self._minutes[minute] = ((y, m, d, h), mi, minute - int(mi))
+        return at
+
     def build(self, node: str, seq: int, cells: dict[Cell, int]) -> Batch:
-        """Every store write for these cells, merged per (key, field)."""
-        keys, parts_of = self.keys, self.clock.parts
+        """Every store write for these cells, merged per (key, field).
+
+        Cells are first summed per local hour, per account and for the rollup, so the
+        keys, expiries, indexes and rankings of an hour are worked out once however
+        many of its minutes have events.
+        """
+        # (account, event, value, hour) → minute field → count; account None: the rollup.
+        hours: dict[tuple[str | None, str, str | None, int], dict[str, int]] = {}
+        parts_of: dict[int, tuple[str, ...]] = {}
+        held_since = time.perf_counter()
+        for done, ((account, event, minute, bval), n) in enumerate(cells.items(), 1):
+            if done % YIELD_EVERY == 0:
+                held_since = _yield_if_held(held_since)
+            parts, mi, hour = self._hour_of(minute)
+            parts_of[hour] = parts
+            for group in ((account, event, bval, hour), (None, event, bval, hour)):
+                minutes = hours.get(group)
+                if minutes is None:
+                    hours[group] = {mi: n}
+                else:
+                    minutes[mi] = minutes.get(mi, 0) + n
+
         counters: dict[str, dict[str, int]] = {}
         expire: dict[str, int] = {}
-        indexes: dict[str, set[str]] = {keys.events: set()}
+        indexes: dict[str, set[str]] = {self.keys.events: set()}
         rankings: dict[str, dict[str, int]] = {}
-        names = self._names
-        indexed = self._indexed
-        sent_expiries = self._expiries
         # An expiry in the past deletes the key at once; a later write recreates it,
         # so such expiries are always sent again.
         now = int(time.time())
-        # The rollup sums every account: merge before expanding, once per (event, minute, value).
-        rollup: dict[tuple[str, int, str | None], int] = {}
 
         def inc(key: str, field: str, n: int) -> None:
             h = counters.get(key)
@@ -71,69 +105,107 @@ class Expander:
             else:
                 h[field] = h.get(field, 0) + n
 
-        def expand(acc: str, ev: str, minute: int, bval: str | None, n: int) -> None:
-            y, m, d, h, mi = parts_of(minute)
-            base = keys.counter(acc, ev)
+        for done, ((who, event, bval, hour), minutes) in enumerate(hours.items(), 1):
+            if done % YIELD_EVERY == 0:
+                held_since = _yield_if_held(held_since)
+            hk = self._hours.get((who, event, hour))
+            fresh = hk is None
+            if hk is None:
+                hk = self._hour_keys(who, event, hour, parts_of[hour], indexes)
+            y, m, ea, ee, base, year_key, month_key, day_key, hour_key = hk[:9]
+            d, h, top_day, top_month, day_at, hour_at = hk[9:]
+            n = sum(minutes.values())
             inc(base, y, n)
-            inc(f"{base}/{y}", m, n)
-            inc(f"{base}/{y}/{m}", d, n)
-            day_key = f"{base}/{y}/{m}/{d}"
+            inc(year_key, m, n)
+            inc(month_key, d, n)
             inc(day_key, h, n)
-            hour_key = f"{day_key}/{h}"
-            inc(hour_key, mi, n)
-            # Aligned to the period, so every cell of a key gives the same expiry.
-            hour_start = (minute - int(mi)) * 60
-            if self.retention.hours_days:
-                day_start = hour_start - int(h) * 3600
-                at = day_start + DAY + self.retention.hours_days * DAY
-                if at <= now or sent_expiries.get(day_key) != at:
-                    expire[day_key] = sent_expiries[day_key] = at
-            if self.retention.minutes_days:
-                at = hour_start + 3600 + self.retention.minutes_days * DAY
-                if at <= now or sent_expiries.get(hour_key) != at:
-                    expire[hour_key] = sent_expiries[hour_key] = at
+            fields = counters.get(hour_key)
+            if fields is None:
+                counters[hour_key] = minutes
+            else:
+                for mi, k in minutes.items():
+                    fields[mi] = fields.get(mi, 0) + k
+            if day_at and (fresh or day_at <= now):
+                expire[day_key] = day_at
+            if hour_at and (fresh or hour_at <= now):
+                expire[hour_key] = hour_at
             if bval is not None:
-                inc(keys.funnel(acc, ev, (y,)), bval, n)
-                inc(keys.funnel(acc, ev, (y, m)), bval, n)
-
-        def esc(name: str) -> str:
-            e = names.get(name)
-            if e is None:
-                e = names[name] = escape(name)
-            return e
-
-        held_since = time.perf_counter()
-        for done, ((account, event, minute, bval), n) in enumerate(cells.items(), 1):
-            if done % YIELD_EVERY == 0 and time.perf_counter() - held_since > HOLD_SECONDS:
-                # Builds run in a thread, but compiled code keeps the GIL until it
-                # returns: 1,000 cells held the event loop for 12-15 ms. A real sleep,
-                # however short, lets the waiting loop thread take the GIL; sleep(0)
-                # gave it back before that thread was scheduled.
-                time.sleep(YIELD_SECONDS)
-                held_since = time.perf_counter()
-            ea, ee = esc(account), esc(event)
-            expand(ea, ee, minute, bval, n)
-            rk = (event, minute, bval)
-            rollup[rk] = rollup.get(rk, 0) + n
-
-            for ikey, member in (
-                (keys.events, ee),
-                (keys.accounts(ee), ea),
-                (keys.account_events(ea), ee),
-            ):
-                if (ikey, member) not in indexed:
-                    indexed.add((ikey, member))
-                    indexes.setdefault(ikey, set()).add(member)
-            y, m, d, _, _ = parts_of(minute)
-            for rkey in (keys.ranking(ee, (y, m, d)), keys.ranking(ee, (y, m))):
+                inc(self.keys.funnel(ea, ee, (y,)), bval, n)
+                inc(self.keys.funnel(ea, ee, (y, m)), bval, n)
+            if who is None:
+                continue
+            for rkey in (top_day, top_month):
                 r = rankings.get(rkey)
                 if r is None:
                     rankings[rkey] = {ea: n}
                 else:
                     r[ea] = r.get(ea, 0) + n
-
-        for (event, minute, bval), n in rollup.items():
-            expand(ROLLUP, esc(event), minute, bval, n)
         self._forget_if_large()
 
         return Batch(node, seq, counters, indexes, rankings, expire, cells=len(cells))
+
+    def _hour_keys(
+        self,
+        account: str | None,
+        event: str,
+        hour: int,
+        parts: tuple[str, ...],
+        indexes: dict[str, set[str]],
+    ) -> _HourKeys:
+        """The keys and expiries of an account's (None: the rollup's) event in an
+        hour, remembered; the first time, its index entries go into `indexes`."""
+        keys = self.keys
+        ea = ROLLUP if account is None else self._escape(account)
+        ee = self._escape(event)
+        y, m, d, h = parts
+        base = keys.counter(ea, ee)
+        day_key = f"{base}/{y}/{m}/{d}"
+        # Aligned to the period, so every cell of a key gives the same expiry.
+        hours_keep, minutes_keep = self.retention.hours_days, self.retention.minutes_days
+        day_at = (hour - int(h) * 60) * 60 + DAY + hours_keep * DAY if hours_keep else 0
+        hour_at = hour * 60 + 3600 + minutes_keep * DAY if minutes_keep else 0
+        hk = self._hours[account, event, hour] = (
+            y,
+            m,
+            ea,
+            ee,
+            base,
+            f"{base}/{y}",
+            f"{base}/{y}/{m}",
+            day_key,
+            f"{day_key}/{h}",
+            d,
+            h,
+            keys.ranking(ee, (y, m, d)),
+            keys.ranking(ee, (y, m)),
+            day_at,
+            hour_at,
+        )
+        if account is not None:
+            for ikey, member in (
+                (keys.events, ee),
+                (keys.accounts(ee), ea),
+                (keys.account_events(ea), ee),
+            ):
+                if (ikey, member) not in self._indexed:
+                    self._indexed.add((ikey, member))
+                    indexes.setdefault(ikey, set()).add(member)
+        return hk
+
+    def _escape(self, name: str) -> str:
+        e = self._names.get(name)
+        if e is None:
+            e = self._names[name] = escape(name)
+        return e
+
+
+def _yield_if_held(since: float) -> float:
+    """Let the event loop's thread run when this one has held the GIL too long."""
+    if time.perf_counter() - since <= HOLD_SECONDS:
+        return since
+    # Builds run in a thread, but compiled code keeps the GIL until it returns:
+    # 1,000 cells held the event loop for 12-15 ms. A real sleep, however short,
+    # lets the waiting loop thread take the GIL; sleep(0) gave it back before that
+    # thread was scheduled.
+    time.sleep(YIELD_SECONDS)
+    return time.perf_counter()
