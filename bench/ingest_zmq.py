@@ -7,6 +7,8 @@ frames ("pageview {json}", 1,000 accounts, ten minutes of event times) to:
 
 - the ceiling: a bare pyzmq SUB loop in its own process that receives and
   orjson-decodes every frame, and nothing else;
+- for scale, the same loop receiving without decoding: no JSON ingest in
+  Python gets past it;
 - tallyd (`tallyd serve --zmq ...`) on SQLite, timed until the store file holds
   every event (read directly, not through tallyd);
 - the first seed's design: a SUB loop that does one Redis HINCRBY round trip
@@ -81,6 +83,18 @@ def bare_sub(port: int, n: int, out: mp.Queue) -> None:  # type: ignore[type-arg
         frame = s.recv()
         loads(frame.partition(b" ")[2])
         got += 1
+    out.put(time.perf_counter())
+
+
+def receive_only(port: int, n: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.SUB)
+    s.setsockopt(zmq.RCVHWM, 0)
+    s.setsockopt(zmq.SUBSCRIBE, b"")
+    s.connect(f"tcp://127.0.0.1:{port}")
+    recv = s.recv
+    for _ in range(n):
+        recv()
     out.put(time.perf_counter())
 
 
@@ -188,6 +202,7 @@ def main() -> None:
     stream = frames(n)
 
     ceiling = max(run_process_bench(bare_sub, (n,), stream) for _ in range(2))
+    floor = max(run_process_bench(receive_only, (n,), stream) for _ in range(2))
     rate, send_rate = tallyd_rate(stream)
     redis_rate = seed = None
     started = start_redis()
@@ -207,15 +222,20 @@ def main() -> None:
     figures = {
         "events": n,
         "ceiling_per_s": round(ceiling),
+        "receive_only_per_s": round(floor),
         "tallyd_sqlite_per_s": round(rate),
         "tallyd_redis_per_s": round(redis_rate) if redis_rate else None,
         "publisher_send_per_s": round(send_rate),
         "seed_redis_per_s": round(seed) if seed else None,
     }
-    ratios: dict[str, float] = {"vs_ceiling_sqlite": round(rate / ceiling, 3)}
+    ratios: dict[str, float] = {
+        "vs_ceiling_sqlite": round(rate / ceiling, 3),
+        "vs_receive_only_sqlite": round(rate / floor, 3),
+    }
     rows = [
         ("events", f"{n:,} (1,000 accounts, one frame each)"),
         ("bare pyzmq SUB + orjson (ceiling)", f"{ceiling:,.0f} events/s"),
+        ("bare pyzmq SUB, receive only", f"{floor:,.0f} events/s"),
         (
             "tallyd on SQLite, until in the store",
             f"{rate:,.0f} events/s  ratio {rate / ceiling:.3f} (target ≥ 0.7)",
