@@ -1,4 +1,4 @@
-"""Builds the optional C extension of `tallyd/hotpath.py`; all else is in pyproject.toml."""
+"""Builds the optional C extensions of the hot paths; all else is in pyproject.toml."""
 
 from setuptools import setup
 
@@ -7,8 +7,8 @@ try:
     from Cython.Build import cythonize
 
     ext_modules = cythonize(
-        ["tallyd/hotpath.py", "tallyd/expand.py"],
-        # The .pxd beside hotpath.py gives the C types; its annotations are for mypy.
+        ["tallyd/hotpath.py", "tallyd/expand.py", "tallyd/plainget.py"],
+        # The .pxd beside each module gives the C types; its annotations are for mypy.
         compiler_directives={
             "language_level": "3",
             "annotation_typing": False,

@@ -12,7 +12,7 @@ import orjson
 from tallyd import api
 from tallyd.aggregator import Aggregator
 from tallyd.badges.counts import BadgeCounts
-from tallyd.badges.http import badge, badge_now
+from tallyd.badges.http import badge, badge_now, visitor_headers
 from tallyd.events import Rejected, RejectLog
 from tallyd.ingest.http import post_events
 from tallyd.intake import Intake
@@ -30,6 +30,7 @@ from tallyd.web import (
     Scope,
     Send,
     check_callback,
+    client_address,
     error_response,
     json_response,
     jsonp,
@@ -90,13 +91,30 @@ class App:
 
     def fast(self, scope: Scope) -> Response | None:
         """A badge view answered without awaiting anything, or None (see httpd.py)."""
-        raw: bytes = scope["raw_path"]
-        if not raw.startswith(b"/badge") or b"callback" in scope["query_string"]:
+        if scope["method"] != "GET":
+            return None
+        agent, forwarded = visitor_headers(scope["headers"])
+        return self.fast_get(
+            scope["raw_path"], scope["query_string"], agent, forwarded, scope["client"]
+        )
+
+    def fast_get(
+        self,
+        raw_path: bytes,
+        query: bytes,
+        user_agent: bytes,
+        forwarded: bytes,
+        client: tuple[str, int] | None,
+    ) -> Response | None:
+        """`fast` for a GET the server read itself (`plainget`), without a scope."""
+        if not raw_path.startswith(b"/badge") or b"callback" in query:
             return None
         try:
-            return badge_now(self.badges, scope)
+            return badge_now(
+                self.badges, raw_path, query, client_address(client, forwarded), user_agent
+            )
         except HTTPError as err:
-            return self.refused(err, scope)
+            return self.refused(err, {"method": "GET", "path": raw_path.decode("latin-1")})
 
     def refused(self, err: HTTPError, scope: Scope) -> Response:
         """A 4xx/5xx answer, counted in /metrics and logged at most once a second."""

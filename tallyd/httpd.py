@@ -21,6 +21,7 @@ from typing import Any, Final, Protocol, cast
 
 import httptools
 
+from tallyd.plainget import plain_get
 from tallyd.web import INTERNAL, Headers, HTTPError, Message, Response, Scope, too_large
 
 log = logging.getLogger("tallyd.http")
@@ -36,6 +37,15 @@ class Application(Protocol):
     max_body: int
 
     def fast(self, scope: Scope) -> Response | None: ...
+
+    def fast_get(
+        self,
+        raw_path: bytes,
+        query: bytes,
+        user_agent: bytes,
+        forwarded: bytes,
+        client: tuple[str, int] | None,
+    ) -> Response | None: ...
 
     def refused(self, err: HTTPError, scope: Scope) -> Response: ...
 
@@ -109,6 +119,8 @@ class Connection(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None
         self.last_active = self.loop.time()
         self.closing = False
+        # httptools is between requests: the next bytes may be read by `plain_get`.
+        self.between = True
 
     # -- the connection ----------------------------------------------------------
 
@@ -128,6 +140,25 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_active = self.loop.time()
+        if self.between and self.task is None and not self.queue:
+            # Plain GETs at the front are read and answered here (see plainget.py);
+            # the first other request, and all after it, go to httptools.
+            start = 0
+            size = len(data)
+            while start < size and not self.closing:
+                req = plain_get(data, start)
+                if req is None:
+                    break
+                end, path, query, agent, forwarded, keep_alive = req
+                resp = self.app.fast_get(path, query, agent, forwarded, self.peer)
+                if resp is None:
+                    break
+                self._send(resp, keep_alive, False)
+                start = end
+            if start:
+                if start >= size or self.closing:
+                    return
+                data = data[start:]
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -174,6 +205,7 @@ class Connection(asyncio.Protocol):
     # -- httptools callbacks -----------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self.between = False
         self.current = _Request()
         self.size = 0
         self.head_size = 0
@@ -214,6 +246,7 @@ class Connection(asyncio.Protocol):
             req.body.append(chunk)
 
     def on_message_complete(self) -> None:
+        self.between = True
         if self.task is not None or self.queue:
             self.queue.append(self.current)
             if len(self.queue) >= MAX_QUEUED and self.transport is not None:

@@ -163,14 +163,13 @@ async def send_response(send: Send, resp: Response) -> None:
 LOOPBACK = frozenset({"127.0.0.1", "::1"})
 
 
-def client_address(scope: Scope, forwarded: bytes) -> str:
+def client_address(client: tuple[str, int] | None, forwarded: bytes) -> str:
     """The visitor's address: the peer, or what a local proxy says in X-Forwarded-For.
 
     Only a proxy on this machine is believed (nginx in front of tallyd); it appends
     the address it saw, so the last entry of `forwarded` is the one a client cannot
     forge.
     """
-    client = scope.get("client")
     peer: str = client[0] if client else ""
     if forwarded and peer in LOOPBACK:
         return forwarded.decode("latin-1").rsplit(",", 1)[-1].strip() or peer

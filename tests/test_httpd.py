@@ -82,3 +82,22 @@ def test_oversized_targets_and_headers_are_refused(server: Server) -> None:
     got = exchange(server.port, many * 1 + b"X-More: " + b"m" * 70_000 + b"\r\n\r\n", 1)
     assert got.startswith(b"HTTP/1.1 431 ") and b'"error":"headers_too_large"' in got
     assert server.get("/api/stats/track/all/hit").json()["total"] == 0
+
+
+def test_plain_gets_and_others_interleave_in_order(server: Server) -> None:
+    plain = b"GET /badge/m.svg HTTP/1.1\r\nHost: x\r\nUser-Agent: t\r\n\r\n"
+    head = b"HEAD /badge/m.svg HTTP/1.1\r\nHost: x\r\n\r\n"  # httptools' path; not a view
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(plain)  # the first view reads the store
+        assert b"hits: 1" in sock.recv(65536)
+        # Read in place, then by httptools, then in place again; the last request
+        # arrives in two pieces, so httptools holds its first half.
+        sock.sendall(plain + head + plain + plain[:20])
+        sock.sendall(plain[20:] + plain.replace(b"Host: x", b"Connection: close"))
+        got = b""
+        while chunk := sock.recv(65536):
+            got += chunk
+    assert re.findall(rb"HTTP/1\.1 (\d{3})", got) == [b"200"] * 5
+    shown = re.findall(rb"<title>hits: (\d+)</title>", got)
+    assert shown == [b"2", b"3", b"4", b"5"]  # HEAD has no body
+    assert got.lower().count(b"connection: close") == 1

@@ -33,8 +33,9 @@ DEPTH: Final = {"total": 0, "year": 1, "month": 2, "today": 3, "unique": 3}
 SOURCE: Final = "badge"
 # A day's distinct-visitor sketch is kept a week, then expires.
 UNIQUE_KEEP: Final = 8 * 86400
-# Figures going stale within this many seconds are read from the store together.
-REFRESH_GATHER: Final = 0.05
+# Figures going stale within a tenth of the refresh interval (at most this many
+# seconds) are read from the store together: each read also walks the pending cells.
+REFRESH_GATHER: Final = 0.5
 REFRESH_BATCH: Final = 100
 
 _Id = tuple[str, str]  # (account, event)
@@ -154,7 +155,7 @@ class BadgeCounts:
     async def _refresh(self) -> None:
         """Read the stale figures together, a store read and one pass per batch."""
         try:
-            await asyncio.sleep(REFRESH_GATHER)
+            await asyncio.sleep(min(REFRESH_GATHER, self.refresh / 10))
             while self._stale:
                 batch = list(self._stale)[:REFRESH_BATCH]
                 for key in batch:

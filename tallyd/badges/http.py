@@ -15,7 +15,7 @@ from tallyd.badges.metrics import normalize_color
 from tallyd.badges.params import BadgeParams, check_id, parse_params
 from tallyd.badges.render import template
 from tallyd.stores import StoreError
-from tallyd.web import JSON, HTTPError, Request, Response, Scope, client_address, split_path
+from tallyd.web import JSON, Headers, HTTPError, Request, Response, client_address, split_path
 
 SVG: Final = b"image/svg+xml; charset=utf-8"
 # No cache may keep a badge: GitHub's image proxy then fetches it on every view.
@@ -52,21 +52,21 @@ def badge_target(raw_path: bytes, query: bytes) -> Target:
     return Target(check_id("/".join([*seg[1:-1], name])), kind, params, draw)
 
 
-def badge_now(counts: BadgeCounts, scope: Scope) -> Response | None:
-    """The answer without awaiting anything, when the figure is cached; else None.
+def badge_now(
+    counts: BadgeCounts, raw_path: bytes, query: bytes, client: str, user_agent: bytes
+) -> Response | None:
+    """The answer to a GET without awaiting anything, when the figure is cached; else None.
 
     The HTTP server calls this before it starts a task for a request: most views
     of a badge end here, counted and drawn in one pass.
     """
-    if scope["method"] != "GET":
-        return None
-    t = badge_target(scope["raw_path"], scope["query_string"])
+    t = badge_target(raw_path, query)
     params = t.params
     figure = counts.cached(t.ident, params.event, params.metric)
     if figure is None:
         return None
     if params.increment:
-        _view(counts, scope, t)  # updates `figure` too
+        _view(counts, t, client, user_agent)  # updates `figure` too
     return _answer(200, t, params.message(figure.shown))
 
 
@@ -77,7 +77,8 @@ async def badge(counts: BadgeCounts, req: Request) -> Response:
         raise HTTPError(405, "method_not_allowed", "use GET", [(b"allow", b"GET, HEAD")])
     visitor = ""
     if t.params.increment and req.method == "GET":
-        visitor = _view(counts, scope, t)
+        agent, forwarded = visitor_headers(scope["headers"])
+        visitor = _view(counts, t, client_address(scope.get("client"), forwarded), agent)
     try:
         figure = await counts.read(t.ident, t.params.event, t.params.metric, visitor)
     except StoreError:
@@ -86,15 +87,20 @@ async def badge(counts: BadgeCounts, req: Request) -> Response:
     return _answer(200, t, t.params.message(figure))
 
 
-def _view(counts: BadgeCounts, scope: Scope, t: Target) -> str:
+def visitor_headers(headers: Headers) -> tuple[bytes, bytes]:
+    """(User-Agent, X-Forwarded-For) of a request, empty when absent."""
     agent = forwarded = b""
-    for name, value in scope["headers"]:
+    for name, value in headers:
         if name == b"user-agent":
             agent = value
         elif name == b"x-forwarded-for":
             forwarded = value
+    return agent, forwarded
+
+
+def _view(counts: BadgeCounts, t: Target, client: str, user_agent: bytes) -> str:
     try:
-        return counts.view(t.ident, t.params.event, client_address(scope, forwarded), agent)
+        return counts.view(t.ident, t.params.event, client, user_agent)
     except Overloaded as exc:
         raise HTTPError(503, "overloaded", str(exc), [(b"retry-after", b"1")]) from None
 

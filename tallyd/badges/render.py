@@ -44,6 +44,11 @@ _ESCAPES: Final = str.maketrans(
 
 
 _MARKUP: Final = re.compile("[&<>\"']")
+# Stands for the message while the pieces around it are drawn: `clean` removes it
+# from every text, so no label or message contains it.
+_HOLE: Final = "\x00"
+# Message widths a template keeps the pieces of (a count uses a few at a time).
+MAX_WIDTHS: Final = 64
 
 
 def escape(text: str) -> str:
@@ -149,11 +154,25 @@ class _Classic:
         self.unlabelled = 0 if has_label else 1
         self.aria_prefix = f"{escape(label)}: " if label else ""
         self.message_style = _TextStyle(right_color, self.y, shadow)
+        self._pieces: dict[int, list[str]] = {}
 
     def __call__(self, message: str) -> str:
-        # The hot path of every badge view: only what depends on the message.
-        height, left = self.height, self.left
+        # The hot path of every badge view. Everything but the message's text depends
+        # only on its width, which a count keeps for many views (digits are equally
+        # wide): the SVG around the text is kept per width, in pieces to join with it.
         message_width = preferred_width(message, VERDANA_11)
+        key = message_width if message else 0
+        pieces = self._pieces.get(key)
+        if pieces is None:
+            if len(self._pieces) >= MAX_WIDTHS:
+                self._pieces.clear()
+            pieces = self._draw(message_width, _HOLE, bool(message)).split(_HOLE)
+            self._pieces[key] = pieces
+        return escape(message).join(pieces)
+
+    def _draw(self, message_width: int, content: str, has_message: bool) -> str:
+        """The badge for an escaped message of this width."""
+        height, left = self.height, self.left
         right = message_width + 10
         width = left + right
         rects = (
@@ -168,9 +187,8 @@ class _Classic:
                 f' rx="{self.rx}" fill="#fff"/></clipPath><g clip-path="url(#r)">{rects}'
                 f'<rect width="{width}" height="{height}" fill="url(#s)"/></g>'
             )
-        content = escape(message)
         margin = left - 1 + self.unlabelled
-        text = self.message_style.text(margin, message_width, content) if message else ""
+        text = self.message_style.text(margin, message_width, content) if has_message else ""
         aria = self.aria_prefix + content
         return (
             f'{_SVG_OPEN} width="{width}" height="{height}" role="img" aria-label="{aria}">'
