@@ -71,6 +71,7 @@ _clock = _Clock()
 
 
 _heads: dict[tuple[int, bytes, tuple[tuple[bytes, bytes], ...]], bytes] = {}
+_lengths: dict[int, bytes] = {}
 
 
 def encode(status: int, content_type: bytes, headers: Headers, body: bytes, head: bool) -> bytes:
@@ -87,7 +88,12 @@ def encode(status: int, content_type: bytes, headers: Headers, body: bytes, head
         )
         if len(_heads) < 1024:
             _heads[key] = fixed
-    length = b"content-length: %d\r\n\r\n" % len(body)
+    size = len(body)
+    length = _lengths.get(size)
+    if length is None:
+        length = b"content-length: %d\r\n\r\n" % size
+        if len(_lengths) < 4096:
+            _lengths[size] = length
     return b"".join((fixed, _clock.date(), length, b"" if head else body))
 
 

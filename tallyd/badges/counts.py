@@ -78,26 +78,73 @@ class BadgeCounts:
         self._unique_keys: dict[tuple[str, str, tuple[str, ...]], str] = {}
         self._stale: dict[tuple[_Id, _Figure], None] = {}
         self._refresher: asyncio.Future[None] | None = None
-        # The current minute and day, and today's visitor hashes by (address, agent).
+        # The current minute, its day and the period of each metric (see `_now`), and
+        # today's visitor hashes by (address, agent).
         self._minute = -1
-        self._parts: tuple[str, ...] = ()
+        self._day: tuple[str, ...] = ()
+        self._figures: dict[str, _Figure] = {}
         self._visitors_today: dict[tuple[str, bytes], str] = {}
+
+    def hit(
+        self, account: str, event: str, metric: str, count: bool, client: str, user_agent: bytes
+    ) -> int | None:
+        """A view of a figure read before: counted (when `count`), and the number to
+        draw; None when the figure is not cached, and then nothing is counted.
+
+        A figure older than `refresh` is still answered at once while a read of the
+        store replaces it in the background: waiting for that read would cost the
+        view several turns of a busy event loop.
+        """
+        # The hot path of every badge view: a few dictionary updates.
+        figures = self._shown.get((account, event))
+        if figures is None:
+            return None
+        now = time.time()
+        minute = int(now // 60)
+        if minute != self._minute:
+            self._now(minute)
+        figure = self._figures[metric]
+        entry = figures.get(figure)
+        if entry is None:
+            return None
+        if entry.until <= time.monotonic():
+            entry.until = time.monotonic() + self.refresh  # one refresh at a time
+            self._stale[(account, event), figure] = None
+            if self._refresher is None:
+                self._refresher = asyncio.ensure_future(self._refresh())
+        if count:
+            self._count(account, event, figures, now, minute, client, user_agent)
+        return entry.shown
 
     def view(self, account: str, event: str, client: str, user_agent: bytes) -> str:
         """Count one view: a hit and a visitor of the day. Returns the visitor's hash."""
-        # The hot path of every badge view: a few dictionary updates.
+        now = time.time()
+        minute = int(now // 60)
+        if minute != self._minute:
+            self._now(minute)
+        figures = self._shown.get((account, event))
+        return self._count(account, event, figures, now, minute, client, user_agent)
+
+    def _count(
+        self,
+        account: str,
+        event: str,
+        figures: dict[_Figure, Figure] | None,
+        now: float,
+        minute: int,
+        client: str,
+        user_agent: bytes,
+    ) -> str:
         agg = self.aggregator
         pending = agg.pending
         if len(pending) >= agg.max_pending_cells:
             agg.check_capacity()
-        now = time.time()
-        minute = int(now // 60)
         cell = (account, event, minute, None)
         pending[cell] = pending.get(cell, 0) + 1
         if len(pending) >= agg.max_batch_cells:
             agg.grew()
         self.metrics.accept(SOURCE)
-        day = self._now(minute)[:3]
+        day = self._day
         visitor = self._visitors_today.get((client, user_agent))
         if visitor is None:
             if len(self._visitors_today) >= self.max_entries:
@@ -107,11 +154,12 @@ class BadgeCounts:
         agg.add_unique(self.unique_key(account, event, day), visitor, int(now) + UNIQUE_KEEP)
         # Every figure drawn lately for this id takes the view, so badges of one id
         # with different metrics agree.
-        for (metric, parts), entry in self._shown.get((account, event), {}).items():
-            if metric != "unique":
-                entry.count += 1
-            elif parts == day:
-                entry.visitors.add(visitor)
+        if figures:
+            for (metric, parts), entry in figures.items():
+                if metric != "unique":
+                    entry.count += 1
+                elif parts == day:
+                    entry.visitors.add(visitor)
         return visitor
 
     def unique_key(self, account: str, event: str, day: tuple[str, ...]) -> str:
@@ -123,34 +171,20 @@ class BadgeCounts:
             self._unique_keys[account, event, day] = key
         return key
 
-    def _now(self, minute: int) -> tuple[str, ...]:
-        """The calendar parts of `minute`, computed once a minute; a new day forgets
-        the day's visitor hashes (their salt changes)."""
-        if minute != self._minute:
-            parts = self.stats.clock.parts(minute)
-            if parts[:3] != self._parts[:3]:
-                self._visitors_today.clear()
-            self._minute, self._parts = minute, parts
-        return self._parts
+    def _now(self, minute: int) -> None:
+        """Work out the calendar of a new minute: its day and the period each metric
+        names; a new day forgets the day's visitor hashes (their salt changes)."""
+        parts = self.stats.clock.parts(minute)
+        if parts[:3] != self._day:
+            self._visitors_today.clear()
+        self._minute, self._day = minute, parts[:3]
+        self._figures = {metric: (metric, parts[:depth]) for metric, depth in DEPTH.items()}
 
     def _figure(self, metric: str) -> _Figure:
-        return metric, self._now(int(time.time() // 60))[: DEPTH[metric]]
-
-    def cached(self, account: str, event: str, metric: str) -> Figure | None:
-        """The figure read before, kept up to date by `view`; None if there is none.
-
-        A figure older than `refresh` is still answered at once while a read of the
-        store replaces it in the background: waiting for that read would cost the
-        view several turns of a busy event loop.
-        """
-        figure = self._figure(metric)
-        entry = self._shown.get((account, event), {}).get(figure)
-        if entry is not None and entry.until <= time.monotonic():
-            entry.until = time.monotonic() + self.refresh  # one refresh at a time
-            self._stale[(account, event), figure] = None
-            if self._refresher is None:
-                self._refresher = asyncio.ensure_future(self._refresh())
-        return entry
+        minute = int(time.time() // 60)
+        if minute != self._minute:
+            self._now(minute)
+        return self._figures[metric]
 
     async def _refresh(self) -> None:
         """Read the stale figures together, a store read and one pass per batch."""

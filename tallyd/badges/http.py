@@ -62,12 +62,15 @@ def badge_now(
     """
     t = badge_target(raw_path, query)
     params = t.params
-    figure = counts.cached(t.ident, params.event, params.metric)
-    if figure is None:
+    try:
+        shown = counts.hit(
+            t.ident, params.event, params.metric, params.increment, client, user_agent
+        )
+    except Overloaded as exc:
+        raise _busy(exc) from None
+    if shown is None:
         return None
-    if params.increment:
-        _view(counts, t, client, user_agent)  # updates `figure` too
-    return _answer(200, t, params.message(figure.shown))
+    return _answer(200, t, params.message(shown))
 
 
 async def badge(counts: BadgeCounts, req: Request) -> Response:
@@ -102,7 +105,11 @@ def _view(counts: BadgeCounts, t: Target, client: str, user_agent: bytes) -> str
     try:
         return counts.view(t.ident, t.params.event, client, user_agent)
     except Overloaded as exc:
-        raise HTTPError(503, "overloaded", str(exc), [(b"retry-after", b"1")]) from None
+        raise _busy(exc) from None
+
+
+def _busy(exc: Overloaded) -> HTTPError:
+    return HTTPError(503, "overloaded", str(exc), [(b"retry-after", b"1")])
 
 
 def _answer(status: int, t: Target, message: str) -> Response:

@@ -160,6 +160,7 @@ class _Classic:
         # The hot path of every badge view. Everything but the message's text depends
         # only on its width, which a count keeps for many views (digits are equally
         # wide): the SVG around the text is kept per width, in pieces to join with it.
+        message = clean(message)
         message_width = preferred_width(message, VERDANA_11)
         key = message_width if message else 0
         pieces = self._pieces.get(key)
@@ -308,8 +309,7 @@ def _template(
 ) -> Callable[[str], str]:
     label, c, lc = clean(label), svg_color(color), svg_color(label_color)
     if style in ("flat", "flat-square", "plastic"):
-        classic = _Classic(style, label, c, lc)
-        return lambda message: classic(clean(message))
+        return _Classic(style, label, c, lc)
     if style == "for-the-badge":
         return lambda message: _for_the_badge(label, clean(message), c, lc)
     if style == "social":
