@@ -102,9 +102,9 @@ def plain_get(data: bytes, start: int) -> tuple[int, bytes, bytes, bytes, bytes,
             i += 1
         if i + 1 >= n or data[i + 1] != LF:
             return None
+        # Trailing whitespace stays, as httptools leaves it: a visitor's User-Agent
+        # must hash the same whichever reader took the request.
         value_end = i
-        while value_end > value and (data[value_end - 1] == SP or data[value_end - 1] == HTAB):
-            value_end -= 1
         i += 2
         if kind == H_OTHER:
             continue
