@@ -44,7 +44,7 @@ class Aggregator:
         metrics: Metrics,
         *,
         flush_interval: float = 0.2,
-        max_batch_cells: int = 50_000,
+        max_batch_cells: int = 20_000,
         max_pending_cells: int = 2_000_000,
         dedup: Dedup | None = None,
     ) -> None:
@@ -144,6 +144,16 @@ class Aggregator:
             pending = self.uniques[key] = set()
             self._unique_expiry[key] = expire_at
         pending.add(visitor)
+
+    def behind(self) -> bool:
+        """Whether a source that can wait should: the store is up but slower than
+        ingest (a batch in flight and another full one waiting), or too many cells
+        wait in all. A source that waits keeps memory to about two batches."""
+        pending = len(self.pending)
+        # `_inflight_cells` is set from the moment a flush takes the pending cells.
+        return pending >= self.max_pending_cells or (
+            self.healthy and bool(self._inflight_cells) and pending >= self.max_batch_cells
+        )
 
     def check_capacity(self) -> None:
         """Raise `Overloaded` when the store has fallen too far behind."""

@@ -17,6 +17,9 @@ from tallyd.stores.base import Batch
 
 DAY = 86400
 MEMORY = 1_000_000
+# Hours whose keys are kept: each holds seven key strings (~1 KB), so this bounds
+# them to ~10 MB; past it they are forgotten together and built again as needed.
+HOURS_KEPT = 10_000
 YIELD_EVERY = 64
 YIELD_SECONDS = 0.00005
 HOLD_SECONDS = 0.002
@@ -42,19 +45,21 @@ class Expander:
         self.clock = clock
         self.retention = retention
         # Remembered across batches (builds run one at a time): escaped names, the
-        # keys of each (account, event, hour), and the index entries and expiries
-        # already in a batch. Writing those again changes nothing, and was a third of
-        # the rows of a busy flush (1,000 badges viewed). Forgetting is always safe:
-        # the next batch just writes them again.
+        # keys of each (account, event, hour) with its expiries, and the (account,
+        # event) pairs whose index entries are in a batch already. Writing those
+        # again changes nothing, and was a third of the rows of a busy flush (1,000
+        # badges viewed). Forgetting is always safe: the next batch writes them again.
         self._names: dict[str, str] = {}
         self._indexed: set[tuple[str, str]] = set()
         self._hours: dict[tuple[str | None, str, int], _HourKeys] = {}
         self._minutes: dict[int, tuple[tuple[str, ...], str, int]] = {}
 
     def _forget_if_large(self) -> None:
-        for memory in (self._names, self._indexed, self._hours, self._minutes):
+        for memory in (self._names, self._indexed, self._minutes):
             if len(memory) > MEMORY:
                 memory.clear()
+        if len(self._hours) > HOURS_KEPT:
+            self._hours.clear()
 
     def _hour_of(self, minute: int) -> tuple[tuple[str, ...], str, int]:
         """(year, month, day, hour) parts, the minute's field, and the local hour's
@@ -181,15 +186,13 @@ class Expander:
             day_at,
             hour_at,
         )
-        if account is not None:
-            for ikey, member in (
-                (keys.events, ee),
-                (keys.accounts(ee), ea),
-                (keys.account_events(ea), ee),
-            ):
-                if (ikey, member) not in self._indexed:
-                    self._indexed.add((ikey, member))
-                    indexes.setdefault(ikey, set()).add(member)
+        if account is not None and (ea, ee) not in self._indexed:
+            # The pair holds the escaped names themselves (shared with `_names`): with
+            # 100,000 accounts, keeping the index keys instead took 24 MB more.
+            self._indexed.add((ea, ee))
+            indexes[keys.events].add(ee)
+            indexes.setdefault(keys.accounts(ee), set()).add(ea)
+            indexes.setdefault(keys.account_events(ea), set()).add(ee)
         return hk
 
     def _escape(self, name: str) -> str:

@@ -102,3 +102,28 @@ async def test_dedup_window_is_bounded() -> None:
         assert not d.seen(i)
     assert len(d) <= 10
     assert d.seen(99)
+
+
+async def test_a_source_that_can_wait_is_held_to_about_two_batches(store: Store) -> None:
+    agg, _ = make(store, max_batch_cells=10, max_pending_cells=100)
+    for i in range(10):
+        agg.add((f"a{i}", "pageview", MINUTE, None, None))
+    assert not agg.behind()  # nothing in flight: the flush will take these
+    flushing = asyncio.create_task(agg.flush())
+    await asyncio.sleep(0)  # the flush has taken the cells and is expanding them
+    for i in range(10):
+        agg.add((f"b{i}", "pageview", MINUTE, None, None))
+    assert agg.behind()
+    await flushing
+    assert not agg.behind()
+    # With the store down, cells keep merging in memory up to the outage limit.
+    agg.healthy = False
+    flushing = asyncio.create_task(agg.flush())
+    await asyncio.sleep(0)
+    for i in range(50):
+        agg.add((f"c{i}", "pageview", MINUTE, None, None))
+    assert not agg.behind()
+    for i in range(50):
+        agg.add((f"d{i}", "pageview", MINUTE, None, None))
+    assert agg.behind()
+    await flushing

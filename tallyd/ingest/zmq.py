@@ -143,9 +143,10 @@ class ZmqSource:
         agg = self.intake.aggregator
         busy = False  # received since the last pause
         while not self._stopping:
-            if len(agg.pending) >= agg.max_pending_cells:
-                # Backpressure: the bus queues (to the high-water mark) while the store catches up.
-                await asyncio.sleep(0.05)
+            if agg.behind():
+                # Backpressure: the bus queues (to the high-water mark) while the store
+                # catches up. While the store is down, cells merge up to the outage limit.
+                await asyncio.sleep(0.01)
                 continue
             try:
                 if not await self._sock.poll(QUIET_MS if busy else POLL_MS):
