@@ -44,7 +44,7 @@ class Aggregator:
         metrics: Metrics,
         *,
         flush_interval: float = 0.2,
-        max_batch_cells: int = 20_000,
+        max_batch_cells: int = 10_000,
         max_pending_cells: int = 2_000_000,
         dedup: Dedup | None = None,
     ) -> None:

@@ -49,7 +49,7 @@ class Config:
     retention_minutes: int = _opt(7, "days to keep per-minute counts (0: forever)")
     retention_hours: int = _opt(400, "days to keep per-hour counts (0: forever)")
     max_body: int = _opt(1 << 20, "largest POST body in bytes")
-    max_batch_cells: int = _opt(20_000, "flush early once this many distinct cells wait")
+    max_batch_cells: int = _opt(10_000, "flush early once this many distinct cells wait")
     max_pending_cells: int = _opt(2_000_000, "refuse new events (503) past this many waiting cells")
     dedup_window: float = _opt(600.0, "seconds an event id is remembered for de-duplication")
     dedup_max_ids: int = _opt(1_000_000, "most event ids remembered at once")

@@ -198,7 +198,9 @@ class Expander:
     def _escape(self, name: str) -> str:
         e = self._names.get(name)
         if e is None:
-            e = self._names[name] = escape(name)
+            e = escape(name)
+            # Most names need no escaping: keep one string, not two equal ones.
+            self._names[name] = e = name if e == name else e
         return e
 
 
