@@ -38,10 +38,10 @@ def receive(
     other frame is returned as `odd` straight away, before the next receive,
     so the caller can read the rest of a multi-frame message. A payload of
     the common flat shape is read by `scan` without decoding it into objects;
-    any other is decoded by `loads`. Undecodable
-    payloads are appended as `bad_json`. `seq` numbers are checked per
-    publisher (the `publisher` field, else the topic); gaps go to `gaps`.
-    Events `count_one` can count are counted here; only the others go to `out`.
+    any other is decoded by `loads`, and an undecodable one is appended as
+    `bad_json`. `seq` numbers are checked per publisher (the `publisher` field,
+    else the topic); gaps go to `gaps`. Events `count_cell` can count are
+    counted here; only the others go to `out`.
     Returns (messages, events counted here, odd frame or None).
     """
     n = 0
