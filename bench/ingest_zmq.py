@@ -71,12 +71,17 @@ def send_all(sock: zmq.Socket[bytes], stream: list[bytes]) -> None:
         send(f)
 
 
-def bare_sub(port: int, n: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
-    ctx = zmq.Context()
-    s = ctx.socket(zmq.SUB)
+def subscriber(port: int) -> zmq.Socket[bytes]:
+    """A SUB socket on the publisher's port, every topic, no receive limit."""
+    s: zmq.Socket[bytes] = zmq.Context().socket(zmq.SUB)
     s.setsockopt(zmq.RCVHWM, 0)
     s.setsockopt(zmq.SUBSCRIBE, b"")
     s.connect(f"tcp://127.0.0.1:{port}")
+    return s
+
+
+def bare_sub(port: int, n: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    s = subscriber(port)
     got = 0
     loads = orjson.loads
     while got < n:
@@ -87,11 +92,7 @@ def bare_sub(port: int, n: int, out: mp.Queue) -> None:  # type: ignore[type-arg
 
 
 def receive_only(port: int, n: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
-    ctx = zmq.Context()
-    s = ctx.socket(zmq.SUB)
-    s.setsockopt(zmq.RCVHWM, 0)
-    s.setsockopt(zmq.SUBSCRIBE, b"")
-    s.connect(f"tcp://127.0.0.1:{port}")
+    s = subscriber(port)
     recv = s.recv
     for _ in range(n):
         recv()
@@ -102,11 +103,7 @@ def seed_sub(port: int, redis_port: int, n: int, out: mp.Queue) -> None:  # type
     import redis
 
     r = redis.Redis(port=redis_port)
-    ctx = zmq.Context()
-    s = ctx.socket(zmq.SUB)
-    s.setsockopt(zmq.RCVHWM, 0)
-    s.setsockopt(zmq.SUBSCRIBE, b"")
-    s.connect(f"tcp://127.0.0.1:{port}")
+    s = subscriber(port)
     for _ in range(n):
         ev = orjson.loads(s.recv().partition(b" ")[2])
         t = time.gmtime(ev["time"])

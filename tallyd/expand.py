@@ -25,9 +25,9 @@ YIELD_SECONDS = 0.00005
 HOLD_SECONDS = 0.002
 
 
-# (year, month, escaped account, escaped event, the five counter keys from all time
-# down to the hour, day, hour, the day's and the month's ranking keys, the day and hour
-# keys' expiries or 0)
+# (year, month, day, hour, escaped account, escaped event, the five counter keys
+# from all time down to the hour, the day's and the month's ranking keys, the day and
+# hour keys' expiries or 0)
 _HourKeys = tuple[str, str, str, str, str, str, str, str, str, str, str, str, str, int, int]
 
 
@@ -66,8 +66,6 @@ class Expander:
         first epoch minute: cells are grouped by it."""
         at = self._minutes.get(minute)
         if at is None:
-            if len(self._minutes) > MEMORY:
-                self._minutes.clear()
             y, m, d, h, mi = self.clock.parts(minute)
             at = self._minutes[minute] = ((y, m, d, h), mi, minute - int(mi))
         return at
@@ -117,8 +115,9 @@ class Expander:
             fresh = hk is None
             if hk is None:
                 hk = self._hour_keys(who, event, hour, parts_of[hour], indexes)
-            y, m, ea, ee, base, year_key, month_key, day_key, hour_key = hk[:9]
-            d, h, top_day, top_month, day_at, hour_at = hk[9:]
+            y, m, d, h, ea, ee = hk[:6]
+            base, year_key, month_key, day_key, hour_key, top_day, top_month = hk[6:13]
+            day_at, hour_at = hk[13:]
             n = sum(minutes.values())
             inc(base, y, n)
             inc(year_key, m, n)
@@ -172,6 +171,8 @@ class Expander:
         hk = self._hours[account, event, hour] = (
             y,
             m,
+            d,
+            h,
             ea,
             ee,
             base,
@@ -179,8 +180,6 @@ class Expander:
             f"{base}/{y}/{m}",
             day_key,
             f"{day_key}/{h}",
-            d,
-            h,
             keys.ranking(ee, (y, m, d)),
             keys.ranking(ee, (y, m)),
             day_at,

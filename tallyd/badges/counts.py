@@ -99,10 +99,7 @@ class BadgeCounts:
         figures = self._shown.get((account, event))
         if figures is None:
             return None
-        now = time.time()
-        minute = int(now // 60)
-        if minute != self._minute:
-            self._now(minute)
+        now, minute = self._now()
         figure = self._figures[metric]
         entry = figures.get(figure)
         if entry is None:
@@ -118,10 +115,7 @@ class BadgeCounts:
 
     def view(self, account: str, event: str, client: str, user_agent: bytes) -> str:
         """Count one view: a hit and a visitor of the day. Returns the visitor's hash."""
-        now = time.time()
-        minute = int(now // 60)
-        if minute != self._minute:
-            self._now(minute)
+        now, minute = self._now()
         figures = self._shown.get((account, event))
         return self._count(account, event, figures, now, minute, client, user_agent)
 
@@ -171,19 +165,22 @@ class BadgeCounts:
             self._unique_keys[account, event, day] = key
         return key
 
-    def _now(self, minute: int) -> None:
-        """Work out the calendar of a new minute: its day and the period each metric
-        names; a new day forgets the day's visitor hashes (their salt changes)."""
-        parts = self.stats.clock.parts(minute)
-        if parts[:3] != self._day:
-            self._visitors_today.clear()
-        self._minute, self._day = minute, parts[:3]
-        self._figures = {metric: (metric, parts[:depth]) for metric, depth in DEPTH.items()}
+    def _now(self) -> tuple[float, int]:
+        """The time and its epoch minute. A new minute works out its day and the
+        period each metric names; a new day forgets the day's visitor hashes (their
+        salt changes)."""
+        now = time.time()
+        minute = int(now // 60)
+        if minute != self._minute:
+            parts = self.stats.clock.parts(minute)
+            if parts[:3] != self._day:
+                self._visitors_today.clear()
+            self._minute, self._day = minute, parts[:3]
+            self._figures = {metric: (metric, parts[:d]) for metric, d in DEPTH.items()}
+        return now, minute
 
     def _figure(self, metric: str) -> _Figure:
-        minute = int(time.time() // 60)
-        if minute != self._minute:
-            self._now(minute)
+        self._now()
         return self._figures[metric]
 
     async def _refresh(self) -> None:
