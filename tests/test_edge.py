@@ -22,22 +22,40 @@ CONF = Path(__file__).parent.parent / "docs" / "nginx.conf"
 
 
 class Nginx:
-    def __init__(self, tmp: Path, port: int, syslog_port: int, badges: Path) -> None:
+    """docs/nginx.conf on free ports; `tz` sets nginx's time zone (a TZ value), and
+    `copy` names a file where nginx also writes each line it sends tallyd."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        port: int,
+        syslog_port: int,
+        badges: Path,
+        tz: str | None = None,
+        copy: Path | None = None,
+    ) -> None:
         self.binary = require("nginx")
         self.prefix = tmp / "nginx"
         (self.prefix / "logs").mkdir(parents=True)
         conf = CONF.read_text()
-        for default, ours in (
+        replacements = [
             ("127.0.0.1:8081", f"127.0.0.1:{port}"),
             ("127.0.0.1:5140", f"127.0.0.1:{syslog_port}"),
             ("/var/www/tallyd/badges", str(badges)),
-        ):
+        ]
+        if copy is not None:
+            replacements.append(
+                ("access_log syslog:", f"access_log {copy} badge; access_log syslog:")
+            )
+        for default, ours in replacements:
             assert default in conf, default
             conf = conf.replace(default, ours)
         self.conf = self.prefix / "nginx.conf"
         self.conf.write_text(conf)
         self.url = f"http://127.0.0.1:{port}"
         self.port = port
+        # nginx passes TZ on to its workers, which write $time_iso8601 in that zone.
+        self.env = {**os.environ, "TZ": tz} if tz is not None else None
 
     def start(self) -> Nginx:
         globals_ = f"pid {self.prefix}/nginx.pid; error_log {self.prefix}/logs/error.log;"
@@ -45,8 +63,8 @@ class Nginx:
             # Workers would drop to "nobody", who cannot enter pytest's private tmp dirs.
             globals_ += " user root;"
         cmd = [self.binary, "-p", str(self.prefix), "-c", str(self.conf), "-g", globals_]
-        subprocess.run([*cmd, "-t", "-q"], check=True, capture_output=True)
-        subprocess.run(cmd, check=True)
+        subprocess.run([*cmd, "-t", "-q"], check=True, capture_output=True, env=self.env)
+        subprocess.run(cmd, check=True, env=self.env)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:

@@ -5,23 +5,37 @@ Listens on UDP (`udp://127.0.0.1:5140`) or a Unix datagram socket
 either the seed's CSV, `"2015-12-25","benwilber%2Fbashids"` (the date, then the
 percent-escaped id: one hit for that id), or a JSON event in either shape.
 
-The seed's date has no time of day, so a CSV hit is counted at the moment it is
-received: nginx sends the line as it answers the request.
+The CSV's first column says when the hit happened:
+
+- the seed's `YYYY-MM-DD` has no time of day, so the hit counts at the moment it
+  is received (nginx sends the line as it answers the request);
+- nginx's `$time_iso8601` (`2026-12-02T17:00:00+00:00`), `$time_local`
+  (`02/Dec/2026:17:00:00 +0000`) or `$msec` (`1764694800.123`), and any other time
+  an event's `time` may hold: the hit counts at that time.
+
+A line in the CSV shape whose first column is none of these is rejected as
+`bad_time`; a line not in the CSV shape at all (nor JSON) as `bad_line`.
+
+A datagram without a syslog header that holds a JSON object is an event too: the
+Bootic collector's producers sent each event as one bare JSON datagram. Those are
+counted (and rejected) under the source `udp`, or `unix` on a Unix socket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import re
 import socket
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import orjson
 
-from tallyd.events import Rejected
+from tallyd.events import Rejected, parse_time
 from tallyd.intake import Intake
 
 log = logging.getLogger("tallyd.syslog")
@@ -34,7 +48,17 @@ SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 BSD = re.compile(rb"[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ ([^:\s]+): ?(.*)", re.S)
 # RFC 5424 after the PRI: "1 timestamp host app procid msgid [sd] message"
 IETF = re.compile(rb"1 \S+ \S+ (\S+) \S+ \S+ (-|(?:\[(?:[^\]\\]|\\.)*\])+) ?(.*)", re.S)
-CSV = re.compile(rb'"(\d{4}-\d{2}-\d{2})",\s*"([^"]*)"')
+CSV = re.compile(rb'"([^"]*)",\s*"([^"]*)"')
+SEED_DATE = re.compile(rb"\d{4}-\d{2}-\d{2}")
+# nginx's $time_local: "02/Dec/2026:17:00:00 +0000". ASCII: a str `\d` takes any script's digits.
+TIME_LOCAL = re.compile(r"(\d\d)/(\w{3})/(\d{4}):(\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)", re.ASCII)
+# nginx writes English month names whatever the locale.
+MONTHS = {
+    name: i + 1
+    for i, name in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+    )
+}
 
 
 def message_of(datagram: bytes) -> tuple[bytes, bytes] | None:
@@ -54,32 +78,98 @@ def message_of(datagram: bytes) -> tuple[bytes, bytes] | None:
     return tag, msg
 
 
+def parse_time_local(value: str) -> float:
+    """Unix seconds of nginx's `$time_local`, `02/Dec/2026:17:00:00 +0000`; raises
+    `Rejected("bad_time")` for anything else, a day or month that does not exist, or
+    an offset past ±23:59."""
+    m = TIME_LOCAL.fullmatch(value)
+    if m is None:
+        raise Rejected("bad_time", f"time {value[:40]!r} is not dd/Mon/yyyy:HH:MM:SS ±hhmm")
+    day, mon, year, hour, minute, second, sign, off_h, off_m = m.groups()
+    month = MONTHS.get(mon)
+    if month is None:
+        raise Rejected("bad_time", f"time {value[:40]!r}: no month is called {mon!r}")
+    if int(off_h) > 23 or int(off_m) > 59:
+        raise Rejected("bad_time", f"time {value[:40]!r}: the offset is out of range")
+    offset = timedelta(hours=int(off_h), minutes=int(off_m))
+    try:
+        dt = datetime(
+            int(year),
+            month,
+            int(day),
+            int(hour),
+            int(minute),
+            int(second),
+            tzinfo=timezone(-offset if sign == "-" else offset),
+        )
+    except ValueError as err:
+        raise Rejected("bad_time", f"time {value[:40]!r}: {err}") from None
+    # parse_time holds the range every event time must be in.
+    return parse_time(dt.timestamp())
+
+
+# nginx logs the same time text for every hit in a second: parse it once.
+@functools.lru_cache(maxsize=256)
+def hit_time(date: bytes) -> int | None:
+    """When a CSV line's hit happened, in Unix seconds; None for the seed's bare date
+    (count it now). Raises `Rejected("bad_time")`."""
+    if SEED_DATE.fullmatch(date):
+        return None
+    try:
+        text = date.decode("ascii")
+    except UnicodeDecodeError:
+        raise Rejected("bad_time", "the time is not ASCII") from None
+    t = parse_time_local(text) if "/" in text else parse_time(text)
+    # Whole seconds: counts are per minute, and integer times take the fast path.
+    return int(t)
+
+
+def json_of(msg: bytes) -> Any:
+    """The decoded JSON of a message, or a `Rejected` saying it is not JSON."""
+    try:
+        return orjson.loads(msg)
+    except orjson.JSONDecodeError:
+        return Rejected("invalid_json", "the message is not JSON")
+
+
 def event_of(msg: bytes, event: str) -> Any:
     """The event a message stands for, or a `Rejected` saying why not."""
     msg = msg.strip()
     if msg.startswith(b"{"):
-        try:
-            return orjson.loads(msg)
-        except orjson.JSONDecodeError:
-            return Rejected("invalid_json", "the syslog message is not JSON")
+        return json_of(msg)
     m = CSV.fullmatch(msg)
     if m is None:
-        return Rejected("bad_line", 'expected "YYYY-MM-DD","escaped id" or a JSON event')
+        return Rejected("bad_line", 'expected "time","escaped id" or a JSON event')
     try:
         account = unquote(m.group(2).decode("ascii"), errors="strict")
     except (UnicodeDecodeError, UnicodeError):
         return Rejected("bad_line", "the id is not percent-escaped UTF-8")
-    return {"event": event, "account": account}
+    try:
+        t = hit_time(m.group(1))
+    except Rejected as err:
+        return err
+    if t is None:
+        return {"event": event, "account": account}
+    return {"event": event, "account": account, "time": t}
 
 
 class SyslogProtocol(asyncio.DatagramProtocol):
-    """Buffers datagrams and counts them once per event-loop turn."""
+    """Buffers one socket's datagrams and counts them once per event-loop turn."""
 
-    def __init__(self, source: SyslogSource) -> None:
+    def __init__(self, source: SyslogSource, bare: str) -> None:
         self.source = source
+        self.bare = bare
+        self.buffer: list[bytes] = []
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.source.take(data)
+        if not self.buffer:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.buffer.append(data)
+
+    def flush(self) -> None:
+        batch, self.buffer = self.buffer, []
+        if batch:
+            self.source.count(batch, self.bare)
 
 
 class SyslogSource:
@@ -88,8 +178,7 @@ class SyslogSource:
         self.urls = urls
         self.event = event
         self.received = 0
-        self._buffer: list[bytes] = []
-        self._scheduled = False
+        self._protocols: list[SyslogProtocol] = []
         self._transports: list[asyncio.DatagramTransport] = []
         self._paths: list[str] = []
         intake.metrics.gauge(
@@ -105,9 +194,9 @@ class SyslogSource:
         loop = asyncio.get_running_loop()
         for url in self.urls:
             sock = self._socket(url)
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: SyslogProtocol(self), sock=sock
-            )
+            make = functools.partial(SyslogProtocol, self, urlsplit(url).scheme)
+            transport, protocol = await loop.create_datagram_endpoint(make, sock=sock)
+            self._protocols.append(protocol)
             self._transports.append(transport)
             log.info("syslog: listening on %s", url)
 
@@ -138,25 +227,23 @@ class SyslogSource:
         sock.setblocking(False)
         return sock
 
-    def take(self, datagram: bytes) -> None:
-        self._buffer.append(datagram)
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self.count)
-
-    def count(self) -> None:
-        """Count what arrived since the last turn of the event loop."""
-        batch, self._buffer = self._buffer, []
-        self._scheduled = False
+    def count(self, batch: list[bytes], bare: str) -> None:
+        """Count datagrams that arrived together; bare JSON ones under the source `bare`."""
         self.received += len(batch)
-        objs: list[Any] = []
+        lines: list[Any] = []
+        events: list[Any] = []
         for datagram in batch:
             found = message_of(datagram)
-            if found is None:
-                objs.append(Rejected("not_syslog", "not an RFC 3164 or 5424 message"))
+            if found is not None:
+                lines.append(event_of(found[1], self.event))
+            elif datagram.lstrip().startswith(b"{"):
+                events.append(json_of(datagram))
             else:
-                objs.append(event_of(found[1], self.event))
-        self.intake.count_many(objs, SOURCE)
+                lines.append(Rejected("not_syslog", "not RFC 3164 or 5424, nor a JSON event"))
+        if lines:
+            self.intake.count_many(lines, SOURCE)
+        if events:
+            self.intake.count_many(events, bare)
 
     def kernel_drops(self) -> float:
         """Drops that /proc/net/udp reports for our UDP ports (Linux)."""
@@ -181,8 +268,8 @@ class SyslogSource:
     async def stop(self) -> None:
         for t in self._transports:
             t.close()
-        if self._buffer:
-            self.count()
+        for p in self._protocols:
+            p.flush()
         for path in self._paths:
             if os.path.exists(path):
                 os.unlink(path)
