@@ -10,7 +10,7 @@ The CSV's first column says when the hit happened:
 - the seed's `YYYY-MM-DD` has no time of day, so the hit counts at the moment it
   is received (nginx sends the line as it answers the request);
 - nginx's `$time_iso8601` (`2026-12-02T17:00:00+00:00`), `$time_local`
-  (`02/Dec/2026:17:00:00 +0000`) or `$msec` (`1764694800.123`), and any other time
+  (`02/Dec/2026:17:00:00 +0000`) or `$msec` (`1796230800.123`), and any other time
   an event's `time` may hold: the hit counts at that time.
 
 A line in the CSV shape whose first column is none of these is rejected as
