@@ -10,12 +10,19 @@ import platform
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Iterable
+from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
+
+from corpus import Counts
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,11 +34,24 @@ def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
         return port
 
 
-def quick() -> bool:
-    """The one command-line option every bench takes: `--quick`, under 40 s."""
+def arguments(shapes: bool = False) -> argparse.Namespace:
+    """The command line: `--quick` (under 40 s), which every bench takes, and for
+    the ingest benches `--shape`: the realistic corpus, tallyd's minimal events, or both."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="a shorter run, under 40 s")
-    return bool(ap.parse_args().quick)
+    if shapes:
+        ap.add_argument(
+            "--shape",
+            choices=("both", "realistic", "minimal"),
+            default="both",
+            help="events sent: the realistic corpus (bench/corpus.py), tallyd's minimal "
+            "events, or both, each against its own reference (default: both)",
+        )
+    return ap.parse_args()
+
+
+def quick() -> bool:
+    return bool(arguments().quick)
 
 
 def machine() -> str:
@@ -98,6 +118,91 @@ class Tallyd:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(60)
         self.log.close()
+
+
+class StoreCounts:
+    """A store's counter hashes, read directly (the SQLite file, or Redis), not
+    through tallyd."""
+
+    def __init__(self, url: str) -> None:
+        if url.startswith("redis"):
+            import redis
+
+            self.redis: Any = redis.Redis.from_url(url)
+        else:
+            self.redis = None
+            self.db = sqlite3.connect(url.removeprefix("sqlite:///"))
+
+    def rollup(self, types: Iterable[str], year: str) -> int:
+        """Events of these types in `year`, as the `all` rollup holds them."""
+        keys = [f"all/{quote(t, safe='')}" for t in types]
+        if self.redis is not None:
+            pipe = self.redis.pipeline(transaction=False)
+            for k in keys:
+                pipe.hget(k, year)
+            return sum(int(v or 0) for v in pipe.execute())
+        row = self.db.execute(
+            "SELECT coalesce(sum(value), 0) FROM counters WHERE field = ? AND key IN "
+            f"({','.join('?' * len(keys))})",
+            (year, *keys),
+        ).fetchone()
+        return int(row[0])
+
+    def hashes(self) -> dict[str, dict[str, int]]:
+        """Every counter hash (a key with a '/' and no ':'): key → field → value."""
+        out: dict[str, dict[str, int]] = {}
+        if self.redis is None:
+            for key, field, value in self.db.execute("SELECT key, field, value FROM counters"):
+                if ":" not in key:
+                    out.setdefault(key, {})[field] = int(value)
+            return out
+        keys = [k.decode() for k in self.redis.scan_iter(count=1000) if b"/" in k and b":" not in k]
+        pipe = self.redis.pipeline(transaction=False)
+        for k in keys:
+            pipe.hgetall(k)
+        for k, fields in zip(keys, pipe.execute(), strict=True):
+            out[k] = {f.decode(): int(v) for f, v in fields.items()}
+        return out
+
+    def close(self) -> None:
+        if self.redis is not None:
+            self.redis.close()
+        else:
+            self.db.close()
+
+
+def check_counts(store: StoreCounts, counts: Counts) -> None:
+    """Hold the store to `counts` exactly: every (account, type) total, every
+    (account, type, day) and the `all` rollup of each type. (Hours are not
+    compared: the corpus is dated 2013, and tallyd does not write a day's hours
+    past their retention, 400 days by default.)"""
+    totals: Counter[tuple[str, str]] = Counter()
+    days: Counter[tuple[str, str, date]] = Counter()
+    rollup: Counter[str] = Counter()
+    for key, fields in store.hashes().items():
+        parts = [unquote(p) for p in key.split("/")]
+        if len(parts) == 2 and parts[0] == "all":
+            rollup[parts[1]] += sum(fields.values())
+        elif len(parts) == 2:
+            totals[parts[0], parts[1]] += sum(fields.values())
+        elif len(parts) == 4 and parts[0] != "all":
+            account, kind, y, m = parts
+            for d, k in fields.items():
+                days[account, kind, date(int(y), int(m), int(d))] += k
+    for what, got, want in (
+        ("(account, type) totals", totals, counts.totals),
+        ("(account, type, day) totals", days, counts.days()),
+        ("`all` totals per type", rollup, counts.by_type()),
+    ):
+        if got != want:
+            wrong = sorted(
+                (k, got.get(k, 0), want.get(k, 0))
+                for k in set(got) | set(want)
+                if got.get(k, 0) != want.get(k, 0)
+            )
+            raise AssertionError(
+                f"{what}: {len(wrong)} differ, e.g. (key, stored, sent) {wrong[:5]}"
+            )
 
 
 def percentile(samples: list[float], p: float) -> float:

@@ -1,53 +1,86 @@
 """ZeroMQ ingest: events/s from a PUB socket until every event is in the store.
 
-    python bench/ingest_zmq.py [--quick]
+    python bench/ingest_zmq.py [--quick] [--shape both|realistic|minimal]
 
-One publisher (this process) sends the same pre-built stream of Bootic-format
-frames ("pageview {json}", 1,000 accounts, ten minutes of event times) to:
+Two streams, each measured against its own ceiling (default: both, realistic first):
+
+- realistic (`bench/corpus.py`): what the Bootic bus carried, one `<type> <Go JSON>`
+  frame per event: eight event types, 1,000 accounts (Zipf-like), times in Go's
+  RFC 3339 with nanoseconds, Ruby's form and Unix seconds, nested `browser`
+  objects, `\\u0026` escapes, non-ASCII titles, every number a float, 300-900
+  bytes, no `seq`;
+- minimal: tallyd's own shape, `pageview {"type":"pageview","data":{"account":
+  ...},"time":<int>,"seq":N}` (1,000 accounts, ten minutes of event times).
+
+For each, one publisher (this process) sends the same pre-built frames to:
 
 - the ceiling: a bare pyzmq SUB loop in its own process that receives and
   orjson-decodes every frame, and nothing else;
 - for scale, the same loop receiving without decoding: no JSON ingest in
   Python gets past it;
-- tallyd (`tallyd serve --zmq ...`) on SQLite, timed until the store file holds
-  every event (read directly, not through tallyd);
-- the first seed's design: a SUB loop that does one Redis HINCRBY round trip
-  per increment (year, month, day, hour, for the account and for `all`), on a
-  redis-server started here; timed on a slice of the stream, it is that slow.
+- tallyd (`tallyd serve --zmq ...`) on SQLite, then on Redis (a redis-server
+  started here), timed until the store holds every event (read directly, not
+  through tallyd), then checked exactly against what was sent: every (account,
+  type) and (account, type, day) total and the `all` rollup (`corpus.expected_counts`);
+- on the first stream, the first seed's design: a SUB loop that does one Redis
+  HINCRBY round trip per increment (year, month, day, hour, for the account and
+  for `all`); timed on a slice of the stream, it is that slow.
 
-Each run waits for the subscriber's subscription (XPUB) before sending.
+Each run waits for the subscriber's subscription (XPUB) before sending. The
+realistic stream's ratios have the SPEC's names (`vs_ceiling_sqlite`,
+`vs_ceiling_redis`, `vs_seed`); the minimal stream's start with `minimal_`.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import shutil
-import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+import redis
 import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Tallyd, free_port, quick, report
+import corpus
+from common import StoreCounts, Tallyd, arguments, check_counts, free_port, report
 
-T0 = 1_378_389_600  # 2013-09-05T14:00:00Z
+
+@dataclass
+class Stream:
+    """Pre-built frames and what a store must hold once it has counted them."""
+
+    shape: str  # "realistic" or "minimal"
+    frames: list[bytes]
+    counts: corpus.Counts
+
+    @property
+    def prefix(self) -> str:
+        """Of its ratios' names: the realistic stream's are the SPEC's."""
+        return "" if self.shape == "realistic" else f"{self.shape}_"
+
+    @property
+    def types(self) -> list[str]:
+        return sorted(self.counts.by_type())
 
 
-def frames(n: int) -> list[bytes]:
-    out = []
-    for i in range(n):
-        ev = {
-            "type": "pageview",
-            "data": {"account": f"acct{i * 7919 % 1000}"},
-            "time": T0 + i * 600 // n,
-            "seq": i + 1,
-        }
-        out.append(b"pageview " + orjson.dumps(ev))
-    return out
+def stream(shape: str, n: int) -> Stream:
+    counts = corpus.Counts.empty()
+    if shape == "realistic":
+        frames = []
+        for ev in corpus.iter_events(n):
+            frames.append(corpus.json_frame(ev))
+            counts.add(ev)
+    else:
+        evs = corpus.minimal_events(n)
+        frames = [b"pageview " + orjson.dumps(ev) for ev in evs]
+        for ev in evs:
+            counts.add(ev)
+    return Stream(shape, frames, counts)
 
 
 def publisher(port: int) -> zmq.Socket[bytes]:
@@ -100,25 +133,25 @@ def receive_only(port: int, n: int, out: mp.Queue) -> None:  # type: ignore[type
 
 
 def seed_sub(port: int, redis_port: int, n: int, out: mp.Queue) -> None:  # type: ignore[type-arg]
-    import redis
-
     r = redis.Redis(port=redis_port)
     s = subscriber(port)
+    types = set()
     for _ in range(n):
         ev = orjson.loads(s.recv().partition(b" ")[2])
-        t = time.gmtime(ev["time"])
-        y, m, d, h = f"{t.tm_year}", f"{t.tm_mon:02d}", f"{t.tm_mday:02d}", f"{t.tm_hour:02d}"
+        t = corpus.utc_minute(ev["time"])
+        y, m, d, h, mi = f"{t:%Y}", f"{t:%m}", f"{t:%d}", f"{t:%H}", f"{t:%M}"
+        types.add(ev["type"])
         for acc in (ev["data"]["account"], "all"):
             base = f"{acc}/{ev['type']}"
             r.hincrby(f"{base}/{y}", m, 1)
             r.hincrby(f"{base}/{y}/{m}", d, 1)
             r.hincrby(f"{base}/{y}/{m}/{d}", h, 1)
-            r.hincrby(f"{base}/{y}/{m}/{d}/{h}", f"{t.tm_min:02d}", 1)
+            r.hincrby(f"{base}/{y}/{m}/{d}/{h}", mi, 1)
     out.put(time.perf_counter())
-    assert int(r.hget("all/pageview/2013", "09") or 0) == n
+    assert sum(int(r.hget(f"all/{t}/2013", "09") or 0) for t in types) == n
 
 
-def run_process_bench(target, args: tuple, stream: list[bytes]) -> float:  # type: ignore[no-untyped-def,type-arg]
+def run_process_bench(target, args: tuple, frames: list[bytes]) -> float:  # type: ignore[no-untyped-def,type-arg]
     port = free_port()
     pub = publisher(port)
     q: mp.Queue = mp.Queue()  # type: ignore[type-arg]
@@ -126,56 +159,38 @@ def run_process_bench(target, args: tuple, stream: list[bytes]) -> float:  # typ
     proc.start()
     wait_subscribed(pub)
     t0 = time.perf_counter()
-    send_all(pub, stream)
+    send_all(pub, frames)
     done = q.get(timeout=600)
     proc.join(30)
     pub.close(0)
-    return len(stream) / (done - t0)
+    return len(frames) / (done - t0)
 
 
-def tallyd_rate(stream: list[bytes], redis_url: str | None = None) -> tuple[float, float]:
-    """Events/s until the store holds them all (read from the store itself), and send rate."""
+def tallyd_rate(s: Stream, redis_url: str | None = None) -> tuple[float, float]:
+    """Events/s until the store holds them all (read from the store itself), and
+    send rate; then the store's counts are checked exactly."""
     port = free_port()
     pub = publisher(port)
-    t = Tallyd("--zmq", f"tcp://127.0.0.1:{port}", "--zmq-hwm", str(len(stream)), store=redis_url)
-    n = len(stream)
-    if redis_url:
-        import redis
-
-        r = redis.Redis.from_url(redis_url)
-
-        def stored() -> int:
-            return int(r.hget("all/pageview/2013", "09") or 0)
-
-        def per_account() -> int:
-            return sum(int(r.hget(f"acct{i}/pageview", "2013") or 0) for i in range(1000))
-    else:
-        db = sqlite3.connect(t.store.removeprefix("sqlite:///"))
-
-        def stored() -> int:
-            row = db.execute(
-                "SELECT value FROM counters WHERE key = 'all/pageview/2013' AND field = '09'"
-            ).fetchone()
-            return int(row[0]) if row else 0
-
-        def per_account() -> int:
-            return int(
-                db.execute(
-                    "SELECT sum(value) FROM counters "
-                    "WHERE key LIKE 'acct%/pageview' AND field = '2013'"
-                ).fetchone()[0]
-            )
-
+    n = len(s.frames)
+    t = Tallyd("--zmq", f"tcp://127.0.0.1:{port}", "--zmq-hwm", str(n), store=redis_url)
+    store = StoreCounts(t.store)
     try:
         wait_subscribed(pub)
         t0 = time.perf_counter()
-        send_all(pub, stream)
+        send_all(pub, s.frames)
         sent = time.perf_counter()
-        while stored() < n:
+        counted, progress = 0, sent
+        while counted < n:
             time.sleep(0.005)
+            now = store.rollup(s.types, "2013")
+            if now > counted:
+                counted, progress = now, time.perf_counter()
+            elif time.perf_counter() - progress > 30:
+                raise AssertionError(f"{counted:,} of {n:,} counted, none more for 30 s")
         done = time.perf_counter()
-        assert stored() == n and per_account() == n
+        check_counts(store, s.counts)
     finally:
+        store.close()
         t.stop()
         pub.close(0)
     return n / (done - t0), n / (sent - t0)
@@ -193,66 +208,83 @@ def start_redis() -> tuple[subprocess.Popen[bytes], int] | None:
     return proc, port
 
 
-def main() -> None:
-    short = quick()
-    n = 200_000 if short else 1_000_000
-    stream = frames(n)
-
-    ceiling = max(run_process_bench(bare_sub, (n,), stream) for _ in range(2))
-    floor = max(run_process_bench(receive_only, (n,), stream) for _ in range(2))
-    rate, send_rate = tallyd_rate(stream)
-    redis_rate = seed = None
-    started = start_redis()
-    if started:
-        proc, rport = started
-        try:
-            redis_rate, _ = tallyd_rate(stream, f"redis://127.0.0.1:{rport}/0")
-            import redis
-
-            redis.Redis(port=rport).flushall()
-            m = 5_000 if short else 20_000
-            seed = run_process_bench(seed_sub, (rport, m), stream[:m])
-        finally:
-            proc.terminate()
-            proc.wait()
-
-    figures = {
-        "events": n,
-        "ceiling_per_s": round(ceiling),
-        "receive_only_per_s": round(floor),
-        "tallyd_sqlite_per_s": round(rate),
-        "tallyd_redis_per_s": round(redis_rate) if redis_rate else None,
-        "publisher_send_per_s": round(send_rate),
-        "seed_redis_per_s": round(seed) if seed else None,
+def measure(
+    s: Stream, redis_port: int | None, seed_events: int
+) -> tuple[list[tuple[str, str]], dict[str, object], dict[str, float]]:
+    """One stream against its ceiling: table rows, figures and ratios (names prefixed)."""
+    n, p = len(s.frames), s.prefix
+    ceiling = max(run_process_bench(bare_sub, (n,), s.frames) for _ in range(2))
+    floor = max(run_process_bench(receive_only, (n,), s.frames) for _ in range(2))
+    rate, send_rate = tallyd_rate(s)
+    mean = sum(map(len, s.frames)) / n
+    figures: dict[str, object] = {
+        f"{p}events": n,
+        f"{p}mean_frame_bytes": round(mean),
+        f"{p}ceiling_per_s": round(ceiling),
+        f"{p}receive_only_per_s": round(floor),
+        f"{p}tallyd_sqlite_per_s": round(rate),
+        f"{p}publisher_send_per_s": round(send_rate),
     }
-    ratios: dict[str, float] = {
-        "vs_ceiling_sqlite": round(rate / ceiling, 3),
-        "vs_receive_only_sqlite": round(rate / floor, 3),
+    ratios = {
+        f"{p}vs_ceiling_sqlite": round(rate / ceiling, 3),
+        f"{p}vs_receive_only_sqlite": round(rate / floor, 3),
     }
     rows = [
-        ("events", f"{n:,} (1,000 accounts, one frame each)"),
-        ("bare pyzmq SUB + orjson (ceiling)", f"{ceiling:,.0f} events/s"),
-        ("bare pyzmq SUB, receive only", f"{floor:,.0f} events/s"),
+        (f"{s.shape} stream", f"{n:,} events, {mean:.0f} bytes a frame on average"),
+        ("  bare pyzmq SUB + orjson (ceiling)", f"{ceiling:,.0f} events/s"),
+        ("  bare pyzmq SUB, receive only", f"{floor:,.0f} events/s"),
         (
-            "tallyd on SQLite, until in the store",
-            f"{rate:,.0f} events/s  ratio {rate / ceiling:.3f} (target ≥ 0.7)",
+            "  tallyd on SQLite, until in the store",
+            f"{rate:,.0f} events/s  {p}vs_ceiling_sqlite {rate / ceiling:.3f} (target ≥ 0.7)",
         ),
     ]
-    if redis_rate and seed:
-        ratios["vs_ceiling_redis"] = round(redis_rate / ceiling, 3)
-        ratios["vs_seed"] = round(redis_rate / seed, 1)
-        rows += [
+    if redis_port is None:
+        rows.append(("  Redis runs", "skipped: redis-server is not installed"))
+        return rows, figures, ratios
+    redis.Redis(port=redis_port).flushall()
+    redis_rate, _ = tallyd_rate(s, f"redis://127.0.0.1:{redis_port}/0")
+    figures[f"{p}tallyd_redis_per_s"] = round(redis_rate)
+    ratios[f"{p}vs_ceiling_redis"] = round(redis_rate / ceiling, 3)
+    rows.append(
+        (
+            "  tallyd on Redis, until in the store",
+            f"{redis_rate:,.0f} events/s  {p}vs_ceiling_redis {redis_rate / ceiling:.3f}"
+            " (target ≥ 0.7)",
+        )
+    )
+    if seed_events:
+        redis.Redis(port=redis_port).flushall()
+        seed = run_process_bench(seed_sub, (redis_port, seed_events), s.frames[:seed_events])
+        figures[f"{p}seed_redis_per_s"] = round(seed)
+        ratios[f"{p}vs_seed"] = round(redis_rate / seed, 1)
+        rows.append(
             (
-                "tallyd on Redis, until in the store",
-                f"{redis_rate:,.0f} events/s  ratio {redis_rate / ceiling:.3f} (target ≥ 0.7)",
-            ),
-            (
-                "seed design: HINCRBY per increment (Redis)",
+                "  seed design: HINCRBY per increment (Redis)",
                 f"{seed:,.0f} events/s; tallyd on Redis: {redis_rate / seed:,.0f}x (target ≥ 100x)",
-            ),
-        ]
-    else:
-        rows.append(("Redis runs", "skipped: redis-server is not installed"))
+            )
+        )
+    return rows, figures, ratios
+
+
+def main() -> None:
+    args = arguments(shapes=True)
+    n = 200_000 if args.quick else 1_000_000
+    shapes = ["realistic", "minimal"] if args.shape == "both" else [args.shape]
+    rows: list[tuple[str, str]] = []
+    figures: dict[str, object] = {}
+    ratios: dict[str, float] = {}
+    started = start_redis()
+    try:
+        for i, shape in enumerate(shapes):
+            seed_events = 0 if i else 2_000 if args.quick else 20_000
+            r, f, q = measure(stream(shape, n), started[1] if started else None, seed_events)
+            rows += r
+            figures.update(f)
+            ratios.update(q)
+    finally:
+        if started:
+            started[0].terminate()
+            started[0].wait()
     report("ingest_zmq", rows, figures, ratios)
 
 

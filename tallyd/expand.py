@@ -8,14 +8,13 @@ the funnels, the indexes and the rankings — once per flush, not per event.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from tallyd.events import Cell
 from tallyd.keys import ROLLUP, KeySpace, escape
 from tallyd.periods import Clock
+from tallyd.retention import Retention, kept
 from tallyd.stores.base import Batch
 
-DAY = 86400
 MEMORY = 1_000_000
 # Hours whose keys are kept: each holds seven key strings (~1 KB), so this bounds
 # them to ~10 MB; past it they are forgotten together and built again as needed.
@@ -29,14 +28,6 @@ HOLD_SECONDS = 0.002
 # from all time down to the hour, the day's and the month's ranking keys, the day and
 # hour keys' expiries or 0)
 _HourKeys = tuple[str, str, str, str, str, str, str, str, str, str, str, str, str, int, int]
-
-
-@dataclass(frozen=True)
-class Retention:
-    """How long the fine-grained hashes live, in days; 0 keeps them forever."""
-
-    minutes_days: int = 7
-    hours_days: int = 400
 
 
 class Expander:
@@ -97,9 +88,10 @@ class Expander:
         expire: dict[str, int] = {}
         indexes: dict[str, set[str]] = {self.keys.events: set()}
         rankings: dict[str, dict[str, int]] = {}
-        # An expiry in the past deletes the key at once; a later write recreates it,
-        # so such expiries are always sent again.
-        now = int(time.time())
+        # A day or hour hash past its retention is not written (tallyd.retention):
+        # its events count in the periods above it only. An expiry therefore only
+        # goes with a key that is kept, once per key remembered in `_hours`.
+        now = self.clock.now().timestamp()
 
         def inc(key: str, field: str, n: int) -> None:
             h = counters.get(key)
@@ -122,17 +114,19 @@ class Expander:
             inc(base, y, n)
             inc(year_key, m, n)
             inc(month_key, d, n)
-            inc(day_key, h, n)
-            fields = counters.get(hour_key)
-            if fields is None:
-                counters[hour_key] = minutes
-            else:
-                for mi, k in minutes.items():
-                    fields[mi] = fields.get(mi, 0) + k
-            if day_at and (fresh or day_at <= now):
-                expire[day_key] = day_at
-            if hour_at and (fresh or hour_at <= now):
-                expire[hour_key] = hour_at
+            if kept(day_at, now):
+                inc(day_key, h, n)
+                if day_at and fresh:
+                    expire[day_key] = day_at
+            if kept(hour_at, now):
+                fields = counters.get(hour_key)
+                if fields is None:
+                    counters[hour_key] = minutes
+                else:
+                    for mi, k in minutes.items():
+                        fields[mi] = fields.get(mi, 0) + k
+                if hour_at and fresh:
+                    expire[hour_key] = hour_at
             if bval is not None:
                 inc(self.keys.funnel(ea, ee, (y,)), bval, n)
                 inc(self.keys.funnel(ea, ee, (y, m)), bval, n)
@@ -164,10 +158,7 @@ class Expander:
         y, m, d, h = parts
         base = keys.counter(ea, ee)
         day_key = f"{base}/{y}/{m}/{d}"
-        # Aligned to the period, so every cell of a key gives the same expiry.
-        hours_keep, minutes_keep = self.retention.hours_days, self.retention.minutes_days
-        day_at = (hour - int(h) * 60) * 60 + DAY + hours_keep * DAY if hours_keep else 0
-        hour_at = hour * 60 + 3600 + minutes_keep * DAY if minutes_keep else 0
+        tz = self.clock.tz
         hk = self._hours[account, event, hour] = (
             y,
             m,
@@ -182,8 +173,8 @@ class Expander:
             f"{day_key}/{h}",
             keys.ranking(ee, (y, m, d)),
             keys.ranking(ee, (y, m)),
-            day_at,
-            hour_at,
+            self.retention.expires_at(tz, (y, m, d)),
+            self.retention.expires_at(tz, parts),
         )
         if account is not None and (ea, ee) not in self._indexed:
             # The pair holds the escaped names themselves (shared with `_names`): with

@@ -25,7 +25,7 @@ from tallyd.badges.counts import BadgeCounts
 from tallyd.badges.visitors import Visitors
 from tallyd.config import Config
 from tallyd.dedup import Dedup
-from tallyd.expand import Expander, Retention
+from tallyd.expand import Expander
 from tallyd.httpd import HTTPServer
 from tallyd.ingest.syslog import SyslogSource
 from tallyd.ingest.zmq import ZmqSource
@@ -33,6 +33,7 @@ from tallyd.intake import Intake
 from tallyd.keys import KeySpace
 from tallyd.metrics import Metrics
 from tallyd.periods import Clock
+from tallyd.retention import Retention
 from tallyd.stats import Stats
 from tallyd.stores import Store, StoreError, open_store
 
@@ -66,7 +67,9 @@ def assemble(cfg: Config) -> Parts:
     metrics = Metrics()
     clock = Clock(cfg.timezone)
     keys = KeySpace(cfg.key_prefix)
-    expander = Expander(keys, clock, Retention(cfg.retention_minutes, cfg.retention_hours))
+    # One retention for writes (the expander) and reads (stats): they must agree.
+    retention = Retention(cfg.retention_minutes, cfg.retention_hours)
+    expander = Expander(keys, clock, retention)
     aggregator = Aggregator(
         store,
         expander,
@@ -77,7 +80,7 @@ def assemble(cfg: Config) -> Parts:
         dedup=Dedup(cfg.dedup_window, cfg.dedup_max_ids),
     )
     intake = Intake(aggregator, metrics, cfg.breakdowns)
-    stats = Stats(store, keys, clock, aggregator)
+    stats = Stats(store, keys, clock, aggregator, retention=retention)
     badges = BadgeCounts(stats, aggregator, metrics, Visitors(cfg.unique_secret), cfg.badge_refresh)
     app = App(stats, aggregator, intake, metrics, badges, cfg.max_body, redact(cfg.store))
     return Parts(cfg, store, metrics, aggregator, intake, stats, app)

@@ -2,13 +2,15 @@
 
 Shared by the HTTP API and `tallyd query`. Each answer reads the store in one
 snapshot and adds what the aggregator has not flushed yet, so a count always
-includes every event accepted before the question.
+includes every event accepted before the question. A day or hour hash past its
+retention is neither read nor added to: its segments are zeros on every store,
+before and after the store deletes it (tallyd.retention).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, unquote
@@ -16,6 +18,7 @@ from urllib.parse import quote, unquote
 from tallyd.aggregator import Aggregator
 from tallyd.keys import ROLLUP, KeySpace, escape
 from tallyd.periods import Clock, Period
+from tallyd.retention import Retention
 from tallyd.stores.base import Store
 
 INTERVALS = ("minute", "hour", "day", "month", "year")
@@ -30,6 +33,7 @@ class Stats:
     clock: Clock
     aggregator: Aggregator | None = None
     node: str = ""
+    retention: Retention = field(default_factory=Retention)
 
     def _unflushed(
         self, account: str, event: str
@@ -48,18 +52,18 @@ class Stats:
         acc = ROLLUP if account == ROLLUP else escape(account)
         return self.keys.counter(acc, escape(event), parts)
 
+    def _now(self) -> float:
+        return self.clock.now().timestamp()
+
+    def _past(self, parts: tuple[str, ...], now: float) -> bool:
+        """Whether the counter hash of period `parts` is past retention at `now`."""
+        return self.retention.is_past(self.clock.tz, parts, now)
+
     # -- one period -----------------------------------------------------------
 
     async def period(self, account: str, event: str, period: Period) -> dict[str, Any]:
         """A period's segments, zero-filled, with totals and drill-down links."""
-        (h,), (applied,) = await self._read([self._key(account, event, period.parts)])
-        counts = {int(f): n for f, n in h.items() if f.isdigit()}
-        for _, minute, _, n, batch in self._unflushed(account, event):
-            if batch <= applied:
-                continue
-            f = period.field_of(self.clock.parts(minute))
-            if f is not None:
-                counts[int(f)] = counts.get(int(f), 0) + n
+        counts = await self._segment_counts(account, event, period)
         segments = period.segments()
         if period.year is None and counts:
             segments = list(range(min(counts), max(counts) + 1))
@@ -86,14 +90,35 @@ class Stats:
             },
         }
 
+    async def _segment_counts(self, account: str, event: str, period: Period) -> dict[int, int]:
+        """A period's counts by segment, stored and unflushed; none past retention."""
+        if self._past(period.parts, self._now()):
+            return {}
+        (h,), (applied,) = await self._read([self._key(account, event, period.parts)])
+        counts = {int(f): n for f, n in h.items() if f.isdigit()}
+        for _, minute, _, n, batch in self._unflushed(account, event):
+            if batch <= applied:
+                continue
+            f = period.field_of(self.clock.parts(minute))
+            if f is not None:
+                counts[int(f)] = counts.get(int(f), 0) + n
+        return counts
+
     async def totals(self, wanted: list[tuple[str, str, tuple[str, ...]]]) -> list[int]:
         """The counts of many (account, event, period parts): one read, one pass."""
-        hashes, applied = await self._read([self._key(a, e, p) for a, e, p in wanted])
-        out = [sum(n for f, n in h.items() if f.isdigit()) for h in hashes]
+        now = self._now()
+        live = [i for i, (_, _, parts) in enumerate(wanted) if not self._past(parts, now)]
+        hashes, read_applied = await self._read([self._key(*wanted[i]) for i in live])
+        out = [0] * len(wanted)
+        applied = [0] * len(wanted)
+        for i, h, seq in zip(live, hashes, read_applied, strict=True):
+            out[i] = sum(n for f, n in h.items() if f.isdigit())
+            applied[i] = seq
         if self.aggregator is None:
             return out
         where: dict[tuple[str, str], list[int]] = {}
-        for i, (account, event, _) in enumerate(wanted):
+        for i in live:
+            account, event, _ = wanted[i]
             where.setdefault((account, event), []).append(i)
         parts_of = self.clock.parts
         for (account, event, minute, _), n, batch in self.aggregator.unflushed_cells():
@@ -134,15 +159,20 @@ class Stats:
         labels = _labels(start, end, interval)
         # Each point lives in the hash one level up: minutes in an hour hash, etc.
         holder = {"minute": 4, "hour": 3, "day": 2, "month": 1, "year": 0}[interval]
-        parents = list(dict.fromkeys(lab[:holder] for lab in labels))
+        now = self._now()
+        # Points whose hash is past retention stay zero: it is neither read nor added to.
+        parents = [
+            p for p in dict.fromkeys(lab[:holder] for lab in labels) if not self._past(p, now)
+        ]
         hashes, applied = await self._read([self._key(account, event, p) for p in parents])
         by_parent = dict(zip(parents, hashes, strict=True))
         applied_by_parent = dict(zip(parents, applied, strict=True))
-        counts = {lab: by_parent[lab[:holder]].get(lab[holder], 0) for lab in labels}
+        counts = {lab: by_parent.get(lab[:holder], {}).get(lab[holder], 0) for lab in labels}
         depth = holder + 1
         for _, minute, _, n, batch in self._unflushed(account, event):
             lab = self.clock.parts(minute)[:depth]
-            if lab in counts and batch > applied_by_parent[lab[:holder]]:
+            seen = applied_by_parent.get(lab[:holder])
+            if lab in counts and seen is not None and batch > seen:
                 counts[lab] += n
         points = [{"time": _label_text(lab), "count": counts[lab]} for lab in labels]
         return {

@@ -10,11 +10,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tallyd.stores import Store, open_store
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -346,3 +348,21 @@ def redis_url(redis_server: RedisServer) -> str:
     client.flushall()
     client.close()
     return redis_server.url
+
+
+@pytest.fixture(params=["sqlite", "redis", "redis+cluster"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each backend in turn, empty: a test taking it runs once per store."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/contract.db"
+    fixture = "redis_url" if request.param == "redis" else "cluster_url"
+    url: str = request.getfixturevalue(fixture)
+    return url
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    s = open_store(store_url)
+    await s.open()
+    yield s
+    await s.close()

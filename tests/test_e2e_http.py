@@ -226,7 +226,12 @@ def test_ten_thousand_events_every_answer_exact(
     assert "every count written" in log and "Traceback" not in log
 
 
-def test_series_crosses_boundaries_and_zero_fills(server: Server) -> None:
+def test_series_crosses_boundaries_and_zero_fills(
+    server_factory: type[Server], tmp_path: Any
+) -> None:
+    # Retention off: the minute and hour points below are years old.
+    args = ["--retention-minutes", "0", "--retention-hours", "0"]
+    server = server_factory(tmp_path, *args).start()
     times = [
         "2013-12-31T23:59:00Z",
         "2014-01-01T00:00:30Z",
@@ -297,7 +302,9 @@ def test_series_crosses_boundaries_and_zero_fills(server: Server) -> None:
     ]
 
 
-def test_links_and_jsonp(server: Server) -> None:
+def test_links_and_jsonp(server_factory: type[Server], tmp_path: Any) -> None:
+    # Hours kept forever: the day followed below is years old.
+    server = server_factory(tmp_path, "--retention-hours", "0").start()
     server.post(
         {
             "type": "pageview",

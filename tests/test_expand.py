@@ -5,16 +5,19 @@ from __future__ import annotations
 import time
 
 from tallyd.events import Cell
-from tallyd.expand import DAY, Expander, Retention
+from tallyd.expand import Expander
 from tallyd.keys import KeySpace
 from tallyd.periods import Clock
+from tallyd.retention import DAY, Retention
 from tallyd.stores import Batch
 
 MINUTE = 1_378_389_787 // 60  # 2013-09-05T14:03Z
 
 
 def build(cells: dict[Cell, int], retention: Retention | None = None, prefix: str = "") -> Batch:
-    return Expander(KeySpace(prefix), Clock("UTC"), retention or Retention()).build("n", 1, cells)
+    # Retention off unless given: 2013's hours and minutes are past the default one.
+    keep = retention or Retention(0, 0)
+    return Expander(KeySpace(prefix), Clock("UTC"), keep).build("n", 1, cells)
 
 
 def test_the_first_seeds_layout() -> None:
@@ -53,16 +56,39 @@ def test_funnels_indexes_rankings() -> None:
 
 
 def test_retention_marks_only_fine_grained_hashes() -> None:
-    b = build({("a", "e", MINUTE, None): 1}, Retention(minutes_days=7, hours_days=400))
+    # Kept for 100,000 days, 2013's hours are within retention.
+    b = build({("a", "e", MINUTE, None): 1}, Retention(100_000, 100_000))
     hour = 1_378_389_600  # 2013-09-05T14:00Z
     day = 1_378_339_200  # 2013-09-05T00:00Z
     assert b.expire_at == {
-        "a/e/2013/09/05/14": hour + 3600 + 7 * DAY,
-        "all/e/2013/09/05/14": hour + 3600 + 7 * DAY,
-        "a/e/2013/09/05": day + DAY + 400 * DAY,
-        "all/e/2013/09/05": day + DAY + 400 * DAY,
+        "a/e/2013/09/05/14": hour + 3600 + 100_000 * DAY,
+        "all/e/2013/09/05/14": hour + 3600 + 100_000 * DAY,
+        "a/e/2013/09/05": day + DAY + 100_000 * DAY,
+        "all/e/2013/09/05": day + DAY + 100_000 * DAY,
     }
     assert build({("a", "e", MINUTE, None): 1}, Retention(0, 0)).expire_at == {}
+
+
+def test_hashes_past_retention_are_not_written() -> None:
+    b = build({("a", "e", MINUTE, None): 2}, Retention(minutes_days=7, hours_days=400))
+    assert b.counters["a/e/2013/09"] == b.counters["all/e/2013/09"] == {"05": 2}
+    assert not any(k.startswith(("a/e/2013/09/05", "all/e/2013/09/05")) for k in b.counters)
+    assert b.expire_at == {}
+    # Hours kept, minutes not: the day's hash is written, the hour's is not.
+    b = build({("a", "e", MINUTE, None): 2}, Retention(minutes_days=7, hours_days=0))
+    assert b.counters["a/e/2013/09/05"] == {"14": 2}
+    assert "a/e/2013/09/05/14" not in b.counters and b.expire_at == {}
+
+
+def test_every_cell_of_a_repeated_hour_gives_one_expiry() -> None:
+    # Europe/Madrid, 27 October 2013: 00:30 and 01:30 UTC are both local 02:30.
+    first = 1_382_833_800 // 60
+    expander = Expander(KeySpace(), Clock("Europe/Madrid"), Retention(100_000, 100_000))
+    b = expander.build("n", 1, {("a", "e", first, None): 1, ("a", "e", first + 60, None): 1})
+    assert b.counters["a/e/2013/10/27/02"] == {"30": 2}
+    # The hour ends after its second pass (02:00 UTC), the day at 23:00 UTC.
+    assert b.expire_at["a/e/2013/10/27/02"] == 1_382_839_200 + 100_000 * DAY
+    assert b.expire_at["a/e/2013/10/27"] == 1_382_914_800 + 100_000 * DAY
 
 
 def test_prefix_applies_to_every_key() -> None:
@@ -82,7 +108,3 @@ def test_index_entries_and_expiries_are_written_once() -> None:
     second = expander.build("n", 2, cells)
     assert second.counters == first.counters  # counts are always written
     assert not any(second.indexes.values()) and not second.expire_at
-    # An expiry already past deletes the key: it goes with every batch that recreates it.
-    old: dict[Cell, int] = {("acme", "pageview", MINUTE, None): 1}
-    assert expander.build("n", 3, old).expire_at
-    assert expander.build("n", 4, old).expire_at
