@@ -7,16 +7,22 @@ import asyncio
 import contextlib
 import logging
 import sys
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from tallyd import __version__
 from tallyd.config import Config, add_arguments
 from tallyd.periods import Period
-from tallyd.stores import StoreError
+from tallyd.stores import StoreError, open_when_ready, redact
 
-STORE_FLAGS = {"store", "timezone", "key_prefix"}
+if TYPE_CHECKING:
+    from tallyd.server import Parts
+
+STORE_FLAGS = {"store", "redishost", "store_wait", "timezone", "key_prefix"}
+# check and query answer about now: they try the store once unless --store-wait is set.
+AT_ONCE = {"store_wait": 0.0}
 
 
 def _setup_logging(level: str) -> None:
@@ -46,29 +52,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     from tallyd.query import render
 
-    cfg = _config(args)
+    cfg = _config(args, AT_ONCE)
     try:
         period = Period.from_strings(args.period)
     except ValueError as exc:
         print(f"tallyd query: {exc}", file=sys.stderr)
         return 2
-    answer = _run(_query(cfg, args.account, args.event, period))
+
+    async def query() -> dict[str, Any]:
+        async with _opened(cfg) as parts:
+            return await parts.stats.period(args.account, args.event, period)
+
+    try:
+        answer = _run(query())
+    except StoreError as exc:
+        print(f"tallyd query: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         sys.stdout.write(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         sys.stdout.write(render(answer))
     return 0
-
-
-async def _query(cfg: Config, account: str, event: str, period: Period) -> dict[str, Any]:
-    from tallyd.server import assemble
-
-    parts = assemble(cfg)
-    await parts.store.open()
-    try:
-        return await parts.stats.period(account, event, period)
-    finally:
-        await parts.store.close()
 
 
 def cmd_emit(args: argparse.Namespace) -> int:
@@ -78,22 +82,16 @@ def cmd_emit(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from tallyd.server import assemble, redact
-
-    cfg = _config(args)
+    cfg = _config(args, AT_ONCE)
 
     async def check() -> None:
-        parts = assemble(cfg)
-        await parts.store.open()
-        try:
+        async with _opened(cfg) as parts:
             await parts.store.ping()
-        finally:
-            await parts.store.close()
 
     try:
         _run(check())
-    except Exception as exc:
-        print(f"store {redact(cfg.store)}: NOT reachable: {exc}", file=sys.stderr)
+    except StoreError as exc:
+        print(f"tallyd check: {exc}", file=sys.stderr)
         return 1
     print(
         f"configuration ok; store {redact(cfg.store)} reachable; "
@@ -104,7 +102,6 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_render_badges(args: argparse.Namespace) -> int:
     from tallyd.badges.edge import params_of, run
-    from tallyd.server import assemble
 
     cfg = _config(args)
     _setup_logging(cfg.log_level)
@@ -115,25 +112,34 @@ def cmd_render_badges(args: argparse.Namespace) -> int:
         return 2
 
     async def render() -> None:
-        parts = assemble(cfg)
-        await parts.store.open()
-        try:
+        async with _opened(cfg) as parts:
             await run(parts.stats, args.out, params, args.every)
-        finally:
-            await parts.store.close()
 
     try:
         with contextlib.suppress(KeyboardInterrupt):
             _run(render())
     except StoreError as exc:
-        print(f"tallyd render-badges: store unavailable: {exc}", file=sys.stderr)
+        print(f"tallyd render-badges: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-def _config(args: argparse.Namespace) -> Config:
+@contextlib.asynccontextmanager
+async def _opened(cfg: Config) -> AsyncIterator[Parts]:
+    """The service's parts with the store open (waiting up to --store-wait), then closed."""
+    from tallyd.server import assemble
+
+    parts = assemble(cfg)
+    await open_when_ready(parts.store, cfg.store_wait, redact(cfg.store))
     try:
-        return Config.load(vars(args), path=args.config)
+        yield parts
+    finally:
+        await parts.store.close()
+
+
+def _config(args: argparse.Namespace, defaults: Mapping[str, Any] | None = None) -> Config:
+    try:
+        return Config.load(vars(args), path=args.config, defaults=defaults)
     except ValueError as exc:
         print(f"tallyd: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -2,65 +2,164 @@
 
 Every field of `Config` is a flag (`--flush-interval`), an environment variable
 (`TALLYD_FLUSH_INTERVAL`) and a TOML key (`flush_interval` or `flush-interval`),
-built from the one list below so the three can never drift apart.
+built from the one list below so the three can never drift apart. Each field
+names the parser that reads it (`parse=`); a field without one, or whose parser
+reads another type than the field's annotation, fails at import.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import tomllib
-from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any, get_type_hints
+from urllib.parse import urlsplit
+
+from tallyd.stores import FORMS, check_url
 
 ENV_PREFIX = "TALLYD_"
 
 
-def _opt(default: Any, help_: str, **meta: Any) -> Any:
+@dataclass(frozen=True)
+class Parser:
+    """How one kind of setting is read, from text (a flag, a variable) or a TOML value."""
+
+    kind: Any  # the annotation of the fields it reads
+    expected: str  # what a bad value is told it should be
+    read: Callable[[Any], Any]  # raises TypeError or ValueError on a bad value
+    repeatable: bool = False  # a flag given several times adds up
+
+
+def _text(raw: object) -> str:
+    if not isinstance(raw, str):
+        raise TypeError(raw)
+    return raw
+
+
+def _integer(raw: object) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int | str):
+        raise TypeError(raw)
+    return int(raw)
+
+
+def _number(raw: object) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise TypeError(raw)
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError(raw)
+    return value
+
+
+def _texts(raw: object) -> list[str]:
+    # A variable (or a TOML string) lists values separated by commas.
+    if isinstance(raw, str):
+        return [x.strip() for x in raw.split(",") if x.strip()]
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise TypeError(raw)
+    return list(raw)
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(text)
+    return host, int(port)
+
+
+def _redis_host(raw: object) -> str:
+    text = _text(raw)
+    if not text:
+        return ""  # as unset: its default
+    host, port = _host_port(text)
+    if not host:
+        raise ValueError(raw)
+    return f"redis://{host}:{port}/0"
+
+
+TEXT = Parser(str, "text", _text)
+INTEGER = Parser(int, "a whole number", _integer)
+NUMBER = Parser(float, "a number", _number)
+TEXTS = Parser(list[str], "a list of text", _texts, repeatable=True)
+# The first seed's `--redishost HOST:PORT`, read as the store URL it stands for.
+REDIS_HOST = Parser(str, "HOST:PORT", _redis_host)
+
+
+def _opt(default: Any, help_: str, parse: Parser, **meta: Any) -> Any:
+    meta = {"help": help_, "parse": parse, **meta}
     if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help_, **meta})
-    return field(default=default, metadata={"help": help_, **meta})
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class Config:
-    store: str = _opt("sqlite:///./tallyd.db", "store URL: sqlite:///PATH or redis://HOST:PORT/DB")
+    store: str = _opt("sqlite:///tallyd.db", f"store URL: {FORMS}", TEXT)
+    # Read as a store URL and put in `store` by `load`, so it is empty afterwards.
     redishost: str = _opt(
-        "", "the first seed's flag: HOST:PORT, the same as --store redis://HOST:PORT/0"
+        "",
+        "the first seed's flag: HOST:PORT, the same as --store redis://HOST:PORT/0 "
+        "(given with --store in the same place, it wins)",
+        REDIS_HOST,
+        sets="store",
     )
-    http: str = _opt("127.0.0.1:8080", "HTTP listen address HOST:PORT", alias="--httphost")
+    http: str = _opt(
+        "127.0.0.1:8080", "HTTP listen address HOST:PORT", TEXT, aliases=["--httphost"]
+    )
     zmq: list[str] = _opt(  # noqa: RUF009 - _opt returns a dataclasses.field
-        [], "connect a ZeroMQ SUB socket to ENDPOINT (repeatable)", alias="--zmsocket"
+        [],
+        "connect a ZeroMQ SUB socket to ENDPOINT: tcp://HOST:PORT, ipc://PATH (repeatable)",
+        TEXTS,
+        aliases=["--zmqsocket", "--zmsocket"],
     )
-    zmq_bind: list[str] = _opt([], "bind a ZeroMQ SUB socket at ENDPOINT (repeatable)")  # noqa: RUF009
-    zmq_topic: list[str] = _opt([], "only take ZeroMQ messages with this topic prefix")  # noqa: RUF009
-    zmq_hwm: int = _opt(100_000, "ZeroMQ receive high-water mark, in messages")
+    zmq_bind: list[str] = _opt(  # noqa: RUF009 - _opt returns a dataclasses.field
+        [], "bind a ZeroMQ SUB socket at ENDPOINT: tcp://*:PORT, ipc://PATH (repeatable)", TEXTS
+    )
+    zmq_topic: list[str] = _opt(  # noqa: RUF009 - _opt returns a dataclasses.field
+        [],
+        "only take ZeroMQ messages with this topic prefix (repeatable)",
+        TEXTS,
+        aliases=["--topic"],
+    )
+    zmq_hwm: int = _opt(100_000, "ZeroMQ receive high-water mark, in messages", INTEGER)
     syslog: list[str] = _opt(  # noqa: RUF009 - _opt returns a dataclasses.field
-        [], "receive syslog at udp://HOST:PORT or unix:///PATH (repeatable)"
+        [], "receive syslog at udp://HOST:PORT or unix:///PATH (repeatable)", TEXTS
     )
-    syslog_event: str = _opt("hit", "the event type a syslog CSV line counts as")
-    timezone: str = _opt("UTC", "IANA time zone that periods are counted in")
-    flush_interval: float = _opt(0.2, "seconds between batched writes to the store")
-    key_prefix: str = _opt("", "prefix for every store key")
+    syslog_event: str = _opt("hit", "the event type a syslog CSV line counts as", TEXT)
+    timezone: str = _opt("UTC", "IANA time zone that periods are counted in", TEXT)
+    flush_interval: float = _opt(0.2, "seconds between batched writes to the store", NUMBER)
+    store_wait: float = _opt(
+        30.0,
+        "seconds to keep trying a store that is not ready at start-up (0: try once; "
+        "check and query try once unless it is set)",
+        NUMBER,
+    )
+    key_prefix: str = _opt("", "prefix for every store key", TEXT)
     breakdown: list[str] = _opt(  # noqa: RUF009 - _opt returns a dataclasses.field
-        ["order:status"], "EVENT:PROPERTY counted per value (repeatable; 'none' for none)"
+        ["order:status"], "EVENT:PROPERTY counted per value (repeatable; 'none' for none)", TEXTS
     )
-    retention_minutes: int = _opt(7, "days to keep per-minute counts (0: forever)")
-    retention_hours: int = _opt(400, "days to keep per-hour counts (0: forever)")
-    max_body: int = _opt(1 << 20, "largest POST body in bytes")
-    max_batch_cells: int = _opt(10_000, "flush early once this many distinct cells wait")
-    max_pending_cells: int = _opt(2_000_000, "refuse new events (503) past this many waiting cells")
-    dedup_window: float = _opt(600.0, "seconds an event id is remembered for de-duplication")
-    dedup_max_ids: int = _opt(1_000_000, "most event ids remembered at once")
+    retention_minutes: int = _opt(7, "days to keep per-minute counts (0: forever)", INTEGER)
+    retention_hours: int = _opt(400, "days to keep per-hour counts (0: forever)", INTEGER)
+    max_body: int = _opt(1 << 20, "largest POST body in bytes", INTEGER)
+    max_batch_cells: int = _opt(10_000, "flush early once this many distinct cells wait", INTEGER)
+    max_pending_cells: int = _opt(
+        2_000_000, "refuse new events (503) past this many waiting cells", INTEGER
+    )
+    dedup_window: float = _opt(
+        600.0, "seconds an event id is remembered for de-duplication", NUMBER
+    )
+    dedup_max_ids: int = _opt(1_000_000, "most event ids remembered at once", INTEGER)
     badge_refresh: float = _opt(
-        5.0, "seconds a badge reuses its figure before reading the store again"
+        5.0, "seconds a badge reuses its figure before reading the store again", NUMBER
     )
     unique_secret: str = _opt(
-        "", "secret salting visitor hashes for metric=unique (default: random per start)"
+        "", "secret salting visitor hashes for metric=unique (default: random per start)", TEXT
     )
-    shutdown_timeout: float = _opt(30.0, "seconds to keep retrying the final flush on stop")
-    log_level: str = _opt("info", "debug, info, warning or error")
+    shutdown_timeout: float = _opt(30.0, "seconds to keep retrying the final flush on stop", NUMBER)
+    log_level: str = _opt("info", "debug, info, warning or error", TEXT)
 
     @property
     def http_host(self) -> str:
@@ -81,12 +180,18 @@ class Config:
         return out
 
     def validate(self) -> Config:
-        """Raise ValueError with a message naming the bad setting."""
-        if self.redishost:
-            self.store = f"redis://{self.redishost}/0"
-        _, sep, port = self.http.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"--http {self.http!r}: expected HOST:PORT")
+        """Raise ValueError with a one-line message naming the bad setting."""
+        try:
+            _host_port(self.http)
+        except ValueError:
+            raise ValueError(f"--http {self.http!r}: expected HOST:PORT") from None
+        check_url(self.store)
+        for endpoint in self.zmq:
+            _check_zmq("--zmq", endpoint, bind=False)
+        for endpoint in self.zmq_bind:
+            _check_zmq("--zmq-bind", endpoint, bind=True)
+        for url in self.syslog:
+            _check_syslog(url)
         for item in self.breakdown:
             event, sep, prop = item.partition(":")
             if item.lower() != "none" and not (sep and event and prop):
@@ -102,7 +207,7 @@ class Config:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive")
-        for name in ("retention_minutes", "retention_hours"):
+        for name in ("retention_minutes", "retention_hours", "store_wait"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be 0 or more")
         from tallyd.periods import Clock
@@ -116,40 +221,71 @@ class Config:
         flags: Mapping[str, Any],
         env: Mapping[str, str] | None = None,
         path: str | None = None,
+        defaults: Mapping[str, Any] | None = None,
     ) -> Config:
-        """Defaults < TOML file < environment < flags."""
+        """Defaults < TOML file < environment < flags: the most specific source wins.
+
+        Each source is read whole before the next, so a seed-compatible spelling
+        such as `redishost` counts as a setting of its source: a `--store` flag
+        beats `TALLYD_REDISHOST`, and `--redishost` beats `TALLYD_STORE`. Within
+        one source, `redishost` wins over `store`, as it always has.
+        `defaults` replaces some fields' defaults (for a command that needs others).
+        """
         env = os.environ if env is None else env
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict(defaults or {})
         path = path or env.get(ENV_PREFIX + "CONFIG")
         if path:
-            values.update(_read_toml(path))
-        for f in fields(cls):
-            raw = env.get(ENV_PREFIX + f.name.upper())
-            if raw is not None:
-                values[f.name] = _convert(f.name, f.type, raw, from_env=True)
-        values.update({k: v for k, v in flags.items() if v is not None and k in _names()})
+            values.update(_source(_read_toml(path), lambda name: f"config file {path}: {name}"))
+        from_env = {n: env[_variable(n)] for n in FIELDS if _variable(n) in env}
+        values.update(_source(from_env, _variable))
+        given = {n: v for n, v in flags.items() if v is not None and n in FIELDS}
+        values.update(_source(given, _flag))
         return cls(**values).validate()
 
 
-def _names() -> set[str]:
-    return {f.name for f in fields(Config)}
+FIELDS: dict[str, Field[Any]] = {f.name: f for f in fields(Config)}
 
 
-def _convert(name: str, kind: Any, raw: Any, from_env: bool = False) -> Any:
-    kind = str(kind)
-    try:
-        if kind == "int":
-            return int(raw)
-        if kind == "float":
-            return float(raw)
-        if kind == "list[str]":
-            if isinstance(raw, list):
-                return [str(x) for x in raw]
-            return [x.strip() for x in str(raw).split(",") if x.strip()]
-    except (TypeError, ValueError):
-        where = f"{ENV_PREFIX}{name.upper()}" if from_env else name
-        raise ValueError(f"{where}={raw!r}: expected {kind}") from None
-    return str(raw)
+def check_parsers(cls: type) -> None:
+    """Raise TypeError unless every field names a Parser of the field's own type."""
+    hints = get_type_hints(cls)
+    for f in fields(cls):
+        parser = f.metadata.get("parse")
+        if not isinstance(parser, Parser):
+            raise TypeError(f"{cls.__name__}.{f.name} names no parser (parse=)")
+        if parser.kind != hints[f.name]:
+            raise TypeError(
+                f"{cls.__name__}.{f.name} is {hints[f.name]} but its parser reads {parser.kind}"
+            )
+
+
+check_parsers(Config)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _variable(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _source(raw: Mapping[str, Any], where: Callable[[str], str]) -> dict[str, Any]:
+    """One source's settings, each read by its parser; `where` names a setting in messages."""
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        parser: Parser = FIELDS[name].metadata["parse"]
+        try:
+            out[name] = parser.read(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where(name)}={value!r}: expected {parser.expected}") from None
+    for name, value in list(out.items()):
+        target = FIELDS[name].metadata.get("sets")
+        if target is not None:
+            del out[name]
+            if value:
+                out[target] = value
+    return out
 
 
 def _read_toml(path: str) -> dict[str, Any]:
@@ -160,31 +296,59 @@ def _read_toml(path: str) -> dict[str, Any]:
         raise ValueError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"config file {path}: {exc}") from None
-    kinds = {f.name: f.type for f in fields(Config)}
     out: dict[str, Any] = {}
     for key, value in doc.items():
         name = key.replace("-", "_")
-        if name not in kinds:
+        if name not in FIELDS:
             raise ValueError(f"config file {path}: unknown setting {key!r}")
-        out[name] = _convert(name, kinds[name], value)
+        out[name] = value
     return out
 
 
+ZMQ_TRANSPORTS = ("tcp", "ipc", "inproc", "pgm", "epgm")
+
+
+def _check_zmq(flag: str, endpoint: str, bind: bool) -> None:
+    from tallyd.ingest.zmq import endpoint as normalised
+
+    where = "tcp://*:PORT" if bind else "tcp://HOST:PORT"
+    problem = f"{flag} {endpoint!r}: expected {where}, ipc://PATH or inproc://NAME"
+    transport, sep, address = normalised(endpoint).partition("://")
+    if not sep or transport not in ZMQ_TRANSPORTS or not address:
+        raise ValueError(problem)
+    if transport == "tcp":
+        host, _, port = address.rpartition(":")
+        number = port.isdigit() and 0 < int(port) < 65536
+        if not host or not (number or (bind and port == "*")):
+            raise ValueError(problem)
+
+
+def _check_syslog(url: str) -> None:
+    parts = urlsplit(url)
+    try:
+        ok = (parts.scheme == "udp" and parts.port is not None) or (
+            parts.scheme == "unix" and bool(parts.path) and not parts.netloc
+        )
+    except ValueError:  # a port that is not a number, or out of range
+        ok = False
+    if not ok:
+        raise ValueError(f"--syslog {url!r}: expected udp://HOST:PORT or unix:///PATH")
+
+
 def add_arguments(parser: argparse.ArgumentParser, only: set[str] | None = None) -> None:
-    """One flag per `Config` field (or those in `only`), defaulting to None so layering works."""
+    """One flag per `Config` field (or those in `only`), defaulting to None so layering works.
+
+    Values stay text here: `Config.load` reads them with each field's parser,
+    exactly as it reads the environment and the file.
+    """
     parser.add_argument(
         "--config", metavar="FILE", help="TOML file of settings (env TALLYD_CONFIG)"
     )
-    for f in fields(Config):
-        if only is not None and f.name not in only:
+    for name, f in FIELDS.items():
+        if only is not None and name not in only:
             continue
-        flag = "--" + f.name.replace("_", "-")
-        names = [flag] + ([f.metadata["alias"]] if "alias" in f.metadata else [])
+        names = [_flag(name), *f.metadata.get("aliases", [])]
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[operator]
-        help_ = f"{f.metadata['help']} (env {ENV_PREFIX}{f.name.upper()}; default {default!r})"
-        kind = str(f.type)
-        if kind == "list[str]":
-            parser.add_argument(*names, dest=f.name, action="append", default=None, help=help_)
-        else:
-            conv = {"int": int, "float": float}.get(kind, str)
-            parser.add_argument(*names, dest=f.name, type=conv, default=None, help=help_)
+        help_ = f"{f.metadata['help']} (env {_variable(name)}; default {default!r})"
+        action = "append" if f.metadata["parse"].repeatable else "store"
+        parser.add_argument(*names, dest=name, action=action, default=None, help=help_)

@@ -8,6 +8,7 @@ store closes. A second signal forces the exit at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import logging
@@ -15,7 +16,6 @@ import os
 import signal
 import socket
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
 
 import zmq
 
@@ -35,18 +35,9 @@ from tallyd.metrics import Metrics
 from tallyd.periods import Clock
 from tallyd.retention import Retention
 from tallyd.stats import Stats
-from tallyd.stores import Store, StoreError, open_store
+from tallyd.stores import Store, StoreError, open_store, open_when_ready, redact
 
 log = logging.getLogger("tallyd")
-
-
-def redact(url: str) -> str:
-    """A store URL without its password, for logs and /healthz."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 @dataclass
@@ -151,10 +142,23 @@ async def serve(cfg: Config) -> int:
         log.error("cannot listen on %s: %s", cfg.http, exc.strerror or exc)
         return 1
     try:
+        opening = asyncio.create_task(
+            open_when_ready(parts.store, cfg.store_wait, redact(cfg.store)), name="open store"
+        )
+        stopping = asyncio.create_task(stop.wait(), name="stop")
+        await asyncio.wait((opening, stopping), return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not opening.done():
+            # A stop while the store is not ready yet: nothing was taken in, nothing to flush.
+            opening.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StoreError):
+                await opening
+            log.info("stopped before the store was ready")
+            return 0
         try:
-            await parts.store.open()
+            opening.result()
         except StoreError as exc:
-            log.error("cannot open store %s: %s", redact(cfg.store), exc)
+            log.error("%s", exc)
             return 1
         log.info("store %s open; counting in %s", redact(cfg.store), cfg.timezone)
         zmq_source: ZmqSource | None = None

@@ -276,8 +276,17 @@ class RedisCluster:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
     def start(self) -> RedisCluster:
+        self.start_nodes()
+        self.create()
+        return self
+
+    def start_nodes(self) -> None:
+        """The servers, in cluster mode but not yet one cluster: no slot is served."""
         for n in self.nodes:
             n.start()
+
+    def create(self) -> None:
+        """Make the running nodes one cluster, their slots assigned, and wait until it is ok."""
         nodes = [f"127.0.0.1:{n.port}" for n in self.nodes]
         out = subprocess.run(
             [self.cli, "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
@@ -288,7 +297,6 @@ class RedisCluster:
         if out.returncode != 0:
             raise RuntimeError(f"redis-cli --cluster create failed:\n{out.stdout}{out.stderr}")
         self.wait_ok()
-        return self
 
     def wait_ok(self, timeout: float = 30) -> None:
         import redis

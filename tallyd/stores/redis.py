@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.connection import parse_url
 from redis.exceptions import RedisError
 
 from tallyd.stores.base import Batch, Snapshot, StoreError
@@ -117,6 +119,15 @@ class RedisCommands:
 
 
 class RedisStore(RedisCommands):
+    @staticmethod
+    def check_url(url: str) -> None:
+        """Raise ValueError unless redis-py takes `url` as it is meant."""
+        parse_url(url)  # the port, and options such as ?socket_timeout=
+        # redis-py drops a database that is not a number: say so instead.
+        db = urlsplit(url).path.strip("/")
+        if db and not db.isdigit():
+            raise ValueError(f"the database {db!r} is not a number")
+
     def __init__(self, url: str, key_prefix: str = "") -> None:
         self.url = url
         self.batches = f"{key_prefix}tallyd:batches"

@@ -57,8 +57,8 @@ def nodes_of(url: str) -> list[ClusterNode]:
     out = []
     for part in netloc.split(","):
         host, _, port = part.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"{url!r}: expected redis+cluster://host:port[,host:port...]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{part!r} is not HOST:PORT")
         out.append(ClusterNode(host.strip("[]"), int(port)))
     return out
 
@@ -100,11 +100,16 @@ def by_slot(b: Batch) -> dict[int, Group]:
 
 
 class RedisClusterStore(RedisCommands):
+    @staticmethod
+    def check_url(url: str) -> None:
+        nodes_of(url)
+
     def __init__(self, url: str, key_prefix: str = "") -> None:
         self.url = url
         self.prefix = key_prefix
         self._r = self._client()
-        self._broken = False
+        # Not initialised yet: the first call (open) starts from a new client.
+        self._broken = True
         self._apply_sha = ""
         self._read_sha = ""
 
@@ -121,18 +126,31 @@ class RedisClusterStore(RedisCommands):
         return f"{self.prefix}tallyd:batches:{{{slot_tags()[slot]}}}"
 
     async def open(self) -> None:
-        try:
-            await self._r.initialize()
-            await self._load_scripts()
-        except (RedisError, OSError) as exc:
-            raise StoreError(f"redis cluster: {exc}") from exc
+        """Connect, and raise StoreError unless every slot is served by a cluster in state ok.
+
+        The client alone opens happily on a cluster still forming (it serves the
+        slots some node knows of), so the first writes would fail instead.
+        """
+        self._broken = True
+        await self._guarded(self._check_ready)
+
+    async def _check_ready(self) -> None:
+        served = len(self._r.nodes_manager.slots_cache)
+        if served < REDIS_CLUSTER_HASH_SLOTS:
+            raise StoreError(f"{served} of {REDIS_CLUSTER_HASH_SLOTS} slots are served")
+        for node in self._r.get_primaries():
+            state = (await self._r.cluster_info(target_nodes=node)).get("cluster_state")
+            if state != "ok":
+                raise StoreError(f"{node.name} reports cluster_state:{state}")
 
     async def _guarded(self, call: Callable[[], Awaitable[Any]]) -> Any:
         """Run `call`; after any failure, the next call starts from a new client.
 
         After a master restarts, redis-py's cluster client can keep handing out
         connections whose transport is closed (seen here: every retry failing
-        for a minute), so a failed call's client is not trusted again.
+        for a minute), so a failed call's client is not trusted again. Any
+        exception counts: initialising against a node whose cluster has no
+        slots yet raises IndexError from inside redis-py.
         """
         try:
             if self._broken:
@@ -145,7 +163,11 @@ class RedisClusterStore(RedisCommands):
             return await call()
         except Exception as exc:
             self._broken = True
-            raise StoreError(f"redis cluster: {exc or type(exc).__name__}") from exc
+            # Errors from outside redis-py's own (IndexError...) are named, not just told.
+            detail = (
+                str(exc) if isinstance(exc, RedisError | StoreError) and str(exc) else repr(exc)
+            )
+            raise StoreError(f"redis cluster: {detail}") from exc
 
     async def _load_scripts(self) -> None:
         # The cluster client sends SCRIPT LOAD to every primary.

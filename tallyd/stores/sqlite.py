@@ -47,17 +47,25 @@ PRUNE_ROWS = 2000
 
 
 def path_of(url: str) -> str:
-    """`sqlite:///./x.db` and `sqlite://x.db` are relative, `sqlite:///var/x.db` absolute."""
+    """The database file, by SQLAlchemy's convention: what follows `sqlite:///`.
+
+    `sqlite:///tallyd.db` is relative to the working directory (as is
+    `sqlite:///./tallyd.db`), `sqlite:////var/lib/tallyd/tallyd.db` absolute.
+    """
     parts = urlsplit(url)
-    path = unquote(parts.netloc + parts.path)
-    if path.startswith(("/./", "/../")):
-        path = path[1:]
+    if parts.netloc or not url.startswith("sqlite://"):
+        raise ValueError("the file's path follows three slashes, as in sqlite:///tallyd.db")
+    if parts.query or parts.fragment:
+        raise ValueError("SQLite takes no options in its URL")
+    path = unquote(parts.path[1:])
     if not path or path.endswith("/"):
-        raise ValueError(f"{url!r} names no database file")
+        raise ValueError("no database file named")
     return path
 
 
 class SQLiteStore:
+    check_url = staticmethod(path_of)
+
     def __init__(self, url: str, key_prefix: str = "") -> None:
         # The batch marker is a table here, so the key prefix has nothing to name.
         self.url = url
@@ -75,7 +83,7 @@ class SQLiteStore:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._writer, fn, *args)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:  # OSError: making the file's directory
             raise StoreError(f"sqlite: {exc}") from exc
 
     def _open_sync(self) -> None:
