@@ -58,7 +58,7 @@ class Aggregator:
         # A fresh id per process: the store keeps the last seq applied per node.
         self.node = uuid.uuid4().hex[:16]
         self.seq = 0
-        # Ingest's fast path (hotpath.count_known) increments this dict directly.
+        # Ingest's fast path (hotpath.Counter) increments this dict directly.
         self.pending: dict[Cell, int] = {}
         # HyperLogLog key → visitor hashes, and when each key may expire.
         self.uniques: dict[str, set[str]] = {}

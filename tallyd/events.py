@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any, TypeGuard
 
-MAX_NAME = 200
-# Unix seconds past this are after year 9999: nothing sane, and datetime can't hold it.
-MAX_TIME = 253402300799.0
+import ciso8601
+
+from tallyd.rules import MAX_NAME, MAX_TIME, ROLLUP
 
 # (account, event, epoch minute, breakdown value, producer id)
 Event = tuple[str, str, int, str | None, str | None]
@@ -53,23 +54,40 @@ def check_name(value: object, what: str) -> str:
     return value
 
 
+# Unix seconds written as text: JSON's number grammar, nothing looser (no "nan", "1_0").
+SECONDS = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+# Ruby's Time#to_s: "2013-09-05 09:04:16 -0400", or "... UTC".
+RUBY = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}) ([+-][0-9]{4}|UTC)")
+
+
 def parse_time(value: object) -> float:
-    """Unix seconds from an ISO 8601 string or a number; naive times are UTC."""
+    """Unix seconds from the time of an event; raise `Rejected` ("bad_time") if it is none.
+
+    Takes ISO 8601 / RFC 3339 (a fraction up to nanoseconds, an offset `Z`,
+    `+02:00` or `+0200`, `T` or a space; no offset is UTC), Ruby's
+    `YYYY-MM-DD HH:MM:SS ±HHMM`, and Unix seconds as a number or as text
+    (integer, fraction or exponent form, as Go prints `1.378387063e+09`).
+    """
     if type(value) is int or type(value) is float:
         t = float(value)
     elif type(value) is str:
-        try:
+        if SECONDS.fullmatch(value):
             t = float(value)
-        except ValueError:
+        else:
+            ruby = RUBY.fullmatch(value)
+            text = value if ruby is None else ruby[1] + ("Z" if ruby[2] == "UTC" else ruby[2])
             try:
-                dt = datetime.fromisoformat(value)
+                dt = ciso8601.parse_datetime(text)
             except ValueError:
-                raise Rejected("bad_time", f"time {value[:40]!r} is not ISO 8601") from None
+                raise Rejected("bad_time", f"time {value[:40]!r}: not a time") from None
             if dt.tzinfo is None:
                 dt = dt.replace(tzinfo=UTC)
-            t = dt.timestamp()
+            try:
+                t = dt.timestamp()
+            except (OverflowError, ValueError):
+                raise Rejected("bad_time", "time is out of range") from None
     else:
-        raise Rejected("bad_time", "time must be ISO 8601 or Unix seconds")
+        raise Rejected("bad_time", "time must be ISO 8601, RFC 3339 or Unix seconds")
     if not math.isfinite(t) or not 0 <= t <= MAX_TIME:
         raise Rejected("bad_time", "time is out of range")
     return t
@@ -106,8 +124,8 @@ def parse(obj: Any, breakdowns: dict[str, str], now: float) -> Event:
         event = check_name(event, "type")
     if not _name_ok(account):
         account = check_name(account, "account")
-    if account == "all":
-        raise Rejected("reserved_account", "'all' is the rollup of every account")
+    if account == ROLLUP:
+        raise Rejected("reserved_account", f"{ROLLUP!r} is the rollup of every account")
 
     t = obj.get("time")
     if t is None:
@@ -137,7 +155,9 @@ def parse(obj: Any, breakdowns: dict[str, str], now: float) -> Event:
 
 # (account, event, epoch minute, breakdown value): what the aggregator counts.
 Cell = tuple[str, str, int, str | None]
-MAX_KNOWN = 100_000
+# Names remembered as valid. Past this, one old name makes room for each new one
+# (a name forgotten is checked again once), so no workload drops them all at once.
+MAX_KNOWN = 200_000
 
 
 def parse_many(
@@ -147,7 +167,7 @@ def parse_many(
 
     Returns the cells of events without an id, the events with one (for
     de-duplication), and the rejections by index. Names that pass are added to
-    `known`, so later events with them take the fast path (`hotpath.count_known`).
+    `known`, so later events with them take the fast path (`hotpath.Counter`).
     """
     cells: list[Cell] = []
     with_ids: list[Event] = []
@@ -166,12 +186,12 @@ def parse_many(
             cells.append(ev[:4])
         else:
             with_ids.append(ev)
-        if len(known) >= MAX_KNOWN:
-            known.clear()
         # "all" is a valid event name but never an account: keep it out of the shared set.
-        known.add(ev[0])
-        if ev[1] != "all":
-            known.add(ev[1])
+        for name in ev[:2]:
+            if name not in known and name != ROLLUP:
+                if len(known) >= MAX_KNOWN:
+                    known.pop()
+                known.add(name)
     return cells, with_ids, rejected
 
 
@@ -184,8 +204,15 @@ def scalar_text(v: int | float | bool) -> str:
     return str(v)
 
 
+MAX_SOURCES = 1_000
+
+
 class RejectLog:
-    """Logs rejections at most once per second, with how many were folded in."""
+    """Logs rejections at most once per second per source, with how many were folded in.
+
+    Each source has its own clock, so a flood from one cannot hide (or be
+    reported as) another's.
+    """
 
     def __init__(
         self, logger: logging.Logger = log, every: float = 1.0, what: str = "rejected event from"
@@ -193,15 +220,20 @@ class RejectLog:
         self._log = logger
         self._every = every
         self._what = what
-        self._next = 0.0
-        self._suppressed = 0
+        # source → [when the next line may be logged, rejections folded since the last]
+        self._state: dict[str, list[float]] = {}
 
     def __call__(self, source: str, err: Rejected) -> None:
         now = time.monotonic()
-        if now < self._next:
-            self._suppressed += 1
+        state = self._state.get(source)
+        if state is None:
+            if len(self._state) >= MAX_SOURCES:  # callers may label by path: stay bounded
+                self._state.clear()
+            state = self._state[source] = [0.0, 0.0]
+        if now < state[0]:
+            state[1] += 1
             return
-        more = f" (+{self._suppressed} more since last report)" if self._suppressed else ""
+        more = f" (+{int(state[1])} more since last report)" if state[1] else ""
         self._log.warning("%s %s: %s: %s%s", self._what, source, err.reason, err.detail, more)
-        self._suppressed = 0
-        self._next = now + self._every
+        state[0] = now + self._every
+        state[1] = 0.0

@@ -1,56 +1,122 @@
 # C types for the compiled form of hotpath.py (Cython reads this beside the .py).
 cimport cython
 
-cdef long long MAX_TIME, MAX_PUBLISHERS
-cdef int LBRACE, LBRACKET
+cdef long long MAX_TIME, MAX_NAME, MAX_PUBLISHERS
+cdef str ROLLUP
+cdef int MAX_DEPTH, SLOW, COUNTED, QUEUED
+cdef long long NO_TIME, BAD_TIME
+cdef int LBRACE, RBRACE, LBRACKET, RBRACKET, QUOTE, COLON, COMMA
+cdef int MINUS, PLUS, BACKSLASH, SPACE, DOT, LOWER_E, UPPER_E
+cdef int ZERO, NINE, LOWER_T, LOWER_F, LOWER_N, LOWER_U, UPPER_T, UPPER_Z
+cdef Py_ssize_t MAX_DIGITS, MAX_FLOAT_DIGITS
+cdef int K_TYPE, K_EVENT, K_ACCOUNT, K_DATA, K_TIME, K_SEQ, K_PUBLISHER, K_ID, K_PROP
+
+cdef long long _number
+cdef bint _integer
+cdef object _seq, _publisher, _account, _event, _eid, _bval, _OTHER
+cdef long long _minute
+
+cdef class Counter:
+    cdef public set known
+    cdef public dict breakdowns
+    cdef public long long now_minute
+    cdef public dict cells
+    cdef public list ids
+    cdef public str prop
+    cdef public bytes prop_name
+
+    @cython.locals(n=Py_ssize_t, end=Py_ssize_t)
+    cpdef int event(self, bytes p, Py_ssize_t start=*)
+
+    @cython.locals(minute=cython.longlong, known=set, breakdowns=dict, cells=dict, key=tuple)
+    cdef int _take(self)
+
+    @cython.locals(d=dict, src=dict, b=bytes)
+    cpdef int count_one(self, object obj)
 
 @cython.locals(n=Py_ssize_t, counted=Py_ssize_t, sp=Py_ssize_t, size=Py_ssize_t,
-               start=Py_ssize_t, frame=bytes, topic=bytes, payload=bytes, fields=tuple,
-               t=cython.longlong)
-cpdef tuple receive(object recv, Py_ssize_t limit, object again, object loads,
-                    object decode_error, object bad_json, dict seq_last, list gaps, list out,
-                    set known, dict breakdowns, object now_minute, dict pending)
+               start=Py_ssize_t, end=Py_ssize_t, c=int, r=int, frame=bytes, topic=bytes,
+               payload=bytes, prop_name=bytes)
+cpdef tuple receive(Counter counter, object recv, Py_ssize_t limit, object again, object loads,
+                    object decode_error, object unpack, object bad_json, object bad_msgpack,
+                    dict seq_last, list gaps, list out)
+
+@cython.locals(n=Py_ssize_t, i=Py_ssize_t, start=Py_ssize_t, end=Py_ssize_t, eol=Py_ssize_t,
+               index=Py_ssize_t, prop_name=bytes)
+cpdef Py_ssize_t count_body(Counter counter, bytes p, list slow) except? -2
+
+@cython.locals(counted=Py_ssize_t, i=Py_ssize_t, r=int)
+cpdef Py_ssize_t count_objs(Counter counter, list objs, list slow) except? -1
 
 @cython.locals(d=dict, last=object)
 cpdef track_seq(object obj, bytes topic, dict seq_last, list gaps)
 
-@cython.locals(d=dict, data=dict)
-cpdef bint count_one(object obj, set known, dict breakdowns, object now_minute, dict pending)
-
-@cython.locals(counted=Py_ssize_t, i=Py_ssize_t, slow=list)
-cpdef tuple count_known(list objs, set known, dict breakdowns, object now_minute, dict pending)
-
-cdef long long NO_TIME, BAD_TIME
-cdef int RBRACE, QUOTE, COLON, COMMA, MINUS, BACKSLASH, ZERO, NINE, DOT, LOWER_E, UPPER_E
-cdef int K_TYPE, K_EVENT, K_ACCOUNT, K_DATA, K_TIME, K_SEQ, K_PUBLISHER, K_ID, K_DATA_ACCOUNT
-cdef Py_ssize_t MAX_DIGITS
-cdef long long _number
-
 @cython.locals(last=object)
 cpdef next_seq(object key, object seq, dict seq_last, list gaps)
 
-@cython.locals(key=tuple)
-cpdef bint count_cell(object account, object event, long long t, set known, dict breakdowns,
-                      object now_minute, dict pending)
+cpdef long long time_minute(bytes text) except? -3
 
-@cython.locals(n=Py_ssize_t, i=Py_ssize_t, end=Py_ssize_t, seen=int, depth=int, kind=int,
-               c=int, t=cython.longlong, v=cython.longlong, data_object=bint)
-cpdef tuple scan(bytes p, Py_ssize_t start=*)
+@cython.locals(seen=int, seen_data=int, kind=int, c=int, end=Py_ssize_t)
+cdef Py_ssize_t _read(bytes p, Py_ssize_t i, Py_ssize_t n, bytes prop_name) except? -2
 
-@cython.locals(i=Py_ssize_t)
-cdef Py_ssize_t _find_space(bytes p, Py_ssize_t n) noexcept
+@cython.locals(seen=int, kind=int, end=Py_ssize_t, size=Py_ssize_t)
+cdef Py_ssize_t _read_data(bytes p, Py_ssize_t i, Py_ssize_t n, bytes prop_name) except? -2
+
+@cython.locals(j=Py_ssize_t)
+cdef object _plain_value(bytes p, Py_ssize_t start, Py_ssize_t end)
+
+@cython.locals(kind=object)
+cdef int _escaped_kind(bytes p, Py_ssize_t quote, Py_ssize_t end, bytes prop_name, int depth) except? -1
+
+@cython.locals(size=Py_ssize_t)
+cdef int _name_kind(bytes p, Py_ssize_t start, Py_ssize_t end, bytes prop_name) noexcept
+
+@cython.locals(t=double)
+cdef long long _number_minute(bytes p, Py_ssize_t start, Py_ssize_t end) except? -3
+
+@cython.locals(year=cython.longlong, month=cython.longlong, day=cython.longlong,
+               hour=cython.longlong, minute=cython.longlong, second=cython.longlong,
+               j=Py_ssize_t, k=Py_ssize_t, c=int, offset=cython.longlong, oh=cython.longlong,
+               om=cython.longlong, m=cython.longlong)
+cdef long long _time_minute(bytes p, Py_ssize_t s, Py_ssize_t e) noexcept
+
+@cython.locals(v=cython.longlong, j=Py_ssize_t, c=int)
+cdef long long _digits(bytes p, Py_ssize_t i, Py_ssize_t count) noexcept
+
+cdef long long _month_days(long long year, long long month) noexcept
+
+@cython.locals(era=cython.longlong, yoe=cython.longlong, doy=cython.longlong,
+               doe=cython.longlong)
+cdef long long _days_from_civil(long long year, long long month, long long day) noexcept
+
+@cython.locals(c=int, close=int)
+cdef Py_ssize_t _skip_value(bytes p, Py_ssize_t i, Py_ssize_t n, int depth) noexcept
+
+@cython.locals(c=int, v=cython.longlong, lo=int, hi=int, more=Py_ssize_t, j=Py_ssize_t)
+cdef Py_ssize_t _skip_string(bytes p, Py_ssize_t i, Py_ssize_t n) noexcept
+
+cdef bint _is_escape(int c) noexcept
+
+@cython.locals(v=cython.longlong, j=Py_ssize_t, c=int)
+cdef long long _hex4(bytes p, Py_ssize_t i, Py_ssize_t n) noexcept
+
+@cython.locals(negative=bint, start=Py_ssize_t, v=cython.longlong, digits=Py_ssize_t,
+               integer=bint, k=Py_ssize_t, up=bint, exp=Py_ssize_t)
+cdef Py_ssize_t _number_end(bytes p, Py_ssize_t i, Py_ssize_t n) noexcept
 
 @cython.locals(c=int)
 cdef Py_ssize_t _ws(bytes p, Py_ssize_t i, Py_ssize_t n) noexcept
 
+@cython.locals(j=Py_ssize_t, c=int)
+cdef bint _blank(bytes p, Py_ssize_t i, Py_ssize_t end) noexcept
+
 @cython.locals(c=int)
 cdef Py_ssize_t _string_end(bytes p, Py_ssize_t i, Py_ssize_t n) noexcept
 
-@cython.locals(start=Py_ssize_t, v=cython.longlong, negative=bint)
-cdef Py_ssize_t _number_end(bytes p, Py_ssize_t i, Py_ssize_t n) noexcept
+@cython.locals(i=Py_ssize_t)
+cdef Py_ssize_t _find_space(bytes p, Py_ssize_t n) noexcept
 
-@cython.locals(size=Py_ssize_t)
-cdef int _name_kind(bytes p, Py_ssize_t start, Py_ssize_t end, int depth) noexcept
+cpdef bint is_msgpack(int c) noexcept
 
 @cython.locals(j=Py_ssize_t)
 cdef bint _is(bytes p, Py_ssize_t start, Py_ssize_t size, bytes name) noexcept

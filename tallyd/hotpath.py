@@ -4,50 +4,219 @@ Plain, typed Python: the same file runs uncompiled, and `setup.py` compiles it
 to a C extension when Cython and a C compiler are at hand (profiling showed
 the per-event Python overhead of these loops, not JSON decoding, set ingest
 speed). Everything that is not the common case is handed back to the caller.
+
+Real producers send events like the Bootic bus's: Go's JSON of a map with
+nested objects, escapes, floats and RFC 3339 times with offsets. `Counter`
+reads such an event straight from its bytes — the few members it needs
+(`type`, `data.account`, `time`, `id`, the breakdown property, `seq`,
+`publisher`) are taken in place, everything else is skipped while its syntax
+is still checked as strictly as a decoder would. Whatever it is not sure
+about goes to the decoder and the full parser (`events.parse`); the rules
+both follow are in `rules`, and the tests hold the two to the same answers.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-MAX_TIME = 253402300799
+from orjson import loads
+
+from tallyd import rules
+
+MAX_TIME = rules.MAX_TIME
+MAX_NAME = rules.MAX_NAME
+ROLLUP = rules.ROLLUP
 MAX_PUBLISHERS = 100_000
-LBRACE, LBRACKET = 123, 91  # b'{', b'['
-# `scan`'s time when the event has none, and when it has one `count_cell` cannot take.
+MAX_DEPTH = 64  # deeper documents go to the decoder, which knows its own limit
+# What `Counter` did with an event.
+SLOW, COUNTED, QUEUED = 0, 1, 2
+# An event's minute when it has no time, and when it has one the fast path cannot read.
 NO_TIME, BAD_TIME = -1, -2
+
+LBRACE, RBRACE, LBRACKET, RBRACKET, QUOTE, COLON, COMMA = 123, 125, 91, 93, 34, 58, 44
+MINUS, PLUS, BACKSLASH, SPACE, DOT, LOWER_E, UPPER_E = 45, 43, 92, 32, 46, 101, 69
+ZERO, NINE, UPPER_T, UPPER_Z = 48, 57, 84, 90
+LOWER_T, LOWER_F, LOWER_N, LOWER_U = 116, 102, 110, 117
+MAX_DIGITS = 18  # an integer that fits a signed 64-bit integer
+MAX_FLOAT_DIGITS = 300  # digits before the point, exponent included: never infinity
+# The names `_read` takes, as bits of a `seen` mask (a repeated one goes to the decoder).
+K_TYPE, K_EVENT, K_ACCOUNT, K_DATA, K_TIME = 1, 2, 4, 8, 16
+K_SEQ, K_PUBLISHER, K_ID, K_PROP = 32, 64, 128, 256
+
+# What `_read` found in the event it read last (module state, C globals when compiled).
+_number = 0  # the value of the number `_number_end` read last, when `_integer`
+_integer = False
+_seq: Any = None
+_publisher: Any = None
+_account: Any = None
+_event: Any = None
+_minute = NO_TIME
+_eid: Any = None
+_bval: Any = None
+# A breakdown value the full parser must judge (a number, non-ASCII text, ...).
+_OTHER: Any = object()
+
+
+class Counter:
+    """Counts the events that need no more checks into `cells`, and queues those
+    with an `id` in `ids` for de-duplication; the rest are the caller's.
+
+    `known` holds the names the full parser has validated: an event whose account
+    and type are both known needs no more checks of them. `now_minute` dates
+    events without a time.
+    """
+
+    def __init__(
+        self,
+        known: set[str],
+        breakdowns: dict[str, str],
+        now_minute: int,
+        cells: dict[tuple[str, str, int, str | None], int],
+        ids: list[tuple[str, str, int, str | None, str | None]],
+    ) -> None:
+        self.known = known
+        self.breakdowns = breakdowns
+        self.now_minute = now_minute
+        self.cells = cells
+        self.ids = ids
+        # One breakdown property is read in place; with several, those events go slow.
+        props = set(breakdowns.values())
+        prop = props.pop() if len(props) == 1 else ""
+        self.prop = prop
+        self.prop_name = b"" if prop in READ_NAMES else prop.encode()
+
+    def event(self, p: bytes, start: int = 0) -> int:
+        """Count the JSON event p[start:] (SLOW, COUNTED or QUEUED)."""
+        n = len(p)
+        end = _read(p, _ws(p, start, n), n, self.prop_name)
+        if end < 0 or _ws(p, end, n) != n:
+            return SLOW
+        return self._take()
+
+    def _take(self) -> int:
+        """Count the event `_read` read last, if it needs no more checks."""
+        account = _account
+        event = _event
+        minute = _minute
+        if account is None or event is None or minute == BAD_TIME:
+            return SLOW
+        known = self.known
+        if account not in known or event not in known or account == ROLLUP:
+            return SLOW
+        bval = None
+        breakdowns = self.breakdowns
+        if breakdowns and event in breakdowns:
+            if breakdowns[event] != self.prop or not self.prop_name or _bval is _OTHER:
+                return SLOW
+            bval = _bval
+        if minute == NO_TIME:
+            minute = self.now_minute
+        key = (account, event, minute, bval)
+        if _eid is not None:
+            self.ids.append((account, event, minute, bval, _eid))
+            return QUEUED
+        cells = self.cells
+        cells[key] = cells.get(key, 0) + 1
+        return COUNTED
+
+    def count_one(self, obj: Any) -> int:
+        """Count a decoded event (SLOW, COUNTED or QUEUED), by the same rules."""
+        global _account, _event, _minute, _eid, _bval
+        if type(obj) is not dict:
+            return SLOW
+        d: dict[str, Any] = obj  # typed, so the compiled form calls the C dict API
+        raw = d.get("data")
+        if type(raw) is dict and "account" in raw:
+            src: dict[str, Any] = raw
+            _account = src["account"]
+            _event = d.get("type")
+            if _event is None:
+                _event = d.get("event")
+        else:
+            src = d
+            _account = d.get("account")
+            _event = d.get("event")
+            if _event is None:
+                _event = d.get("type")
+        if type(_account) is not str or type(_event) is not str:
+            return SLOW
+        t = d.get("time")
+        if t is None:
+            _minute = NO_TIME
+        elif type(t) is int:
+            _minute = t // 60 if 0 <= t <= MAX_TIME else BAD_TIME
+        elif type(t) is float:
+            _minute = int(t // 60) if 0.0 <= t <= MAX_TIME else BAD_TIME
+        elif type(t) is str and t.isascii():
+            b = t.encode("ascii")
+            _minute = _time_minute(b, 0, len(b))
+        else:
+            return SLOW
+        _bval = None
+        prop = self.prop
+        if prop and prop in src:
+            v = src[prop]
+            if type(v) is str and len(v) <= MAX_NAME and v.isascii() and v.isprintable():
+                _bval = v
+            elif v is not None:
+                _bval = _OTHER
+        eid = d.get("id")
+        if eid is None:
+            _eid = None
+        elif type(eid) is str and len(eid) <= MAX_NAME:
+            _eid = eid
+        elif type(eid) is int:
+            _eid = str(eid)
+        else:
+            return SLOW
+        return self._take()
+
+
+# The top-level names `_read` takes; a breakdown property named so is not read in place.
+NAME_KINDS = {
+    "type": K_TYPE,
+    "event": K_EVENT,
+    "account": K_ACCOUNT,
+    "data": K_DATA,
+    "time": K_TIME,
+    "seq": K_SEQ,
+    "publisher": K_PUBLISHER,
+    "id": K_ID,
+}
+READ_NAMES = set(NAME_KINDS)
 
 
 def receive(
+    counter: Counter,
     recv: Any,
     limit: int,
     again: type[Exception],
     loads: Any,
     decode_error: type[Exception],
+    unpack: Any,
     bad_json: object,
+    bad_msgpack: object,
     seq_last: dict[Any, int],
     gaps: list[tuple[Any, int, int]],
     out: list[Any],
-    known: set[str],
-    breakdowns: dict[str, str],
-    now_minute: int,
-    pending: dict[tuple[str, str, int, str | None], int],
 ) -> tuple[int, int, bytes | None]:
-    """Receive up to `limit` ZeroMQ messages without blocking; decode them into `out`.
+    """Receive up to `limit` ZeroMQ messages without blocking and count them.
 
-    A frame that is bare JSON or `"<topic> <json>"` is a whole message. Any
-    other frame is returned as `odd` straight away, before the next receive,
-    so the caller can read the rest of a multi-frame message. A payload of
-    the common flat shape is read by `scan` without decoding it into objects;
-    any other is decoded by `loads`, and an undecodable one is appended as
-    `bad_json`. `seq` numbers are checked per publisher (the `publisher` field,
-    else the topic); gaps go to `gaps`. Events `count_cell` can count are
-    counted here; only the others go to `out`.
+    A frame that is bare JSON or msgpack, or `"<topic> <payload>"`, is a whole
+    message. Any other frame is returned as `odd` straight away, before the
+    next receive, so the caller can read the rest of a multi-frame message.
+    A JSON payload is read in place by `_read`; one it cannot read is decoded
+    by `loads`, a msgpack map (its first byte is never one JSON starts with) by
+    `unpack`; an undecodable one is appended as `bad_json` or `bad_msgpack`.
+    `seq` numbers are checked per publisher (the `publisher` field, else the
+    topic); gaps go to `gaps`. What `counter` cannot count goes to `out`.
     Returns (messages, events counted here, odd frame or None).
     """
     n = 0
     counted = 0
     frame: bytes
     topic = b""  # the last topic, reused while frames repeat it
+    prop_name = counter.prop_name
     while n < limit:
         try:
             frame = recv(1)  # zmq.NOBLOCK
@@ -57,43 +226,140 @@ def receive(
             return n, counted, frame
         size = len(frame)
         start = 0
-        if frame[0] not in (LBRACE, LBRACKET):
+        c = frame[0]
+        if c in (LBRACE, LBRACKET) or is_msgpack(c):
+            if topic:
+                topic = b""
+        else:
             sp = _find_space(frame, size)
-            if sp <= 0 or size <= sp + 1 or frame[sp + 1] not in (LBRACE, LBRACKET):
+            if sp < 0 or size <= sp + 1:
+                return n, counted, frame
+            c = frame[sp + 1]
+            if c != LBRACE and c != LBRACKET and not is_msgpack(c):
                 return n, counted, frame
             if not _is(frame, 0, sp, topic):
                 topic = frame[:sp]
             start = sp + 1
-        elif topic:
-            topic = b""
         n += 1
-        fields = scan(frame, start)
-        if fields is not None:
-            seq, pub, account, event, t, plain = fields
-            if seq is not None:
-                next_seq(pub if pub is not None else topic, seq, seq_last, gaps)
-            if plain and count_cell(account, event, t, known, breakdowns, now_minute, pending):
-                counted += 1
+        if c == LBRACE:
+            end = _read(frame, start, size, prop_name)
+            if end >= 0 and _ws(frame, end, size) == size:
+                if _seq is not None:
+                    next_seq(_publisher if _publisher is not None else topic, _seq, seq_last, gaps)
+                r = counter._take()
+                if r == COUNTED:
+                    counted += 1
+                elif r == SLOW:
+                    try:
+                        out.append(loads(frame[start:] if start else frame))
+                    except decode_error:
+                        out.append(bad_json)  # not reached: `_read` checked the syntax
                 continue
         payload = frame[start:] if start else frame
-        try:
-            doc = loads(payload)
-        except decode_error:
-            out.append(bad_json)
-            continue
-        if fields is not None:
-            out.append(doc)  # its seq is tracked above
-        elif type(doc) is list:
+        if c in (LBRACE, LBRACKET):
+            try:
+                doc = loads(payload)
+            except decode_error:
+                out.append(bad_json)
+                continue
+        else:
+            try:
+                doc = unpack(payload)
+            except Exception:  # msgpack raises several kinds, all of them bad input
+                out.append(bad_msgpack)
+                continue
+        if type(doc) is list:
             for obj in doc:
                 track_seq(obj, topic, seq_last, gaps)
                 out.append(obj)
-        else:
-            track_seq(doc, topic, seq_last, gaps)
-            if count_one(doc, known, breakdowns, now_minute, pending):
-                counted += 1
-            else:
-                out.append(doc)
+            continue
+        track_seq(doc, topic, seq_last, gaps)
+        r = counter.count_one(doc)
+        if r == COUNTED:
+            counted += 1
+        elif r == SLOW:
+            out.append(doc)
     return n, counted, None
+
+
+def count_body(counter: Counter, p: bytes, slow: list[tuple[int, bytes]]) -> int:
+    """Count the events of an HTTP body — one JSON event, an array, or NDJSON — in place.
+
+    Returns how many events the body holds; those `counter` could not count are
+    appended to `slow` as (index, their bytes). -1 when the body must be decoded
+    whole (a syntax error in an array, an empty array, not an object): then
+    nothing of it is in `slow`, and `counter`'s cells and ids must be dropped.
+    """
+    n = len(p)
+    i = _ws(p, 0, n)
+    if i >= n:
+        return -1
+    prop_name = counter.prop_name
+    index = 0
+    if p[i] == LBRACKET:
+        i = _ws(p, i + 1, n)
+        if i >= n or p[i] == RBRACKET:
+            return -1
+        while True:
+            start = i
+            end = _read(p, i, n, prop_name)
+            if end >= 0:
+                if counter._take() == SLOW:
+                    slow.append((index, p[start:end]))
+            else:
+                end = _skip_value(p, i, n, 1)
+                if end < 0:
+                    return -1
+                slow.append((index, p[start:end]))
+            index += 1
+            i = _ws(p, end, n)
+            if i >= n:
+                return -1
+            if p[i] == COMMA:
+                i = _ws(p, i + 1, n)
+            elif p[i] == RBRACKET:
+                break
+            else:
+                return -1
+        return index if _ws(p, i + 1, n) == n else -1
+    if p[i] != LBRACE:
+        return -1
+    end = _read(p, i, n, prop_name)
+    if end < 0:
+        return -1
+    if _ws(p, end, n) == n:
+        if counter._take() == SLOW:
+            slow.append((0, p[i:end]))
+        return 1
+    # More after the first object: NDJSON, one event a line (bytes.splitlines' lines).
+    i = 0
+    while i < n:
+        eol = i
+        while eol < n and p[eol] != 10 and p[eol] != 13:
+            eol += 1
+        if not _blank(p, i, eol):
+            start = _ws(p, i, eol)
+            end = _read(p, start, eol, prop_name) if start < eol else -1
+            if end < 0 or _ws(p, end, eol) != eol or counter._take() == SLOW:
+                slow.append((index, p[i:eol]))
+            index += 1
+        i = eol + 2 if eol + 1 < n and p[eol] == 13 and p[eol + 1] == 10 else eol + 1
+    return index
+
+
+def count_objs(counter: Counter, objs: list[Any], slow: list[tuple[int, Any]]) -> int:
+    """Count decoded events; return how many, and append the rest to `slow` as
+    (index, obj). Those queued for de-duplication are in `counter.ids`."""
+    counted = 0
+    i = -1
+    for obj in objs:
+        i += 1
+        r = counter.count_one(obj)
+        if r == COUNTED:
+            counted += 1
+        elif r == SLOW:
+            slow.append((i, obj))
+    return counted
 
 
 def track_seq(
@@ -122,223 +388,569 @@ def next_seq(
     seq_last[key] = seq
 
 
-def count_one(
-    obj: Any,
-    known: set[str],
-    breakdowns: dict[str, str],
-    now_minute: int,
-    pending: dict[tuple[str, str, int, str | None], int],
-) -> bool:
-    """Count `obj` into `pending` if it needs no more checks; False leaves it to `parse`.
+def time_minute(text: bytes) -> int:
+    """The Unix minute of a time in one of the forms `_time_minute` reads, else BAD_TIME."""
+    return _time_minute(text, 0, len(text))
 
-    That is: both names validated before (`known`), an integer or absent time,
-    no id, no breakdown.
+
+# -- reading an event in place ---------------------------------------------------------
+
+
+def _read(p: bytes, i: int, n: int, prop_name: bytes) -> int:
+    """Read the JSON object at p[i:n] into the module state; the index after it, or -1
+    when it needs the decoder.
+
+    The state follows `events.parse`: `_account` and `_event` are `data.account`
+    and `type` (else `event`) when `data` is an object with an `account`, else
+    `account` and `event` (else `type`); None where that is not a plain string.
+    `_minute` is the time's Unix minute, NO_TIME without one, BAD_TIME when the
+    fast path cannot read it. `_bval` is the breakdown property's value (from the
+    same object the account came from), `_eid` the id as text, `_seq` the `seq`
+    integer and `_publisher` the `publisher` string, else None.
     """
-    if type(obj) is not dict:
-        return False
-    d: dict[str, Any] = obj  # typed, so the compiled form calls the C dict API
-    if "id" in d:
-        return False
-    raw = d.get("data")
-    if type(raw) is dict:
-        data: dict[str, Any] = raw
-        account = data.get("account")
-        event = d.get("type")
-    else:
-        account = d.get("account")
-        event = d.get("event")
-    if type(account) is not str or type(event) is not str:
-        return False
-    t = d.get("time")
-    if t is None:
-        t = NO_TIME
-    elif type(t) is not int or not 0 <= t <= MAX_TIME:
-        return False
-    return count_cell(account, event, t, known, breakdowns, now_minute, pending)
-
-
-def count_cell(
-    account: str | None,
-    event: str | None,
-    t: int,
-    known: set[str],
-    breakdowns: dict[str, str],
-    now_minute: int,
-    pending: dict[tuple[str, str, int, str | None], int],
-) -> bool:
-    """Count one event at Unix time `t` (or NO_TIME: now) if both names are known
-    and the event has no breakdown; False leaves it to `parse`."""
-    if (
-        account is None
-        or event is None
-        or t == BAD_TIME
-        or account not in known
-        or event not in known
-        or event in breakdowns
-    ):
-        return False
-    key = (account, event, now_minute if t == NO_TIME else t // 60, None)
-    pending[key] = pending.get(key, 0) + 1
-    return True
-
-
-def count_known(
-    objs: list[Any],
-    known: set[str],
-    breakdowns: dict[str, str],
-    now_minute: int,
-    pending: dict[tuple[str, str, int, str | None], int],
-) -> tuple[int, list[tuple[int, Any]]]:
-    """Count what `count_one` can; return how many, and the rest as `(index, obj)`."""
-    counted = 0
-    slow: list[tuple[int, Any]] = []
-    i = -1
-    for obj in objs:
-        i += 1
-        if count_one(obj, known, breakdowns, now_minute, pending):
-            counted += 1
-        else:
-            slow.append((i, obj))
-    return counted, slow
-
-
-# -- reading the common shape of an event without decoding it ------------------------
-
-RBRACE, QUOTE, COLON, COMMA, MINUS, BACKSLASH = 125, 34, 58, 44, 45, 92
-ZERO, NINE, DOT, LOWER_E, UPPER_E = 48, 57, 46, 101, 69
-# The names `scan` reads, as bits of `seen` (a repeated one sends the frame to orjson).
-K_TYPE, K_EVENT, K_ACCOUNT, K_DATA, K_TIME = 1, 2, 4, 8, 16
-K_SEQ, K_PUBLISHER, K_ID, K_DATA_ACCOUNT = 32, 64, 128, 256
-MAX_DIGITS = 18  # fits a signed 64-bit integer
-_number = 0  # the value of the integer `_number_end` read last
-
-
-def scan(
-    p: bytes, start: int = 0
-) -> tuple[int | None, str | None, str | None, str | None, int, bool] | None:
-    """(seq, publisher, account, event, time, plain) of the JSON event p[start:], read
-    in place.
-
-    Decoding builds two dictionaries and their strings per event; a bus mostly
-    carries one small shape, whose few fields can be read straight from the bytes.
-    This reads a JSON object whose values are ASCII strings without escapes,
-    integers, or (for `data`) one such object, checking its syntax as strictly as
-    a decoder; for anything else (arrays, floats, true/false/null, escapes,
-    non-ASCII text, repeated names, invalid JSON) it returns None and the caller
-    decodes the payload. The fields follow `count_one` and `track_seq`:
-
-    - seq: the `seq` integer, else None; publisher: the `publisher` string, else None;
-    - account and event: `data.account` and `type` when `data` is an object, else
-      `account` and `event`; None where that is not a string;
-    - time: the `time` integer if in range, NO_TIME without one, BAD_TIME otherwise;
-    - plain: no `id` (an event with one needs de-duplication).
-    """
-    n = len(p)
-    i = _ws(p, start, n)
+    global _seq, _publisher, _account, _event, _minute, _eid, _bval
     if i >= n or p[i] != LBRACE:
-        return None
+        return -1
     seen = 0
-    depth = 1
-    kind = 0
-    seq: int | None = None
-    publisher: str | None = None
-    type_: str | None = None
-    event: str | None = None
-    account: str | None = None
-    data_account: str | None = None
-    t = NO_TIME
-    data_object = False
+    seen_data = 0
+    type_: Any = None
+    event: Any = None
+    account: Any = None
+    bval_top: Any = None
+    data_account: Any = None
+    bval_data: Any = None
+    _seq = None
+    _publisher = None
+    _eid = None
+    _minute = NO_TIME
     i = _ws(p, i + 1, n)
     if i < n and p[i] == RBRACE:
-        depth = 0
-        i += 1
-    while depth:
+        _account = _event = _bval = None
+        return i + 1
+    while True:
         # A member: "name": value
         if i >= n or p[i] != QUOTE:
-            return None
+            return -1
         end = _string_end(p, i + 1, n)
-        if end < 0:
-            return None
-        kind = _name_kind(p, i + 1, end, depth)
+        if end >= 0:
+            kind = _name_kind(p, i + 1, end, prop_name)
+        else:
+            end = _skip_string(p, i + 1, n) - 1
+            if end < 0:
+                return -1
+            kind = _escaped_kind(p, i, end, prop_name, 1)
         if kind:
             if seen & kind:
-                return None
+                return -1
             seen |= kind
         i = _ws(p, end + 1, n)
         if i >= n or p[i] != COLON:
-            return None
+            return -1
         i = _ws(p, i + 1, n)
         if i >= n:
-            return None
+            return -1
         c = p[i]
-        if c == QUOTE:
+        if kind == 0 or (kind == K_DATA and c != LBRACE):
+            i = _skip_value(p, i, n, 1)
+        elif kind == K_DATA:
+            i = _read_data(p, i, n, prop_name)
+            seen_data = _number  # what `_read_data` found, as K_ bits
+            data_account = _account
+            bval_data = _bval
+        elif c == QUOTE:
             end = _string_end(p, i + 1, n)
             if end < 0:
-                return None
-            if kind == K_TYPE:
+                if kind != K_PROP:
+                    return -1  # escapes or non-ASCII text where a value is read: decoder
+                bval_top = _OTHER
+                i = _skip_string(p, i + 1, n)
+                end = i - 1
+            if kind == K_TIME:
+                _minute = _time_minute(p, i + 1, end)
+            elif kind == K_TYPE:
                 type_ = p[i + 1 : end].decode("ascii")
             elif kind == K_EVENT:
                 event = p[i + 1 : end].decode("ascii")
             elif kind == K_ACCOUNT:
                 account = p[i + 1 : end].decode("ascii")
-            elif kind == K_DATA_ACCOUNT:
-                data_account = p[i + 1 : end].decode("ascii")
+            elif kind == K_PROP:
+                if bval_top is None:
+                    bval_top = _plain_value(p, i + 1, end)
+            elif kind == K_ID:
+                if end - i - 1 > MAX_NAME:
+                    return -1
+                _eid = p[i + 1 : end].decode("ascii")
             elif kind == K_PUBLISHER:
-                publisher = p[i + 1 : end].decode("ascii")
-            elif kind == K_TIME:
-                t = BAD_TIME  # a date string: `parse` reads it
+                _publisher = p[i + 1 : end].decode("ascii")
             i = end + 1
         elif c == MINUS or ZERO <= c <= NINE:
             end = _number_end(p, i, n)
             if end < 0:
-                return None
-            if kind in (K_TIME, K_SEQ):
-                v = _number
-                if kind == K_SEQ:
-                    seq = v
-                elif 0 <= v <= MAX_TIME:
-                    t = v
-                else:
-                    t = BAD_TIME
+                return -1
+            if kind == K_TIME:
+                _minute = _number_minute(p, i, end)
+            elif kind == K_SEQ:
+                if _integer:
+                    _seq = _number
+            elif kind == K_ID:
+                return -1  # the full parser spells numbers as text
+            elif kind == K_PROP:
+                bval_top = _OTHER
             i = end
-        elif c == LBRACE and kind == K_DATA:
-            data_object = True
-            depth = 2
-            i = _ws(p, i + 1, n)
-            if i < n and p[i] == RBRACE:
-                depth = 1
-                i += 1
-            else:
-                continue
+        elif c == LOWER_N and kind != K_DATA:
+            # null: as if absent (no time is now, no id, no breakdown value).
+            i = _skip_value(p, i, n, 1)
+            if kind in (K_TYPE, K_EVENT):
+                seen &= ~kind
         else:
+            if kind == K_ID:
+                return -1
+            if kind == K_PROP:
+                bval_top = _OTHER
+            elif kind == K_TIME:
+                _minute = BAD_TIME
+            i = _skip_value(p, i, n, 1)
+        if i < 0:
+            return -1
+        # After a value: another member, or the end of the object.
+        i = _ws(p, i, n)
+        if i >= n:
+            return -1
+        if p[i] == COMMA:
+            i = _ws(p, i + 1, n)
+            continue
+        if p[i] != RBRACE:
+            return -1
+        i += 1
+        break
+    if seen & K_DATA and seen_data & K_ACCOUNT:
+        _account = data_account
+        _event = type_ if seen & K_TYPE else event
+        _bval = bval_data
+    else:
+        _account = account
+        _event = event if seen & K_EVENT else type_
+        _bval = bval_top
+    return i
+
+
+def _read_data(p: bytes, i: int, n: int, prop_name: bytes) -> int:
+    """Read the `data` object at p[i] (`account` and the breakdown property); the
+    index after it, or -1. Leaves in `_account` and `_bval` what it read, and in
+    `_number` which of the two it met (K_ACCOUNT, K_PROP bits)."""
+    global _account, _bval, _number
+    seen = 0
+    _account = None
+    _bval = None
+    i = _ws(p, i + 1, n)
+    if i < n and p[i] == RBRACE:
+        _number = 0
+        return i + 1
+    while True:
+        if i >= n or p[i] != QUOTE:
+            return -1
+        end = _string_end(p, i + 1, n)
+        kind = 0
+        if end >= 0:
+            size = end - i - 1
+            if _is(p, i + 1, size, b"account"):
+                kind = K_ACCOUNT
+            elif size and _is(p, i + 1, size, prop_name):
+                kind = K_PROP
+        else:
+            end = _skip_string(p, i + 1, n) - 1
+            if end < 0:
+                return -1
+            kind = _escaped_kind(p, i, end, prop_name, 2)
+        if kind:
+            if seen & kind:
+                return -1
+            seen |= kind
+        i = _ws(p, end + 1, n)
+        if i >= n or p[i] != COLON:
+            return -1
+        i = _ws(p, i + 1, n)
+        if i >= n:
+            return -1
+        if kind == K_ACCOUNT and p[i] == QUOTE:
+            end = _string_end(p, i + 1, n)
+            if end < 0:
+                return -1
+            _account = p[i + 1 : end].decode("ascii")
+            i = end + 1
+        elif kind == K_PROP and p[i] == QUOTE and _string_end(p, i + 1, n) >= 0:
+            end = _string_end(p, i + 1, n)
+            _bval = _plain_value(p, i + 1, end)
+            i = end + 1
+        else:
+            if kind == K_PROP and p[i] != LOWER_N:
+                _bval = _OTHER  # a number, non-ASCII text, ...: the full parser decides
+            i = _skip_value(p, i, n, 2)
+            if i < 0:
+                return -1
+        i = _ws(p, i, n)
+        if i >= n:
+            return -1
+        if p[i] == COMMA:
+            i = _ws(p, i + 1, n)
+            continue
+        if p[i] != RBRACE:
+            return -1
+        _number = seen
+        return i + 1
+
+
+def _plain_value(p: bytes, start: int, end: int) -> Any:
+    """A breakdown value as `events.parse` keeps it: None when too long or holding DEL."""
+    if end - start > MAX_NAME:
+        return None
+    for j in range(start, end):
+        if p[j] == 127:
             return None
-        # After a value: more members, or the end of one or both objects.
+    return p[start:end].decode("ascii")
+
+
+def _name_kind(p: bytes, start: int, end: int, prop_name: bytes) -> int:
+    """Which of the names `_read` takes p[start:end] is (a K_ bit), or 0."""
+    size = end - start
+    if size == 4:
+        if _is(p, start, size, b"type"):
+            return K_TYPE
+        if _is(p, start, size, b"time"):
+            return K_TIME
+        if _is(p, start, size, b"data"):
+            return K_DATA
+    elif size == 7:
+        if _is(p, start, size, b"account"):
+            return K_ACCOUNT
+    elif size == 5:
+        if _is(p, start, size, b"event"):
+            return K_EVENT
+    elif size == 3:
+        if _is(p, start, size, b"seq"):
+            return K_SEQ
+    elif size == 9:
+        if _is(p, start, size, b"publisher"):
+            return K_PUBLISHER
+    elif size == 2 and _is(p, start, size, b"id"):
+        return K_ID
+    if size and _is(p, start, size, prop_name):
+        return K_PROP
+    return 0
+
+
+def _escaped_kind(p: bytes, quote: int, end: int, prop_name: bytes, depth: int) -> int:
+    """`_name_kind` of a name written with escapes or non-ASCII text (rare: decoded)."""
+    name = loads(p[quote : end + 1])
+    if depth == 2:
+        if name == "account":
+            return K_ACCOUNT
+    else:
+        kind = NAME_KINDS.get(name)
+        if kind is not None:
+            return int(kind)
+    return K_PROP if prop_name and name == prop_name.decode() else 0
+
+
+# -- times ----------------------------------------------------------------------------
+
+
+def _number_minute(p: bytes, start: int, end: int) -> int:
+    """The Unix minute of a number of seconds `_number_end` just read, or BAD_TIME."""
+    if _integer:
+        return _number // 60 if 0 <= _number <= MAX_TIME else BAD_TIME
+    t = float(p[start:end])
+    return int(t // 60) if 0.0 <= t <= MAX_TIME else BAD_TIME
+
+
+def _time_minute(p: bytes, s: int, e: int) -> int:
+    """The Unix minute of the time p[s:e], or BAD_TIME for a form it does not read.
+
+    Reads `YYYY-MM-DD[T ]HH:MM:SS[.fraction][Z|±HH:MM|±HHMM]` (RFC 3339 and its
+    common relatives; no offset is UTC) and Ruby's `YYYY-MM-DD HH:MM:SS ±HHMM`,
+    from 1970 UTC on — everything else is for the full parser. Seconds and their
+    fraction never change the minute, so only the calendar is worked out.
+    """
+    if e - s < 19:
+        return BAD_TIME
+    if (
+        p[s + 4] != MINUS
+        or p[s + 7] != MINUS
+        or (p[s + 10] != UPPER_T and p[s + 10] != SPACE)
+        or p[s + 13] != COLON
+        or p[s + 16] != COLON
+    ):
+        return BAD_TIME
+    year = _digits(p, s, 4)
+    month = _digits(p, s + 5, 2)
+    day = _digits(p, s + 8, 2)
+    hour = _digits(p, s + 11, 2)
+    minute = _digits(p, s + 14, 2)
+    second = _digits(p, s + 17, 2)
+    if (year | month | day | hour | minute | second) < 0:
+        return BAD_TIME  # not digits
+    if (
+        year < 1969
+        or not 1 <= month <= 12
+        or day < 1
+        or day > _month_days(year, month)
+        or hour > 23
+        or minute > 59
+        or second > 59
+    ):
+        return BAD_TIME
+    j = s + 19
+    if j < e and p[j] == DOT:
+        j += 1
+        k = j
+        while j < e and ZERO <= p[j] <= NINE:
+            j += 1
+        if j == k or j - k > 9:
+            return BAD_TIME
+    offset = 0
+    if j < e:
+        c = p[j]
+        if c == UPPER_Z:
+            j += 1
+        else:
+            if c == SPACE:
+                # Ruby's Time#to_s: a space, then ±HHMM, after whole seconds.
+                if p[s + 10] != SPACE or j != s + 19 or e - j != 6:
+                    return BAD_TIME
+                j += 1
+                c = p[j]
+            if c != PLUS and c != MINUS:
+                return BAD_TIME
+            oh = _digits(p, j + 1, 2) if j + 3 <= e else -1
+            if j + 6 == e and p[j + 3] == COLON:
+                om = _digits(p, j + 4, 2)
+            elif j + 5 == e:
+                om = _digits(p, j + 3, 2)
+            else:
+                return BAD_TIME
+            if not 0 <= oh <= 23 or not 0 <= om <= 59:
+                return BAD_TIME
+            offset = oh * 60 + om
+            if c == MINUS:
+                offset = -offset
+            j = e
+    if j != e:
+        return BAD_TIME
+    m = _days_from_civil(year, month, day) * 1440 + hour * 60 + minute - offset
+    if m < 0 or m * 60 + second >= MAX_TIME:
+        return BAD_TIME
+    return m
+
+
+def _digits(p: bytes, i: int, count: int) -> int:
+    """The decimal number in p[i:i+count], or -1 if a byte there is not a digit."""
+    v = 0
+    for j in range(i, i + count):
+        c = p[j]
+        if not ZERO <= c <= NINE:
+            return -1
+        v = v * 10 + (c - ZERO)
+    return v
+
+
+def _month_days(year: int, month: int) -> int:
+    if month == 2:
+        return 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28
+    return 30 if month in (4, 6, 9, 11) else 31
+
+
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date, year ≥ 1 (H. Hinnant's)."""
+    if month <= 2:
+        year -= 1
+    era = year // 400
+    yoe = year - era * 400
+    doy = (153 * (month - 3 if month > 2 else month + 9) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+# -- JSON syntax ----------------------------------------------------------------------
+
+
+def _skip_value(p: bytes, i: int, n: int, depth: int) -> int:
+    """The index after the JSON value at p[i], or -1 if it is not valid JSON (or is
+    something only the decoder should judge: lone surrogates, very deep nesting)."""
+    if i >= n:
+        return -1
+    c = p[i]
+    if c == QUOTE:
+        return _skip_string(p, i + 1, n)
+    if c == MINUS or ZERO <= c <= NINE:
+        return _number_end(p, i, n)
+    if c in (LBRACE, LBRACKET):
+        if depth >= MAX_DEPTH:
+            return -1
+        close = RBRACE if c == LBRACE else RBRACKET
+        i = _ws(p, i + 1, n)
+        if i < n and p[i] == close:
+            return i + 1
         while True:
+            if c == LBRACE:
+                if i >= n or p[i] != QUOTE:
+                    return -1
+                i = _skip_string(p, i + 1, n)
+                if i < 0:
+                    return -1
+                i = _ws(p, i, n)
+                if i >= n or p[i] != COLON:
+                    return -1
+                i = _ws(p, i + 1, n)
+            i = _skip_value(p, i, n, depth + 1)
+            if i < 0:
+                return -1
             i = _ws(p, i, n)
             if i >= n:
-                return None
+                return -1
             if p[i] == COMMA:
                 i = _ws(p, i + 1, n)
-                break
-            if p[i] != RBRACE:
-                return None
-            i += 1
-            depth -= 1
-            if depth == 0:
-                break
-    if _ws(p, i, n) != n:
-        return None
-    if data_object:
-        account, event = data_account, type_
-    return seq, publisher, account, event, t, not seen & K_ID
-
-
-def _find_space(p: bytes, n: int) -> int:
-    """The index of the first space in p[:n], or -1."""
-    for i in range(n):
-        if p[i] == 32:
-            return i
+            elif p[i] == close:
+                return i + 1
+            else:
+                return -1
+    if c == LOWER_T:
+        return i + 4 if _is(p, i, min(4, n - i), b"true") else -1
+    if c == LOWER_F:
+        return i + 5 if _is(p, i, min(5, n - i), b"false") else -1
+    if c == LOWER_N:
+        return i + 4 if _is(p, i, min(4, n - i), b"null") else -1
     return -1
+
+
+def _skip_string(p: bytes, i: int, n: int) -> int:
+    """The index after the quote closing the string whose text starts at `i`, or -1
+    for invalid JSON or UTF-8 (and for a \\u escape of a surrogate)."""
+    while i < n:
+        c = p[i]
+        if c == QUOTE:
+            return i + 1
+        if c < 128:
+            if c < 32:
+                return -1
+            if c == BACKSLASH:
+                i += 1
+                if i >= n:
+                    return -1
+                c = p[i]
+                if c == LOWER_U:
+                    v = _hex4(p, i + 1, n)
+                    if v < 0 or 0xD800 <= v <= 0xDFFF:
+                        return -1
+                    i += 4
+                elif not _is_escape(c):
+                    return -1
+            i += 1
+            continue
+        # UTF-8: the lead byte fixes the length and the range of the first continuation.
+        lo = 0x80
+        hi = 0xBF
+        if 0xC2 <= c <= 0xDF:
+            more = 1
+        elif 0xE0 <= c <= 0xEF:
+            more = 2
+            if c == 0xE0:
+                lo = 0xA0
+            elif c == 0xED:
+                hi = 0x9F
+        elif 0xF0 <= c <= 0xF4:
+            more = 3
+            if c == 0xF0:
+                lo = 0x90
+            elif c == 0xF4:
+                hi = 0x8F
+        else:
+            return -1
+        if i + more >= n:
+            return -1
+        c = p[i + 1]
+        if c < lo or c > hi:
+            return -1
+        for j in range(i + 2, i + more + 1):
+            c = p[j]
+            if c < 0x80 or c > 0xBF:
+                return -1
+        i += more + 1
+    return -1
+
+
+def _is_escape(c: int) -> bool:
+    """Whether `\\c` is one of JSON's one-letter escapes."""
+    return c == QUOTE or c == BACKSLASH or c == 47 or c in (98, 102, 110, 114, 116)  # /bfnrt
+
+
+def _hex4(p: bytes, i: int, n: int) -> int:
+    if i + 4 > n:
+        return -1
+    v = 0
+    for j in range(i, i + 4):
+        c = p[j]
+        if ZERO <= c <= NINE:
+            v = v * 16 + (c - ZERO)
+        elif 97 <= c <= 102:
+            v = v * 16 + (c - 87)
+        elif 65 <= c <= 70:
+            v = v * 16 + (c - 55)
+        else:
+            return -1
+    return v
+
+
+def _number_end(p: bytes, i: int, n: int) -> int:
+    """The end of the JSON number at p[i], or -1. An integer of at most MAX_DIGITS
+    digits leaves its value in `_number` and `_integer` set; a number a decoder
+    might find out of range (too many digits, a long exponent) is -1 too."""
+    global _number, _integer
+    negative = p[i] == MINUS
+    if negative:
+        i += 1
+    if i >= n or not ZERO <= p[i] <= NINE:
+        return -1
+    start = i
+    v = 0
+    if p[i] == ZERO:
+        i += 1
+    else:
+        while i < n and ZERO <= p[i] <= NINE:
+            if i - start < MAX_DIGITS:
+                v = v * 10 + (p[i] - ZERO)
+            i += 1
+    digits = i - start
+    if digits > MAX_FLOAT_DIGITS:
+        return -1
+    integer = digits <= MAX_DIGITS
+    if i < n and p[i] == DOT:
+        i += 1
+        k = i
+        while i < n and ZERO <= p[i] <= NINE:
+            i += 1
+        if i == k or i - k > MAX_FLOAT_DIGITS:
+            return -1
+        integer = False
+    if i < n and (p[i] == LOWER_E or p[i] == UPPER_E):
+        i += 1
+        up = True
+        if i < n and (p[i] == PLUS or p[i] == MINUS):
+            up = p[i] == PLUS
+            i += 1
+        k = i
+        exp = 0
+        while i < n and ZERO <= p[i] <= NINE:
+            if exp < 10_000:
+                exp = exp * 10 + (p[i] - ZERO)
+            i += 1
+        # Past about 1e308 a decoder fails (infinity); below, it rounds to zero.
+        if i == k or (up and digits + exp > MAX_FLOAT_DIGITS):
+            return -1
+        integer = False
+    _integer = integer
+    if integer:
+        _number = -v if negative else v
+    return i
 
 
 def _ws(p: bytes, i: int, n: int) -> int:
@@ -349,6 +961,15 @@ def _ws(p: bytes, i: int, n: int) -> int:
             break
         i += 1
     return i
+
+
+def _blank(p: bytes, i: int, end: int) -> bool:
+    """Whether p[i:end] is empty after `bytes.strip()` (ASCII whitespace)."""
+    for j in range(i, end):
+        c = p[j]
+        if c != 32 and not 9 <= c <= 13:
+            return False
+    return True
 
 
 def _string_end(p: bytes, i: int, n: int) -> int:
@@ -364,56 +985,17 @@ def _string_end(p: bytes, i: int, n: int) -> int:
     return -1
 
 
-def _number_end(p: bytes, i: int, n: int) -> int:
-    """The end of a JSON integer starting at `i`, its value left in `_number`; -1 for
-    a fraction, an exponent, a leading zero, more than MAX_DIGITS digits or no number."""
-    global _number
-    negative = p[i] == MINUS
-    if negative:
-        i += 1
-    if i >= n or not ZERO <= p[i] <= NINE:
-        return -1
-    v = 0
-    if p[i] == ZERO:
-        i += 1
-        if i < n and ZERO <= p[i] <= NINE:
-            return -1
-    else:
-        start = i
-        while i < n and ZERO <= p[i] <= NINE:
-            v = v * 10 + (p[i] - ZERO)
-            i += 1
-            if i - start > MAX_DIGITS:
-                return -1
-    if i < n and (p[i] == DOT or p[i] == LOWER_E or p[i] == UPPER_E):
-        return -1
-    _number = -v if negative else v
-    return i
+def _find_space(p: bytes, n: int) -> int:
+    """The index of the first space in p[:n], or -1."""
+    for i in range(n):
+        if p[i] == 32:
+            return i
+    return -1
 
 
-def _name_kind(p: bytes, start: int, end: int, depth: int) -> int:
-    """Which of the names `scan` reads p[start:end] is (a K_ bit), or 0."""
-    size = end - start
-    if depth == 2:
-        return K_DATA_ACCOUNT if _is(p, start, size, b"account") else 0
-    if size == 4:
-        if _is(p, start, size, b"type"):
-            return K_TYPE
-        if _is(p, start, size, b"time"):
-            return K_TIME
-        if _is(p, start, size, b"data"):
-            return K_DATA
-    elif size == 7:
-        return K_ACCOUNT if _is(p, start, size, b"account") else 0
-    elif size == 5:
-        return K_EVENT if _is(p, start, size, b"event") else 0
-    elif size == 3:
-        return K_SEQ if _is(p, start, size, b"seq") else 0
-    elif size == 9:
-        return K_PUBLISHER if _is(p, start, size, b"publisher") else 0
-    elif size == 2:
-        return K_ID if _is(p, start, size, b"id") else 0
-    return 0
+def is_msgpack(c: int) -> bool:
+    """Whether a payload's first byte starts a msgpack map (fixmap, map 16, map 32)."""
+    return 0x80 <= c <= 0x8F or c == 0xDE or c == 0xDF
 
 
 def _is(p: bytes, start: int, size: int, name: bytes) -> bool:

@@ -1,7 +1,8 @@
-"""Where every ingest source hands over decoded events.
+"""Where every ingest source hands over its events.
 
-One place parses, counts, and accounts for rejections (metric + rate-limited
-log line), so HTTP, ZeroMQ and syslog behave the same on bad input.
+One place counts, parses what the fast path passed over, and accounts for
+rejections (metric + rate-limited log line), so HTTP, ZeroMQ and syslog behave
+the same on bad input.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from tallyd.aggregator import Aggregator
-from tallyd.events import Rejected, RejectLog, parse_many
-from tallyd.hotpath import count_known
+from tallyd.events import Cell, Event, Rejected, RejectLog, parse_many
+from tallyd.hotpath import Counter, count_body, count_objs
 from tallyd.metrics import Metrics
 
 
@@ -34,29 +37,64 @@ class Intake:
         # Names that passed full validation once: later events with them take the fast path.
         self.known: set[str] = set()
 
+    def counter(self, now: float, cells: dict[Cell, int] | None = None) -> Counter:
+        """A fast-path counter into `cells` (by default the aggregator's pending cells)."""
+        pending = self.aggregator.pending if cells is None else cells
+        return Counter(self.known, self.breakdowns, int(now // 60), pending, [])
+
     def count_many(self, objs: list[Any], source: str, now: float | None = None) -> Counted:
         """Count decoded events; rejections are logged, metered and returned by index."""
         now = time.time() if now is None else now
-        agg = self.aggregator
-        fast, slow = count_known(objs, self.known, self.breakdowns, int(now // 60), agg.pending)
+        counter = self.counter(now)
+        slow: list[tuple[int, Any]] = []
+        fast = count_objs(counter, objs, slow)
+        return self.settle(source, counter, fast, slow, now)
+
+    def count_body(self, body: bytes, source: str) -> Counted | None:
+        """Count the events of an HTTP body read in place (one event, an array or
+        NDJSON); None when the body must be decoded whole, and nothing was counted."""
+        now = time.time()
+        cells: dict[Cell, int] = {}
+        counter = self.counter(now, cells)
+        raw: list[tuple[int, bytes]] = []
+        if count_body(counter, body, raw) < 0:
+            return None
+        pending = self.aggregator.pending
+        fast = 0
+        for k, v in cells.items():
+            pending[k] = pending.get(k, 0) + v
+            fast += v
+        slow = [(i, _loads(item)) for i, item in raw]
+        return self.settle(source, counter, fast, slow, now)
+
+    def settle(
+        self, source: str, counter: Counter, fast: int, slow: list[tuple[int, Any]], now: float
+    ) -> Counted:
+        """Finish what a fast pass left: the events it queued for de-duplication
+        (`counter.ids`) and those it passed over (`slow`, parsed here)."""
         cells, with_ids, rejected = parse_many(slow, self.breakdowns, now, self.known)
         for _, err in rejected:
             self.reject(source, err)
-        agg.add_cells(cells)
-        added = agg.add_many(with_ids) if with_ids else 0
+        agg = self.aggregator
+        if cells:
+            agg.add_cells(cells)
+        ids: list[Event] = counter.ids + with_ids if with_ids else counter.ids
+        added = agg.add_many(ids) if ids else 0
         accepted = fast + len(cells) + added
         if accepted:
             self.metrics.accept(source, accepted)
-        duplicates = len(with_ids) - added
+            agg.grew()
+        duplicates = len(ids) - added
         self.metrics.duplicates += duplicates
         return Counted(accepted, duplicates, rejected)
-
-    def counted(self, source: str, n: int) -> None:
-        """Account for `n` events a source's fast path counted into `pending` itself."""
-        if n:
-            self.metrics.accept(source, n)
-            self.aggregator.grew()
 
     def reject(self, source: str, err: Rejected) -> None:
         self.metrics.reject(source, err.reason)
         self.reject_log(source, err)
+
+
+def _loads(item: bytes) -> Any:
+    try:
+        return orjson.loads(item)
+    except orjson.JSONDecodeError:
+        return Rejected("invalid_json", "this event is not JSON")

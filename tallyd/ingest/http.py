@@ -41,12 +41,14 @@ def _line(line: bytes) -> Any | Rejected:
 
 async def post_events(intake: Intake, body: bytes, wait: bool) -> Response:
     """Count a body's events; 202 with what was accepted, 400 if none was."""
-    items = decode(body)
     try:
         intake.aggregator.check_capacity()
     except Overloaded as exc:
         raise HTTPError(503, "overloaded", str(exc), [(b"retry-after", b"1")]) from None
-    counted = intake.count_many(items, SOURCE)
+    # Read in place when the body allows it; decoded whole (and its errors told) if not.
+    counted = intake.count_body(body, SOURCE)
+    if counted is None:
+        counted = intake.count_many(decode(body), SOURCE)
     accepted, duplicates, rejected = counted.accepted, counted.duplicates, len(counted.rejected)
     errors = [
         {"index": i, "reason": err.reason, "detail": err.detail}

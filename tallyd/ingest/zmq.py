@@ -1,13 +1,16 @@
 """ZeroMQ ingest: SUB sockets on the event bus (the first seed, SPEC §4).
 
-Frames may be one frame `"<topic> <json>"` (the Bootic publisher's format),
-two frames `[topic, json]`, or bare JSON (an object, or an array of them).
+Frames may be one frame `"<topic> <payload>"` (the Bootic publisher's format;
+the topic may be empty), two frames `[topic, payload]`, or a bare payload. A
+payload is JSON (an object, or an array of them) or a msgpack map, as the
+Bootic bus carried in 2013-14: a msgpack map's first byte is never one a JSON
+text starts with, so each frame says which it is.
 
 The receive loop waits on the asyncio socket, then drains up to a batch of
 messages with non-blocking receives on a synchronous shadow of the same socket:
-one wake-up per batch rather than one future per message. Each batch is decoded
-and counted in one compiled call (`hotpath.receive`), which reads the common
-event shape straight from the frame and hands only the rest to orjson. A pause
+one wake-up per batch rather than one future per message. Each batch is read
+and counted in one compiled call (`hotpath.receive`), which reads JSON events
+straight from the frame and hands only the rest to orjson or msgpack. A pause
 of QUIET_MS after traffic starts a flush, so a burst is stored without waiting
 for the next interval.
 """
@@ -19,18 +22,20 @@ import logging
 import time
 from typing import Any
 
+import msgpack
 import orjson
 import zmq
 import zmq.asyncio
 
 from tallyd.events import Rejected
-from tallyd.hotpath import receive, track_seq
+from tallyd.hotpath import is_msgpack, receive, track_seq
 from tallyd.intake import Intake
 
 log = logging.getLogger("tallyd.zmq")
 
 SOURCE = "zmq"
 BAD_JSON = Rejected("invalid_json", "the frame is not JSON")
+BAD_MSGPACK = Rejected("invalid_msgpack", "the frame is not a msgpack map of text")
 BATCH = 5000
 POLL_MS = 200
 # This long without a message after some is a pause: the flusher writes at once.
@@ -173,28 +178,28 @@ class ZmqSource:
         objs: list[Any] = []
         breaks: list[tuple[Any, int, int]] = []
         received = fast = 0
-        now_minute = int(time.time() // 60)
+        now = time.time()
+        counter = intake.counter(now)
         while received < limit:
             n, counted, odd = receive(
+                counter,
                 sock.recv,
                 limit - received,
                 zmq.Again,
                 orjson.loads,
                 orjson.JSONDecodeError,
+                unpack,
                 BAD_JSON,
+                BAD_MSGPACK,
                 self.seqs.last,
                 breaks,
                 objs,
-                intake.known,
-                intake.breakdowns,
-                now_minute,
-                intake.aggregator.pending,
             )
             received += n
             fast += counted
             if odd is None:
                 break
-            # Not a whole event in one frame: [topic, json] in two frames, or junk.
+            # Not a whole event in one frame: [topic, payload] in two frames, or junk.
             received += 1
             topic, payload = _rest_of_message(sock, odd)
             objs.extend(_decode_one(topic, payload, self.seqs.last, breaks))
@@ -202,9 +207,8 @@ class ZmqSource:
             self.seqs.report(breaks)
         if received:
             self.received += received
-            intake.counted(SOURCE, fast)
-            if objs:
-                intake.count_many(objs, SOURCE)
+            slow = list(enumerate(objs))
+            intake.settle(SOURCE, counter, fast, slow, now)
         return received
 
     async def stop(self) -> None:
@@ -234,6 +238,11 @@ def _rest_of_message(sock: zmq.Socket[bytes], first: bytes) -> tuple[bytes, byte
     return frames[0], frames[1]
 
 
+def unpack(payload: bytes) -> Any:
+    """A msgpack payload (the Bootic bus's format in 2013-14), strings as text."""
+    return msgpack.unpackb(payload, raw=False)
+
+
 def _decode_one(
     topic: bytes,
     payload: bytes | None,
@@ -241,11 +250,17 @@ def _decode_one(
     breaks: list[tuple[Any, int, int]],
 ) -> list[Any]:
     if payload is None:
-        return [Rejected("bad_frames", "expected 1 or 2 frames: topic and JSON")]
-    try:
-        doc = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return [BAD_JSON]
+        return [Rejected("bad_frames", "expected 1 or 2 frames: topic and JSON or msgpack")]
+    if payload[:1] and is_msgpack(payload[0]):
+        try:
+            doc = unpack(payload)
+        except Exception:  # msgpack raises several kinds, all of them bad input
+            return [BAD_MSGPACK]
+    else:
+        try:
+            doc = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return [BAD_JSON]
     docs = doc if type(doc) is list else [doc]
     for obj in docs:
         track_seq(obj, topic, seq_last, breaks)
