@@ -8,6 +8,7 @@ the funnels, the indexes and the rankings — once per flush, not per event.
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 from tallyd.events import Cell
 from tallyd.keys import ROLLUP, KeySpace, escape
@@ -44,6 +45,7 @@ class Expander:
         self._indexed: set[tuple[str, str]] = set()
         self._hours: dict[tuple[str | None, str, int], _HourKeys] = {}
         self._minutes: dict[int, tuple[tuple[str, ...], str, int]] = {}
+        self._day_starts: dict[tuple[str, ...], int] = {}
 
     def _forget_if_large(self) -> None:
         for memory in (self._names, self._indexed, self._minutes):
@@ -60,6 +62,32 @@ class Expander:
             y, m, d, h, mi = self.clock.parts(minute)
             at = self._minutes[minute] = ((y, m, d, h), mi, minute - int(mi))
         return at
+
+    def coarse_minute(self, minute: int) -> int:
+        """The minute to count an event of `minute` at, so that every hash still kept
+        gets the same counts: the first minute of its local day when its day's hash
+        (fields: hours) is past retention, of its local hour when only its hour's
+        hash (fields: minutes) is; else `minute`. Replayed history then makes one
+        cell an hour or a day, not one a minute. What is past retention stays so."""
+        now = time.time()
+        tz = self.clock.tz
+        parts, _, hour = self._hour_of(minute)
+        if kept(self.retention.expires_at(tz, parts), now):
+            return minute
+        day = parts[:3]
+        if kept(self.retention.expires_at(tz, day), now):
+            return hour
+        # Local midnight (where a DST change skips it, the day's first hour instead).
+        start = self._day_starts.get(day)
+        if start is None:
+            midnight = datetime(int(day[0]), int(day[1]), int(day[2]), tzinfo=tz)
+            start = int(midnight.timestamp() // 60)
+            if self._hour_of(start)[0][:3] != day:
+                start = hour
+            if len(self._day_starts) > MEMORY:
+                self._day_starts.clear()
+            self._day_starts[day] = start
+        return start
 
     def build(self, node: str, seq: int, cells: dict[Cell, int]) -> Batch:
         """Every store write for these cells, merged per (key, field).

@@ -24,11 +24,14 @@ cdef class Counter:
     cdef public list ids
     cdef public str prop
     cdef public bytes prop_name
+    cdef public dict coarse
+    cdef public object coarsen
 
     @cython.locals(n=Py_ssize_t, end=Py_ssize_t)
     cpdef int event(self, bytes p, Py_ssize_t start=*)
 
-    @cython.locals(minute=cython.longlong, known=set, breakdowns=dict, cells=dict, key=tuple)
+    @cython.locals(minute=cython.longlong, known=set, breakdowns=dict, cells=dict, key=tuple,
+                   at=object)
     cdef int _take(self)
 
     @cython.locals(d=dict, src=dict, b=bytes)
@@ -42,7 +45,7 @@ cpdef tuple receive(Counter counter, object recv, Py_ssize_t limit, object again
                     dict seq_last, list gaps, list out)
 
 @cython.locals(n=Py_ssize_t, i=Py_ssize_t, start=Py_ssize_t, end=Py_ssize_t, eol=Py_ssize_t,
-               index=Py_ssize_t, prop_name=bytes)
+               index=Py_ssize_t, last=Py_ssize_t, prop_name=bytes)
 cpdef Py_ssize_t count_body(Counter counter, bytes p, list slow) except? -2
 
 @cython.locals(counted=Py_ssize_t, i=Py_ssize_t, r=int)
@@ -57,31 +60,31 @@ cpdef next_seq(object key, object seq, dict seq_last, list gaps)
 cpdef long long time_minute(bytes text) except? -3
 
 @cython.locals(seen=int, seen_data=int, kind=int, c=int, end=Py_ssize_t)
-cdef Py_ssize_t _read(bytes p, Py_ssize_t i, Py_ssize_t n, bytes prop_name) except? -2
+cdef Py_ssize_t _read(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, bytes prop_name) except? -2
 
 @cython.locals(seen=int, kind=int, end=Py_ssize_t, size=Py_ssize_t)
-cdef Py_ssize_t _read_data(bytes p, Py_ssize_t i, Py_ssize_t n, bytes prop_name) except? -2
+cdef Py_ssize_t _read_data(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, bytes prop_name) except? -2
 
 @cython.locals(j=Py_ssize_t)
-cdef object _plain_value(bytes p, Py_ssize_t start, Py_ssize_t end)
+cdef object _plain_value(const unsigned char* p, Py_ssize_t start, Py_ssize_t end)
 
 @cython.locals(kind=object)
-cdef int _escaped_kind(bytes p, Py_ssize_t quote, Py_ssize_t end, bytes prop_name, int depth) except? -1
+cdef int _escaped_kind(const unsigned char* p, Py_ssize_t quote, Py_ssize_t end, bytes prop_name, int depth) except? -1
 
 @cython.locals(size=Py_ssize_t)
-cdef int _name_kind(bytes p, Py_ssize_t start, Py_ssize_t end, bytes prop_name) noexcept
+cdef int _name_kind(const unsigned char* p, Py_ssize_t start, Py_ssize_t end, bytes prop_name) noexcept
 
 @cython.locals(t=double)
-cdef long long _number_minute(bytes p, Py_ssize_t start, Py_ssize_t end) except? -3
+cdef long long _number_minute(const unsigned char* p, Py_ssize_t start, Py_ssize_t end) except? -3
 
 @cython.locals(year=cython.longlong, month=cython.longlong, day=cython.longlong,
                hour=cython.longlong, minute=cython.longlong, second=cython.longlong,
                j=Py_ssize_t, k=Py_ssize_t, c=int, offset=cython.longlong, oh=cython.longlong,
                om=cython.longlong, m=cython.longlong)
-cdef long long _time_minute(bytes p, Py_ssize_t s, Py_ssize_t e) noexcept
+cdef long long _time_minute(const unsigned char* p, Py_ssize_t s, Py_ssize_t e) noexcept
 
 @cython.locals(v=cython.longlong, j=Py_ssize_t, c=int)
-cdef long long _digits(bytes p, Py_ssize_t i, Py_ssize_t count) noexcept
+cdef long long _digits(const unsigned char* p, Py_ssize_t i, Py_ssize_t count) noexcept
 
 cdef long long _month_days(long long year, long long month) noexcept
 
@@ -90,33 +93,33 @@ cdef long long _month_days(long long year, long long month) noexcept
 cdef long long _days_from_civil(long long year, long long month, long long day) noexcept
 
 @cython.locals(c=int, close=int)
-cdef Py_ssize_t _skip_value(bytes p, Py_ssize_t i, Py_ssize_t n, int depth) noexcept
+cdef Py_ssize_t _skip_value(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, int depth) noexcept
 
 @cython.locals(c=int, v=cython.longlong, lo=int, hi=int, more=Py_ssize_t, j=Py_ssize_t)
-cdef Py_ssize_t _skip_string(bytes p, Py_ssize_t i, Py_ssize_t n) noexcept
+cdef Py_ssize_t _skip_string(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept
 
 cdef bint _is_escape(int c) noexcept
 
 @cython.locals(v=cython.longlong, j=Py_ssize_t, c=int)
-cdef long long _hex4(bytes p, Py_ssize_t i, Py_ssize_t n) noexcept
+cdef long long _hex4(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept
 
 @cython.locals(negative=bint, start=Py_ssize_t, v=cython.longlong, digits=Py_ssize_t,
                integer=bint, k=Py_ssize_t, up=bint, exp=Py_ssize_t)
-cdef Py_ssize_t _number_end(bytes p, Py_ssize_t i, Py_ssize_t n) noexcept
+cdef Py_ssize_t _number_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept
 
 @cython.locals(c=int)
-cdef Py_ssize_t _ws(bytes p, Py_ssize_t i, Py_ssize_t n) noexcept
+cdef Py_ssize_t _ws(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept
 
 @cython.locals(j=Py_ssize_t, c=int)
-cdef bint _blank(bytes p, Py_ssize_t i, Py_ssize_t end) noexcept
+cdef bint _blank(const unsigned char* p, Py_ssize_t i, Py_ssize_t end) noexcept
 
 @cython.locals(c=int)
-cdef Py_ssize_t _string_end(bytes p, Py_ssize_t i, Py_ssize_t n) noexcept
+cdef Py_ssize_t _string_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept
 
 @cython.locals(i=Py_ssize_t)
-cdef Py_ssize_t _find_space(bytes p, Py_ssize_t n) noexcept
+cdef Py_ssize_t _find_space(const unsigned char* p, Py_ssize_t n) noexcept
 
 cpdef bint is_msgpack(int c) noexcept
 
 @cython.locals(j=Py_ssize_t)
-cdef bint _is(bytes p, Py_ssize_t start, Py_ssize_t size, bytes name) noexcept
+cdef bint _is(const unsigned char* p, Py_ssize_t start, Py_ssize_t size, bytes name) noexcept

@@ -63,7 +63,8 @@ class Counter:
 
     `known` holds the names the full parser has validated: an event whose account
     and type are both known needs no more checks of them. `now_minute` dates
-    events without a time.
+    events without a time. `coarse` maps an event's minute to the one it is
+    counted at (see `Expander.coarse_minute`), filled by `coarsen` on a miss.
     """
 
     def __init__(
@@ -73,12 +74,16 @@ class Counter:
         now_minute: int,
         cells: dict[tuple[str, str, int, str | None], int],
         ids: list[tuple[str, str, int, str | None, str | None]],
+        coarse: dict[int, int] | None = None,
+        coarsen: Any = None,
     ) -> None:
         self.known = known
         self.breakdowns = breakdowns
         self.now_minute = now_minute
         self.cells = cells
         self.ids = ids
+        self.coarse = coarse
+        self.coarsen = coarsen
         # One breakdown property is read in place; with several, those events go slow.
         props = set(breakdowns.values())
         prop = props.pop() if len(props) == 1 else ""
@@ -111,6 +116,13 @@ class Counter:
             bval = _bval
         if minute == NO_TIME:
             minute = self.now_minute
+        elif self.coarse is not None:
+            # History past the minute (or hour) retention is counted at its hour's
+            # (or day's) first minute: one cell where there would be sixty.
+            at = self.coarse.get(minute)
+            if at is None:
+                at = self.coarse[minute] = self.coarsen(minute)
+            minute = at
         key = (account, event, minute, bval)
         if _eid is not None:
             self.ids.append((account, event, minute, bval, _eid))
@@ -331,7 +343,15 @@ def count_body(counter: Counter, p: bytes, slow: list[tuple[int, bytes]]) -> int
         if counter._take() == SLOW:
             slow.append((0, p[i:end]))
         return 1
-    # More after the first object: NDJSON, one event a line (bytes.splitlines' lines).
+    # More after the first object: NDJSON, one event a line (bytes.splitlines' lines),
+    # if a line break separates them; else the body is just not JSON.
+    last = n
+    while last > 0 and _blank(p, last - 1, last):
+        last -= 1
+    while i < last and p[i] != 10:
+        i += 1
+    if i == last:
+        return -1
     i = 0
     while i < n:
         eol = i

@@ -18,6 +18,9 @@ from tallyd.events import Cell, Event, Rejected, RejectLog, parse_many
 from tallyd.hotpath import Counter, count_body, count_objs
 from tallyd.metrics import Metrics
 
+MAX_COARSE = 100_000
+COARSE_RENEW = 60.0
+
 
 @dataclass
 class Counted:
@@ -36,11 +39,26 @@ class Intake:
         self.reject_log = RejectLog()
         # Names that passed full validation once: later events with them take the fast path.
         self.known: set[str] = set()
+        # Event minute → the minute it is counted at (`Expander.coarse_minute`). Past
+        # retention stays past, but what is kept today may not be tomorrow: renewed.
+        self._coarse: dict[int, int] = {}
+        self._coarse_until = 0.0
 
     def counter(self, now: float, cells: dict[Cell, int] | None = None) -> Counter:
         """A fast-path counter into `cells` (by default the aggregator's pending cells)."""
-        pending = self.aggregator.pending if cells is None else cells
-        return Counter(self.known, self.breakdowns, int(now // 60), pending, [])
+        agg = self.aggregator
+        if now >= self._coarse_until or len(self._coarse) > MAX_COARSE:
+            self._coarse = {}
+            self._coarse_until = now + COARSE_RENEW
+        return Counter(
+            self.known,
+            self.breakdowns,
+            int(now // 60),
+            agg.pending if cells is None else cells,
+            [],
+            self._coarse,
+            agg.expander.coarse_minute,
+        )
 
     def count_many(self, objs: list[Any], source: str, now: float | None = None) -> Counted:
         """Count decoded events; rejections are logged, metered and returned by index."""
