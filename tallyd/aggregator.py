@@ -12,7 +12,6 @@ cells, so memory grows with distinct cells, not with events.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -27,6 +26,9 @@ from tallyd.stores.base import Batch, Store
 log = logging.getLogger("tallyd.aggregator")
 
 PRUNE_EVERY = 60.0
+# New cells stopped coming this long ago: write them now (see `_until_flush`).
+QUIET = 0.02
+IDLE = 0.05
 # Bounds on the memory of visitors already sent (see `add_unique`).
 MAX_SENT_KEYS = 100_000
 MAX_SENT_PER_KEY = 1_000
@@ -68,6 +70,7 @@ class Aggregator:
         self._inflight_seq = 0
         self._inflight: Batch | None = None
         self._wake = asyncio.Event()
+        self._grown_at = 0.0
         # (seq, future): resolved once the batch numbered seq is in the store.
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._stopping = False
@@ -99,17 +102,9 @@ class Aggregator:
         self.grew()
 
     def grew(self) -> None:
-        """Start a flush early once the pending cells make a large batch."""
+        """Note new cells; start a flush early once they make a large batch."""
+        self._grown_at = time.monotonic()
         if len(self.pending) >= self.max_batch_cells:
-            self._wake.set()
-
-    def quiet(self) -> None:
-        """A source's traffic has paused: write what it brought now, not at the interval.
-
-        A burst's last events would otherwise wait up to `flush_interval` for the
-        next tick; a pause is the cheapest moment to write them.
-        """
-        if self.pending or self.uniques:
             self._wake.set()
 
     def add_many(self, events: Iterable[Event]) -> int:
@@ -254,8 +249,7 @@ class Aggregator:
         backoff = 0.0
         next_prune = time.monotonic() + PRUNE_EVERY
         while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.flush_interval + backoff)
+            await self._until_flush(self.flush_interval + backoff, quiet=not backoff)
             self._wake.clear()
             if self._stopping:
                 break
@@ -268,6 +262,26 @@ class Aggregator:
             except Exception as exc:
                 backoff = min(max(backoff * 2, 0.1), 5.0)
                 log.error("flush failed, retrying in %.1fs: %s", backoff, exc)
+
+    async def _until_flush(self, interval: float, quiet: bool) -> None:
+        """Wait out the interval, unless woken, or (`quiet`) unless new cells stop
+        coming for QUIET seconds: a burst's last events would otherwise wait up to
+        the interval, and a pause in any source is the cheapest moment to write."""
+        deadline = time.monotonic() + interval
+        while True:
+            now = time.monotonic()
+            timeout = deadline - now
+            if quiet:
+                # Until cells arrive, look again now and then (they do not wake us).
+                pause = self._grown_at + QUIET - now if self.pending or self.uniques else IDLE
+                timeout = min(timeout, pause)
+            if timeout <= 0:
+                return
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+                return
+            except TimeoutError:
+                continue
 
     def stop(self) -> None:
         self._stopping = True

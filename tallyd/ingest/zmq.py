@@ -10,9 +10,7 @@ The receive loop waits on the asyncio socket, then drains up to a batch of
 messages with non-blocking receives on a synchronous shadow of the same socket:
 one wake-up per batch rather than one future per message. Each batch is read
 and counted in one compiled call (`hotpath.receive`), which reads JSON events
-straight from the frame and hands only the rest to orjson or msgpack. A pause
-of QUIET_MS after traffic starts a flush, so a burst is stored without waiting
-for the next interval.
+straight from the frame and hands only the rest to orjson or msgpack.
 """
 
 from __future__ import annotations
@@ -38,8 +36,6 @@ BAD_JSON = Rejected("invalid_json", "the frame is not JSON")
 BAD_MSGPACK = Rejected("invalid_msgpack", "the frame is not a msgpack map of text")
 BATCH = 5000
 POLL_MS = 200
-# This long without a message after some is a pause: the flusher writes at once.
-QUIET_MS = 20
 
 
 def endpoint(text: str) -> str:
@@ -146,7 +142,6 @@ class ZmqSource:
     async def _run(self) -> None:
         assert self._sock is not None
         agg = self.intake.aggregator
-        busy = False  # received since the last pause
         while not self._stopping:
             if agg.behind():
                 # Backpressure: the bus queues (to the high-water mark) while the store
@@ -154,13 +149,9 @@ class ZmqSource:
                 await asyncio.sleep(0.01)
                 continue
             try:
-                if not await self._sock.poll(QUIET_MS if busy else POLL_MS):
-                    if busy:
-                        agg.quiet()
-                    busy = False
+                if not await self._sock.poll(POLL_MS):
                     continue
                 received = self._drain(BATCH)
-                busy = busy or received > 0
                 if received == BATCH:
                     await asyncio.sleep(0)  # a full batch: let HTTP and the flusher run
             except zmq.ZMQError as exc:
