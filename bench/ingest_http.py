@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from statistics import median
 
 import orjson
 
@@ -107,26 +108,41 @@ def main() -> None:
     rows: list[tuple[str, str]] = []
     figures: dict[str, object] = {}
     ratios: dict[str, float] = {}
+    rounds = 3 if args.quick else 5
     for shape in shapes:
         p = "" if shape == "realistic" else f"{shape}_"
         payloads, counts = bodies(shape, total)
-        ceiling = max(decode_rate(payloads) for _ in range(3))
-        posted, elapsed = post_until_counted(payloads, counts)
+        # The machine is shared and noisy: the reference and tallyd alternate within
+        # each round, each ratio is taken within its round, and the median is reported.
+        ceilings: list[float] = []
+        runs: list[tuple[float, float]] = []
+        for _ in range(rounds):
+            ceilings.append(decode_rate(payloads))
+            runs.append(post_until_counted(payloads, counts))
+        vs = [total / e / c for (_, e), c in zip(runs, ceilings, strict=True)]
+        ratio = median(vs)
+        ceiling = median(ceilings)
+        posted, elapsed = sorted(runs, key=lambda r: r[1])[len(runs) // 2]
         rate = total / elapsed
         figures |= {
             f"{p}events": total,
+            f"{p}rounds": rounds,
             f"{p}mean_body_bytes": round(sum(map(len, payloads)) / len(payloads)),
             f"{p}events_per_s": round(rate),
             f"{p}post_seconds": round(posted, 3),
             f"{p}until_counted_seconds": round(elapsed, 3),
             f"{p}decode_ceiling_per_s": round(ceiling),
+            f"{p}vs_decode_spread": f"{min(vs):.3f}-{max(vs):.3f}",
         }
-        ratios[f"{p}vs_decode"] = round(rate / ceiling, 3)
+        ratios[f"{p}vs_decode"] = round(ratio, 3)
         rows += [
             (f"{shape} bodies", f"{total:,} events in bodies of {PER_BODY:,}, 4 connections"),
-            ("  tallyd, posted until counted", f"{rate:,.0f} events/s ({elapsed:.2f} s)"),
-            ("  bare orjson decode (reference)", f"{ceiling:,.0f} events/s"),
-            (f"  {p}vs_decode", f"{rate / ceiling:.3f} (target ≥ 0.5)"),
+            ("  tallyd, posted until counted", f"{rate:,.0f} events/s ({elapsed:.2f} s, median)"),
+            ("  bare orjson decode (reference)", f"{ceiling:,.0f} events/s (median)"),
+            (
+                f"  {p}vs_decode",
+                f"{ratio:.3f} (median of {rounds}: {min(vs):.3f}-{max(vs):.3f}; target ≥ 0.5)",
+            ),
         ]
     report("ingest_http", rows, figures, ratios)
 
