@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import time
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from tallyd.events import Cell
 from tallyd.expand import Expander
 from tallyd.keys import KeySpace
@@ -108,3 +111,56 @@ def test_index_entries_and_expiries_are_written_once() -> None:
     second = expander.build("n", 2, cells)
     assert second.counters == first.counters  # counts are always written
     assert not any(second.indexes.values()) and not second.expire_at
+
+
+ZONES = ["UTC", "Europe/Madrid", "Asia/Kolkata", "America/Havana", "Australia/Lord_Howe"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(ZONES),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b"]),
+            st.sampled_from(["order", "pv"]),
+            # From 2012 to about now: past both retentions, past minutes only, kept.
+            st.integers(22_000_000, int(time.time() // 60)),
+            st.sampled_from([None, "paid"]),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+)
+def test_coarse_minutes_change_no_key_that_is_written(zone: str, cells: list[Cell]) -> None:
+    # An event counted at `coarse_minute` instead of its own minute changes nothing a
+    # store is given: only hashes past retention, which are never written, differ.
+    expander = Expander(KeySpace(""), Clock(zone), Retention())
+    fine: dict[Cell, int] = {}
+    coarse: dict[Cell, int] = {}
+    for account, event, minute, bval in cells:
+        at = expander.coarse_minute(minute)
+        assert at <= minute and Clock(zone).parts(at)[:3] == Clock(zone).parts(minute)[:3]
+        fine[account, event, minute, bval] = fine.get((account, event, minute, bval), 0) + 1
+        key = (account, event, at, bval)
+        coarse[key] = coarse.get(key, 0) + 1
+    a = Expander(KeySpace(""), Clock(zone), Retention()).build("n", 1, fine)
+    b = Expander(KeySpace(""), Clock(zone), Retention()).build("n", 1, coarse)
+    assert (a.counters, a.indexes, a.rankings, a.expire_at) == (
+        b.counters,
+        b.indexes,
+        b.rankings,
+        b.expire_at,
+    )
+
+
+def test_coarse_minutes() -> None:
+    expander = Expander(KeySpace(""), Clock("Asia/Kolkata"), Retention())
+    now = int(time.time() // 60)
+    assert expander.coarse_minute(now - 60) == now - 60  # kept: its own minute
+    month_ago = now - 30 * 1440
+    hour_start = expander.coarse_minute(month_ago)  # past minutes only: its hour's first
+    assert Clock("Asia/Kolkata").parts(hour_start)[4] == "00"
+    assert 0 <= month_ago - hour_start < 60
+    day_start = expander.coarse_minute(MINUTE)  # 2013: its local day's first minute
+    assert Clock("Asia/Kolkata").parts(day_start)[3:] == ("00", "00")
+    assert Expander(KeySpace(""), Clock("UTC"), Retention(0, 0)).coarse_minute(MINUTE) == MINUTE
