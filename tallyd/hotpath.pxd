@@ -15,6 +15,7 @@ cdef long long _number
 cdef bint _integer
 cdef object _seq, _publisher, _account, _event, _eid, _bval, _OTHER
 cdef long long _minute
+cdef int _kind
 
 cdef class Counter:
     cdef public set known
@@ -62,7 +63,7 @@ cpdef long long time_minute(bytes text) except? -3
 @cython.locals(seen=int, seen_data=int, kind=int, c=int, end=Py_ssize_t)
 cdef Py_ssize_t _read(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, bytes prop_name) except? -2
 
-@cython.locals(seen=int, kind=int, end=Py_ssize_t, size=Py_ssize_t)
+@cython.locals(seen=int, kind=int, end=Py_ssize_t)
 cdef Py_ssize_t _read_data(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, bytes prop_name) except? -2
 
 @cython.locals(j=Py_ssize_t)
@@ -71,8 +72,13 @@ cdef object _plain_value(const unsigned char* p, Py_ssize_t start, Py_ssize_t en
 @cython.locals(kind=object)
 cdef int _escaped_kind(const unsigned char* p, Py_ssize_t quote, Py_ssize_t end, bytes prop_name, int depth) except? -1
 
+@cython.locals(end=Py_ssize_t)
+cdef Py_ssize_t _member(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, bytes prop_name,
+                        int depth) except? -2
+
 @cython.locals(size=Py_ssize_t)
-cdef int _name_kind(const unsigned char* p, Py_ssize_t start, Py_ssize_t end, bytes prop_name) noexcept
+cdef int _name_kind(const unsigned char* p, Py_ssize_t start, Py_ssize_t end, bytes prop_name,
+                    int depth) noexcept
 
 @cython.locals(t=double)
 cdef long long _number_minute(const unsigned char* p, Py_ssize_t start, Py_ssize_t end) except? -3

@@ -53,6 +53,7 @@ _event: Any = None
 _minute = NO_TIME
 _eid: Any = None
 _bval: Any = None
+_kind = 0  # which name `_member` read last
 # A breakdown value the full parser must judge (a number, non-ASCII text, ...).
 _OTHER: Any = object()
 
@@ -449,26 +450,14 @@ def _read(p: bytes, i: int, n: int, prop_name: bytes) -> int:
         return i + 1
     while True:
         # A member: "name": value
-        if i >= n or p[i] != QUOTE:
+        i = _member(p, i, n, prop_name, 1)
+        if i < 0:
             return -1
-        end = _string_end(p, i + 1, n)
-        if end >= 0:
-            kind = _name_kind(p, i + 1, end, prop_name)
-        else:
-            end = _skip_string(p, i + 1, n) - 1
-            if end < 0:
-                return -1
-            kind = _escaped_kind(p, i, end, prop_name, 1)
+        kind = _kind
         if kind:
             if seen & kind:
                 return -1
             seen |= kind
-        i = _ws(p, end + 1, n)
-        if i >= n or p[i] != COLON:
-            return -1
-        i = _ws(p, i + 1, n)
-        if i >= n:
-            return -1
         c = p[i]
         if kind == 0 or (kind == K_DATA and c != LBRACE):
             i = _skip_value(p, i, n, 1)
@@ -567,31 +556,14 @@ def _read_data(p: bytes, i: int, n: int, prop_name: bytes) -> int:
         _number = 0
         return i + 1
     while True:
-        if i >= n or p[i] != QUOTE:
+        i = _member(p, i, n, prop_name, 2)
+        if i < 0:
             return -1
-        end = _string_end(p, i + 1, n)
-        kind = 0
-        if end >= 0:
-            size = end - i - 1
-            if _is(p, i + 1, size, b"account"):
-                kind = K_ACCOUNT
-            elif size and _is(p, i + 1, size, prop_name):
-                kind = K_PROP
-        else:
-            end = _skip_string(p, i + 1, n) - 1
-            if end < 0:
-                return -1
-            kind = _escaped_kind(p, i, end, prop_name, 2)
+        kind = _kind
         if kind:
             if seen & kind:
                 return -1
             seen |= kind
-        i = _ws(p, end + 1, n)
-        if i >= n or p[i] != COLON:
-            return -1
-        i = _ws(p, i + 1, n)
-        if i >= n:
-            return -1
         if kind == K_ACCOUNT and p[i] == QUOTE:
             end = _string_end(p, i + 1, n)
             if end < 0:
@@ -630,10 +602,35 @@ def _plain_value(p: bytes, start: int, end: int) -> Any:
     return p[start:end].decode("ascii")
 
 
-def _name_kind(p: bytes, start: int, end: int, prop_name: bytes) -> int:
-    """Which of the names `_read` takes p[start:end] is (a K_ bit), or 0."""
+def _member(p: bytes, i: int, n: int, prop_name: bytes, depth: int) -> int:
+    """Read a member's `"name":` at p[i] (in the event, depth 1, or in its `data`,
+    depth 2); the index of its value, or -1. Which name it is goes to `_kind`."""
+    global _kind
+    if i >= n or p[i] != QUOTE:
+        return -1
+    end = _string_end(p, i + 1, n)
+    if end >= 0:
+        _kind = _name_kind(p, i + 1, end, prop_name, depth)
+    else:
+        end = _skip_string(p, i + 1, n) - 1
+        if end < 0:
+            return -1
+        _kind = _escaped_kind(p, i, end, prop_name, depth)
+    i = _ws(p, end + 1, n)
+    if i >= n or p[i] != COLON:
+        return -1
+    i = _ws(p, i + 1, n)
+    return i if i < n else -1
+
+
+def _name_kind(p: bytes, start: int, end: int, prop_name: bytes, depth: int) -> int:
+    """Which of the names `_read` takes (depth 1) or `_read_data` takes (depth 2)
+    p[start:end] is (a K_ bit), or 0."""
     size = end - start
-    if size == 4:
+    if depth == 2:
+        if _is(p, start, size, b"account"):
+            return K_ACCOUNT
+    elif size == 4:
         if _is(p, start, size, b"type"):
             return K_TYPE
         if _is(p, start, size, b"time"):
