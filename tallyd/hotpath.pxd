@@ -8,14 +8,23 @@ cdef long long NO_TIME, BAD_TIME
 cdef int LBRACE, RBRACE, LBRACKET, RBRACKET, QUOTE, COLON, COMMA
 cdef int MINUS, PLUS, BACKSLASH, SPACE, DOT, LOWER_E, UPPER_E
 cdef int ZERO, NINE, LOWER_T, LOWER_F, LOWER_N, LOWER_U, UPPER_T, UPPER_Z
+cdef bytes _PLAIN
+cdef const unsigned char* _PLAIN_T
 cdef Py_ssize_t MAX_DIGITS, MAX_FLOAT_DIGITS
 cdef int K_TYPE, K_EVENT, K_ACCOUNT, K_DATA, K_TIME, K_SEQ, K_PUBLISHER, K_ID, K_PROP
 
 cdef long long _number
 cdef bint _integer
-cdef object _seq, _publisher, _account, _event, _eid, _bval, _OTHER
+cdef object _seq, _publisher, _eid, _bval, _OTHER
 cdef long long _minute
 cdef int _kind
+cdef Py_ssize_t _acc_s, _acc_e, _ev_s, _ev_e
+cdef Py_ssize_t NAME_SLOTS
+cdef unsigned int FNV_BASIS, FNV_PRIME, MASK32
+
+cdef class NameCache:
+    cdef public list bytes
+    cdef public list text
 
 cdef class Counter:
     cdef public set known
@@ -27,15 +36,22 @@ cdef class Counter:
     cdef public bytes prop_name
     cdef public dict coarse
     cdef public object coarsen
+    cdef list _name_bytes
+    cdef list _name_text
 
     @cython.locals(n=Py_ssize_t, end=Py_ssize_t)
     cpdef int event(self, bytes p, Py_ssize_t start=*)
 
-    @cython.locals(minute=cython.longlong, known=set, breakdowns=dict, cells=dict, key=tuple,
-                   at=object)
-    cdef int _take(self)
+    @cython.locals(account=object, event=object)
+    cdef int _take(self, const unsigned char* p) except? -1
 
-    @cython.locals(d=dict, src=dict, b=bytes)
+    @cython.locals(h=cython.uint, j=Py_ssize_t, slot=Py_ssize_t, cached=object, text=str)
+    cdef object _known(self, const unsigned char* p, Py_ssize_t start, Py_ssize_t end)
+
+    @cython.locals(minute=cython.longlong, breakdowns=dict, cells=dict, key=tuple, at=object)
+    cdef int _count(self, object account, object event) except? -1
+
+    @cython.locals(d=dict, src=dict, b=bytes, known=set)
     cpdef int count_one(self, object obj)
 
 @cython.locals(n=Py_ssize_t, counted=Py_ssize_t, sp=Py_ssize_t, size=Py_ssize_t,

@@ -37,6 +37,9 @@ LBRACE, RBRACE, LBRACKET, RBRACKET, QUOTE, COLON, COMMA = 123, 125, 91, 93, 34, 
 MINUS, PLUS, BACKSLASH, SPACE, DOT, LOWER_E, UPPER_E = 45, 43, 92, 32, 46, 101, 69
 ZERO, NINE, UPPER_T, UPPER_Z = 48, 57, 84, 90
 LOWER_T, LOWER_F, LOWER_N, LOWER_U = 116, 102, 110, 117
+# The bytes a JSON string holds as they are: printable ASCII but the quote and backslash.
+_PLAIN = bytes(32 <= c < 128 and c not in (QUOTE, BACKSLASH) for c in range(256))
+_PLAIN_T = _PLAIN  # compiled: a C pointer into it
 MAX_DIGITS = 18  # an integer that fits a signed 64-bit integer
 MAX_FLOAT_DIGITS = 300  # digits before the point, exponent included: never infinity
 # The names `_read` takes, as bits of a `seen` mask (a repeated one goes to the decoder).
@@ -48,12 +51,11 @@ _number = 0  # the value of the number `_number_end` read last, when `_integer`
 _integer = False
 _seq: Any = None
 _publisher: Any = None
-_account: Any = None
-_event: Any = None
 _minute = NO_TIME
 _eid: Any = None
 _bval: Any = None
 _kind = 0  # which name `_member` read last
+_acc_s = _acc_e = _ev_s = _ev_e = -1  # where `_read` found the account and event
 # A breakdown value the full parser must judge (a number, non-ASCII text, ...).
 _OTHER: Any = object()
 
@@ -66,6 +68,7 @@ class Counter:
     and type are both known needs no more checks of them. `now_minute` dates
     events without a time. `coarse` maps an event's minute to the one it is
     counted at (see `Expander.coarse_minute`), filled by `coarsen` on a miss.
+    `names` caches known names by their bytes (see `_known`).
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class Counter:
         ids: list[tuple[str, str, int, str | None, str | None]],
         coarse: dict[int, int] | None = None,
         coarsen: Any = None,
+        names: NameCache | None = None,
     ) -> None:
         self.known = known
         self.breakdowns = breakdowns
@@ -85,6 +89,10 @@ class Counter:
         self.ids = ids
         self.coarse = coarse
         self.coarsen = coarsen
+        # Names seen before (see `_known`); it must serve this `known` set only.
+        cache = NameCache() if names is None else names
+        self._name_bytes = cache.bytes
+        self._name_text = cache.text
         # One breakdown property is read in place; with several, those events go slow.
         props = set(breakdowns.values())
         prop = props.pop() if len(props) == 1 else ""
@@ -97,18 +105,45 @@ class Counter:
         end = _read(p, _ws(p, start, n), n, self.prop_name)
         if end < 0 or _ws(p, end, n) != n:
             return SLOW
-        return self._take()
+        return self._take(p)
 
-    def _take(self) -> int:
-        """Count the event `_read` read last, if it needs no more checks."""
-        account = _account
-        event = _event
+    def _take(self, p: bytes) -> int:
+        """Count the event `_read` read last from `p`, if it needs no more checks."""
+        if _acc_s < 0 or _ev_s < 0 or _minute == BAD_TIME:
+            return SLOW
+        account = self._known(p, _acc_s, _acc_e)
+        if account is None:
+            return SLOW
+        event = self._known(p, _ev_s, _ev_e)
+        if event is None:
+            return SLOW
+        return self._count(account, event)
+
+    def _known(self, p: bytes, start: int, end: int) -> str | None:
+        """The name p[start:end] if `known` holds it, else None.
+
+        A small cache keyed by the name's bytes hands back the very string object
+        seen before: no decoding, and its hash is already worked out for the set
+        and the cells' keys. Only known names enter it (and a name, once valid,
+        stays valid), so a hit needs no more checks.
+        """
+        h = FNV_BASIS  # FNV-1a, 32 bits
+        for j in range(start, end):
+            h = ((h ^ p[j]) * FNV_PRIME) & MASK32
+        slot = h & (NAME_SLOTS - 1)
+        cached = self._name_bytes[slot]
+        if cached is not None and _is(p, start, end - start, cached):
+            return self._name_text[slot]
+        text = p[start:end].decode("ascii")
+        if text not in self.known or text == ROLLUP:
+            return None
+        self._name_bytes[slot] = p[start:end]
+        self._name_text[slot] = text
+        return text
+
+    def _count(self, account: str, event: str) -> int:
+        """Count the event `_read` or `count_one` read last, by the names given."""
         minute = _minute
-        if account is None or event is None or minute == BAD_TIME:
-            return SLOW
-        known = self.known
-        if account not in known or event not in known or account == ROLLUP:
-            return SLOW
         bval = None
         breakdowns = self.breakdowns
         if breakdowns and event in breakdowns:
@@ -134,24 +169,27 @@ class Counter:
 
     def count_one(self, obj: Any) -> int:
         """Count a decoded event (SLOW, COUNTED or QUEUED), by the same rules."""
-        global _account, _event, _minute, _eid, _bval
+        global _minute, _eid, _bval
         if type(obj) is not dict:
             return SLOW
         d: dict[str, Any] = obj  # typed, so the compiled form calls the C dict API
         raw = d.get("data")
         if type(raw) is dict and "account" in raw:
             src: dict[str, Any] = raw
-            _account = src["account"]
-            _event = d.get("type")
-            if _event is None:
-                _event = d.get("event")
+            account = src["account"]
+            event = d.get("type")
+            if event is None:
+                event = d.get("event")
         else:
             src = d
-            _account = d.get("account")
-            _event = d.get("event")
-            if _event is None:
-                _event = d.get("type")
-        if type(_account) is not str or type(_event) is not str:
+            account = d.get("account")
+            event = d.get("event")
+            if event is None:
+                event = d.get("type")
+        if type(account) is not str or type(event) is not str:
+            return SLOW
+        known = self.known
+        if account not in known or event not in known or account == ROLLUP:
             return SLOW
         t = d.get("time")
         if t is None:
@@ -182,7 +220,20 @@ class Counter:
             _eid = str(eid)
         else:
             return SLOW
-        return self._take()
+        return self._count(account, event)
+
+
+class NameCache:
+    """The slots of `Counter._known`'s cache, for the Counters of one `known` set:
+    a name once valid stays valid, so what one Counter learnt holds for the next."""
+
+    def __init__(self) -> None:
+        self.bytes: list[bytes | None] = [None] * NAME_SLOTS
+        self.text: list[str | None] = [None] * NAME_SLOTS
+
+
+NAME_SLOTS = 4096  # a power of two
+FNV_BASIS, FNV_PRIME, MASK32 = 2166136261, 16777619, 0xFFFFFFFF
 
 
 # The top-level names `_read` takes; a breakdown property named so is not read in place.
@@ -259,7 +310,7 @@ def receive(
             if end >= 0 and _ws(frame, end, size) == size:
                 if _seq is not None:
                     next_seq(_publisher if _publisher is not None else topic, _seq, seq_last, gaps)
-                r = counter._take()
+                r = counter._take(frame)
                 if r == COUNTED:
                     counted += 1
                 elif r == SLOW:
@@ -317,7 +368,7 @@ def count_body(counter: Counter, p: bytes, slow: list[tuple[int, bytes]]) -> int
             start = i
             end = _read(p, i, n, prop_name)
             if end >= 0:
-                if counter._take() == SLOW:
+                if counter._take(p) == SLOW:
                     slow.append((index, p[start:end]))
             else:
                 end = _skip_value(p, i, n, 1)
@@ -341,7 +392,7 @@ def count_body(counter: Counter, p: bytes, slow: list[tuple[int, bytes]]) -> int
     if end < 0:
         return -1
     if _ws(p, end, n) == n:
-        if counter._take() == SLOW:
+        if counter._take(p) == SLOW:
             slow.append((0, p[i:end]))
         return 1
     # More after the first object: NDJSON, one event a line (bytes.splitlines' lines),
@@ -361,7 +412,7 @@ def count_body(counter: Counter, p: bytes, slow: list[tuple[int, bytes]]) -> int
         if not _blank(p, i, eol):
             start = _ws(p, i, eol)
             end = _read(p, start, eol, prop_name) if start < eol else -1
-            if end < 0 or _ws(p, end, eol) != eol or counter._take() == SLOW:
+            if end < 0 or _ws(p, end, eol) != eol or counter._take(p) == SLOW:
                 slow.append((index, p[i:eol]))
             index += 1
         i = eol + 2 if eol + 1 < n and p[eol] == 13 and p[eol + 1] == 10 else eol + 1
@@ -421,24 +472,23 @@ def _read(p: bytes, i: int, n: int, prop_name: bytes) -> int:
     """Read the JSON object at p[i:n] into the module state; the index after it, or -1
     when it needs the decoder.
 
-    The state follows `events.parse`: `_account` and `_event` are `data.account`
-    and `type` (else `event`) when `data` is an object with an `account`, else
-    `account` and `event` (else `type`); None where that is not a plain string.
+    The state follows `events.parse`: the account and event (`_acc_s`.. `_ev_e`, where
+    they are in `p`) are `data.account` and `type` (else `event`) when `data` is an
+    object with an `account`, else `account` and `event` (else `type`); start -1
+    where that is not a plain string.
     `_minute` is the time's Unix minute, NO_TIME without one, BAD_TIME when the
     fast path cannot read it. `_bval` is the breakdown property's value (from the
     same object the account came from), `_eid` the id as text, `_seq` the `seq`
     integer and `_publisher` the `publisher` string, else None.
     """
-    global _seq, _publisher, _account, _event, _minute, _eid, _bval
+    global _seq, _publisher, _minute, _eid, _bval, _acc_s, _acc_e, _ev_s, _ev_e
     if i >= n or p[i] != LBRACE:
         return -1
     seen = 0
     seen_data = 0
-    type_: Any = None
-    event: Any = None
-    account: Any = None
+    # Where the names are in `p` (start -1: absent, or not a plain string).
+    type_s = type_e = event_s = event_e = account_s = account_e = data_s = data_e = -1
     bval_top: Any = None
-    data_account: Any = None
     bval_data: Any = None
     _seq = None
     _publisher = None
@@ -446,7 +496,8 @@ def _read(p: bytes, i: int, n: int, prop_name: bytes) -> int:
     _minute = NO_TIME
     i = _ws(p, i + 1, n)
     if i < n and p[i] == RBRACE:
-        _account = _event = _bval = None
+        _acc_s = _ev_s = -1
+        _bval = None
         return i + 1
     while True:
         # A member: "name": value
@@ -464,7 +515,7 @@ def _read(p: bytes, i: int, n: int, prop_name: bytes) -> int:
         elif kind == K_DATA:
             i = _read_data(p, i, n, prop_name)
             seen_data = _number  # what `_read_data` found, as K_ bits
-            data_account = _account
+            data_s, data_e = _acc_s, _acc_e
             bval_data = _bval
         elif c == QUOTE:
             end = _string_end(p, i + 1, n)
@@ -477,11 +528,11 @@ def _read(p: bytes, i: int, n: int, prop_name: bytes) -> int:
             if kind == K_TIME:
                 _minute = _time_minute(p, i + 1, end)
             elif kind == K_TYPE:
-                type_ = p[i + 1 : end].decode("ascii")
+                type_s, type_e = i + 1, end
             elif kind == K_EVENT:
-                event = p[i + 1 : end].decode("ascii")
+                event_s, event_e = i + 1, end
             elif kind == K_ACCOUNT:
-                account = p[i + 1 : end].decode("ascii")
+                account_s, account_e = i + 1, end
             elif kind == K_PROP:
                 if bval_top is None:
                     bval_top = _plain_value(p, i + 1, end)
@@ -533,23 +584,24 @@ def _read(p: bytes, i: int, n: int, prop_name: bytes) -> int:
         i += 1
         break
     if seen & K_DATA and seen_data & K_ACCOUNT:
-        _account = data_account
-        _event = type_ if seen & K_TYPE else event
+        _acc_s, _acc_e = data_s, data_e
+        _ev_s, _ev_e = (type_s, type_e) if seen & K_TYPE else (event_s, event_e)
         _bval = bval_data
     else:
-        _account = account
-        _event = event if seen & K_EVENT else type_
+        _acc_s, _acc_e = account_s, account_e
+        _ev_s, _ev_e = (event_s, event_e) if seen & K_EVENT else (type_s, type_e)
         _bval = bval_top
     return i
 
 
 def _read_data(p: bytes, i: int, n: int, prop_name: bytes) -> int:
     """Read the `data` object at p[i] (`account` and the breakdown property); the
-    index after it, or -1. Leaves in `_account` and `_bval` what it read, and in
-    `_number` which of the two it met (K_ACCOUNT, K_PROP bits)."""
-    global _account, _bval, _number
+    index after it, or -1. Leaves in `_acc_s`/`_acc_e` where the account is (start -1:
+    not a plain string), in `_bval` the property's value, and in `_number` which of
+    the two it met (K_ACCOUNT, K_PROP bits)."""
+    global _acc_s, _acc_e, _bval, _number
     seen = 0
-    _account = None
+    _acc_s = -1
     _bval = None
     i = _ws(p, i + 1, n)
     if i < n and p[i] == RBRACE:
@@ -568,7 +620,7 @@ def _read_data(p: bytes, i: int, n: int, prop_name: bytes) -> int:
             end = _string_end(p, i + 1, n)
             if end < 0:
                 return -1
-            _account = p[i + 1 : end].decode("ascii")
+            _acc_s, _acc_e = i + 1, end
             i = end + 1
         elif kind == K_PROP and p[i] == QUOTE and _string_end(p, i + 1, n) >= 0:
             end = _string_end(p, i + 1, n)
@@ -844,6 +896,9 @@ def _skip_string(p: bytes, i: int, n: int) -> int:
     for invalid JSON or UTF-8 (and for a \\u escape of a surrogate)."""
     while i < n:
         c = p[i]
+        if _PLAIN_T[c]:
+            i += 1
+            continue
         if c == QUOTE:
             return i + 1
         if c < 128:
@@ -992,14 +1047,9 @@ def _blank(p: bytes, i: int, end: int) -> bool:
 def _string_end(p: bytes, i: int, n: int) -> int:
     """The index of the quote closing a string that starts at `i`, or -1 when the
     string holds an escape, a control or a non-ASCII byte (or never ends)."""
-    while i < n:
-        c = p[i]
-        if c == QUOTE:
-            return i
-        if c == BACKSLASH or c < 32 or c >= 128:
-            return -1
+    while i < n and _PLAIN_T[p[i]]:
         i += 1
-    return -1
+    return i if i < n and p[i] == QUOTE else -1
 
 
 def _find_space(p: bytes, n: int) -> int:

@@ -15,7 +15,7 @@ import orjson
 
 from tallyd.aggregator import Aggregator
 from tallyd.events import Cell, Event, Rejected, RejectLog, parse_many
-from tallyd.hotpath import Counter, count_body, count_objs
+from tallyd.hotpath import Counter, NameCache, count_body, count_objs
 from tallyd.metrics import Metrics
 
 MAX_COARSE = 100_000
@@ -39,6 +39,7 @@ class Intake:
         self.reject_log = RejectLog()
         # Names that passed full validation once: later events with them take the fast path.
         self.known: set[str] = set()
+        self._names = NameCache()
         # Event minute → the minute it is counted at (`Expander.coarse_minute`). Past
         # retention stays past, but what is kept today may not be tomorrow: renewed.
         self._coarse: dict[int, int] = {}
@@ -58,6 +59,7 @@ class Intake:
             [],
             self._coarse,
             agg.expander.coarse_minute,
+            self._names,
         )
 
     def count_many(self, objs: list[Any], source: str, now: float | None = None) -> Counted:
