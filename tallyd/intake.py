@@ -106,6 +106,7 @@ class Intake:
             agg.grew()
         duplicates = len(ids) - added
         self.metrics.duplicates += duplicates
+        agg.make_way()
         return Counted(accepted, duplicates, rejected)
 
     def reject(self, source: str, err: Rejected) -> None:
