@@ -68,8 +68,13 @@ class Stats:
         if period.year is None and counts:
             segments = list(range(min(counts), max(counts) + 1))
         data = {str(s): counts.get(s, 0) for s in segments}
-        base = f"/api/stats/track/{quote(account, safe='')}/{quote(event, safe='')}"
+        total = sum(data.values())
         up = period.up()
+        if up is not None and period.day is not None and self._past(period.parts, self._now()):
+            # Its own hash (hours or minutes) is past retention, but the period above
+            # still holds its total: the day of a replayed year shows it, in no hour.
+            total = (await self._segment_counts(account, event, up)).get(int(period.parts[-1]), 0)
+        base = f"/api/stats/track/{quote(account, safe='')}/{quote(event, safe='')}"
         here = _path(base, period)
         # Minutes are not periods of their own: an hour has no segment links.
         width = 4 if period.year is None else 2
@@ -81,7 +86,7 @@ class Stats:
             "month": period.month,
             "day": period.day,
             "hour": period.hour,
-            "total": sum(data.values()),
+            "total": total,
             "data": data,
             "links": {
                 "self": here,
@@ -107,12 +112,25 @@ class Stats:
     async def totals(self, wanted: list[tuple[str, str, tuple[str, ...]]]) -> list[int]:
         """The counts of many (account, event, period parts): one read, one pass."""
         now = self._now()
-        live = [i for i, (_, _, parts) in enumerate(wanted) if not self._past(parts, now)]
-        hashes, read_applied = await self._read([self._key(*wanted[i]) for i in live])
+        # What to read for each: its own hash, or, for a day or hour whose hash is past
+        # retention, its field in the hash above (as `period` does); None: nothing kept.
+        reads: list[tuple[int, tuple[str, ...], str | None]] = []
+        for i, (_, _, parts) in enumerate(wanted):
+            if not self._past(parts, now):
+                reads.append((i, parts, None))
+            elif len(parts) >= 3 and not self._past(parts[:-1], now):
+                reads.append((i, parts[:-1], parts[-1]))
+        live = [i for i, _, _ in reads]
+        hashes, read_applied = await self._read(
+            [self._key(wanted[i][0], wanted[i][1], parts) for i, parts, _ in reads]
+        )
         out = [0] * len(wanted)
         applied = [0] * len(wanted)
-        for i, h, seq in zip(live, hashes, read_applied, strict=True):
-            out[i] = sum(n for f, n in h.items() if f.isdigit())
+        for (i, _, field_), h, seq in zip(reads, hashes, read_applied, strict=True):
+            if field_ is None:
+                out[i] = sum(n for f, n in h.items() if f.isdigit())
+            else:
+                out[i] = h.get(field_, 0)
             applied[i] = seq
         if self.aggregator is None:
             return out

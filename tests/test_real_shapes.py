@@ -10,7 +10,7 @@ a real `tallyd serve`.
 
 The corpus is from 2013, far past the default retention of minutes and hours, so
 most tests keep them forever (`--retention-hours 0 --retention-minutes 0`); one
-runs with the defaults, where day answers are zeros and months hold every event.
+runs with the defaults, where a day answers its total but no hours.
 """
 
 from __future__ import annotations
@@ -116,7 +116,8 @@ def assert_counted(server: Server, evs: list[Event], *, hours: bool = True) -> N
     the order funnels by year and month.
 
     `hours`: hours are kept (retention 0), so each day answer holds its UTC hours;
-    else (the default retention) a day of 2013 answers zeros, by design.
+    else (the default retention) a day of 2013 answers its total (from the month)
+    with every hour zero, by design.
     """
     read = Reader(server)
     want = corpus.expected_counts(evs)
@@ -153,7 +154,7 @@ def assert_counted(server: Server, evs: list[Event], *, hours: bool = True) -> N
             if hours:
                 expected = (sum(by_hour.values()), {str(h): k for h, k in by_hour.items()})
             else:
-                expected = (0, {})
+                expected = (sum(by_hour.values()), {})
             check(f"{who}/{kind}/2013/09/{day:02d}", got, expected)
     for who, statuses in sorted(funnels.items()):
         for period in ("2013", "2013/09"):
@@ -396,7 +397,7 @@ def test_each_time_form_lands_in_its_utc_hour(server_factory: type[Server], tmp_
 def test_default_retention_keeps_days_months_and_all_time(
     server_factory: type[Server], tmp_path: Path, bus: tuple[Pub, int]
 ) -> None:
-    # 2013's hours are past the default retention: day answers are zeros by design,
+    # 2013's hours are past the default retention: day answers have no hours by design,
     # months, years and all time hold every event (docs/counting.md, Retention).
     server = on_bus(server_factory, tmp_path, bus)
     pub = bus[0]
