@@ -77,8 +77,12 @@ def assemble(cfg: Config) -> Parts:
     return Parts(cfg, store, metrics, aggregator, intake, stats, app)
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """Bind the HTTP socket up front, so a busy port is a clear error, not a crash."""
+def bind(host: str, port: int) -> socket.socket:
+    """Bind the HTTP socket up front, so a busy port is a clear error, not a crash.
+
+    It listens only once the store is open: until then a client is refused at
+    once (a health probe sees the service down) instead of waiting in the backlog.
+    """
     family, kind, proto, _, addr = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
@@ -86,7 +90,6 @@ def listen(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(addr)
-        sock.listen(2048)
     except OSError:
         sock.close()
         raise
@@ -137,7 +140,7 @@ async def serve(cfg: Config) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
     try:
-        sock = listen(cfg.http_host, cfg.http_port)
+        sock = bind(cfg.http_host, cfg.http_port)
     except OSError as exc:
         log.error("cannot listen on %s: %s", cfg.http, exc.strerror or exc)
         return 1
@@ -183,6 +186,7 @@ async def serve(cfg: Config) -> int:
                 return 1
         flusher = asyncio.create_task(parts.aggregator.run(), name="flush")
         http = HTTPServer(parts.app)
+        sock.listen(2048)
         await http.start(sock)
         log.info("listening on http://%s", cfg.http)
         await stop.wait()

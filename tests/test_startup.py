@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -127,3 +128,35 @@ def test_a_stop_while_waiting_stops_at_once() -> None:
     assert proc.returncode == 0, out
     assert time.monotonic() - t0 < 5
     assert "stopped before the store was ready" in out and "Traceback" not in out
+
+
+def test_a_store_that_never_answers_is_given_up_on_time() -> None:
+    # It takes the connection and says nothing: the wait still bounds the start.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    http_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TALLYD_")}
+    url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+    t0 = time.monotonic()
+    command = [sys.executable, "-m", "tallyd", "serve", "--http", f"127.0.0.1:{http_port}"]
+    proc = subprocess.Popen(
+        [*command, "--store", url, "--store-wait", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        # While it waits, the HTTP port is bound but refuses: a probe fails at once.
+        time.sleep(1.5)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", http_port), timeout=2).close()
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        silent.close()
+    took = time.monotonic() - t0
+    assert proc.returncode == 1, out
+    assert 3 <= took < 6, took
+    assert "no answer within" in out and "Traceback" not in out

@@ -47,6 +47,9 @@ FORMS = ", ".join(b.forms for b in SCHEMES.values())
 
 # Back-off between attempts at opening a store that is not ready yet.
 FIRST_RETRY = 0.25
+# The shortest time one attempt to open gets; with no wait (`tallyd check`), its time.
+ATTEMPT_FLOOR = 0.5
+ONE_ATTEMPT = 5.0
 LONGEST_RETRY = 2.0
 
 
@@ -100,8 +103,14 @@ async def open_when_ready(store: Store, wait: float, name: str) -> None:
     attempt = 0
     while True:
         attempt += 1
+        # A store that takes the connection but never answers must not outlast the
+        # wait either: each attempt has what is left of it (at least ATTEMPT_FLOOR).
+        limit = max(deadline - time.monotonic(), ATTEMPT_FLOOR if wait else ONE_ATTEMPT)
         try:
-            await store.open()
+            try:
+                await asyncio.wait_for(store.open(), limit)
+            except TimeoutError:
+                raise StoreError(f"no answer within {limit:.1f} s") from None
             return
         except StoreError as exc:
             cause = " ".join(str(exc).split()).rstrip(".")
