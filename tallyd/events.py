@@ -56,6 +56,14 @@ def check_name(value: object, what: str) -> str:
 
 # Unix seconds written as text: JSON's number grammar, nothing looser (no "nan", "1_0").
 SECONDS = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+# The ISO 8601 / RFC 3339 forms taken (ciso8601 reads more: week and ordinal dates,
+# basic format, any number of fraction digits): a calendar date, then perhaps a time
+# to the minute or second with up to nine fraction digits, then perhaps an offset.
+ISO = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(?:[Tt ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]{1,9})?)?"
+    r"(?:[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)?)?"
+)
 # Ruby's Time#to_s: "2013-09-05 09:04:16 -0400", or "... UTC".
 RUBY = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}) ([+-][0-9]{4}|UTC)")
 
@@ -77,6 +85,8 @@ def parse_time(value: object) -> float:
             ruby = RUBY.fullmatch(value)
             text = value if ruby is None else ruby[1] + ("Z" if ruby[2] == "UTC" else ruby[2])
             try:
+                if not ISO.fullmatch(text):
+                    raise ValueError(text)
                 dt = ciso8601.parse_datetime(text)
             except ValueError:
                 raise Rejected("bad_time", f"time {value[:40]!r}: not a time") from None
@@ -148,8 +158,14 @@ def parse(obj: Any, breakdowns: dict[str, str], now: float) -> Event:
     if eid is not None:
         if type(eid) is int:
             eid = str(eid)
+        elif type(eid) is float and eid.is_integer():
+            eid = str(int(eid))  # Go writes every number as a float: 1.234567e+06 is 1234567
         elif type(eid) is not str or len(eid) > MAX_NAME:
-            raise Rejected("bad_id", f"id must be a string of at most {MAX_NAME} characters")
+            raise Rejected(
+                "bad_id", f"id must be text of at most {MAX_NAME} characters or a whole number"
+            )
+        elif not eid:
+            eid = None  # an empty id is no id: it would make every event after the first a retry
     return (account, event, int(t // 60), bval, eid)
 
 
@@ -201,6 +217,8 @@ def scalar_text(v: int | float | bool) -> str:
         return "true"
     if v is False:
         return "false"
+    if type(v) is float and v.is_integer():
+        return str(int(v))  # 1e+06 and 1000000 are one value, as Go wrote it either way
     return str(v)
 
 

@@ -212,7 +212,7 @@ class Counter:
             elif v is not None:
                 _bval = _OTHER
         eid = d.get("id")
-        if eid is None:
+        if eid is None or eid == "":
             _eid = None
         elif type(eid) is str and len(eid) <= MAX_NAME:
             _eid = eid
@@ -539,7 +539,8 @@ def _read(p: bytes, i: int, n: int, prop_name: bytes) -> int:
             elif kind == K_ID:
                 if end - i - 1 > MAX_NAME:
                     return -1
-                _eid = p[i + 1 : end].decode("ascii")
+                # An empty id is no id (events.parse).
+                _eid = p[i + 1 : end].decode("ascii") if end > i + 1 else None
             elif kind == K_PUBLISHER:
                 _publisher = p[i + 1 : end].decode("ascii")
             i = end + 1

@@ -43,10 +43,61 @@ def test_absent_time_is_receive_time() -> None:
         ("1378389787", NOW),
         (1378389787, NOW),
         (1378389787.25, NOW + 0.25),
+        # Go's RFC 3339 with nanoseconds and an offset, Ruby's Time#to_s, Go's floats
+        ("2013-09-05T10:03:07.619303604-04:00", NOW + 0.619303),
+        ("2013-09-05T16:03:07+0200", NOW),
+        ("2013-09-05 10:03:07 -0400", NOW),
+        ("2013-09-05 14:03:07 UTC", NOW),
+        ("1.378389787e+09", NOW),
+        (1.378389787e09, NOW),
+        ("2013-09-05t14:03:07z", NOW),
+        ("2013-09-05", NOW - (14 * 3600 + 3 * 60 + 7)),
     ],
 )
 def test_times(text: Any, expected: float) -> None:
-    assert parse_time(text) == pytest.approx(expected)
+    assert parse_time(text) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "yesterday",
+        "2013-W36-4",  # ISO week date
+        "2013-248",  # ISO ordinal date
+        "20130905T140307Z",  # basic format
+        "2013-09-05T14",
+        "2013-09-05T14:03:07.1234567891Z",  # past nanoseconds
+        "2013-02-30T00:00:00Z",
+        "2013-09-05T14:03:60Z",
+        "2013-09-05T14:03:07 -04:00",  # Ruby's offset has no colon
+        "nan",
+        "1_378_389_787",
+        "",
+    ],
+)
+def test_times_refused(text: str) -> None:
+    with pytest.raises(Rejected) as info:
+        parse_time(text)
+    assert info.value.reason == "bad_time"
+
+
+def test_ids_as_producers_write_them() -> None:
+    def eid(v: Any) -> str | None:
+        return parse({"type": "x", "data": {"account": "a"}, "id": v}, {}, NOW)[4]
+
+    assert eid(1234567) == eid(1.234567e06) == eid("1234567") == "1234567"
+    assert eid("") is None and eid(None) is None
+    for bad in (1.5, True, [1], "x" * 201):
+        with pytest.raises(Rejected):
+            eid(bad)
+
+
+def test_breakdown_numbers_as_producers_write_them() -> None:
+    def value(v: Any) -> str | None:
+        return parse({"type": "order", "data": {"account": "a", "status": v}}, BREAKDOWNS, NOW)[3]
+
+    assert value(1e06) == value(1000000) == "1000000"
+    assert value(2.5) == "2.5" and value(True) == "true"
 
 
 @pytest.mark.parametrize(
