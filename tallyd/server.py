@@ -98,7 +98,10 @@ def bind(host: str, port: int) -> socket.socket:
 
 # glibc's mallopt parameter: allocations from this size up get their own mapping.
 M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 128 * 1024
+# Request bodies and socket reads (up to --max-body, 1 MiB) stay under it: at 128 KiB
+# every 444 KB body was a fresh mapping, faulted in page by page and unmapped again,
+# a tenth of the server's time; HTTP ingest went from 0.44 to 0.70 of its reference.
+MMAP_THRESHOLD = 1024 * 1024
 
 
 def return_freed_memory() -> None:
