@@ -155,8 +155,14 @@ class App:
         head = seg[0]
         if head == "events" and len(seg) == 1:
             _only(req, "POST")
+            wait = req.query.get("wait")
+            if wait not in (None, "flush"):
+                raise HTTPError(400, "bad_wait", "wait takes one value: wait=flush")
+            if req.headers.get(b"content-encoding", b"identity").lower() != b"identity":
+                # A gzip body read as JSON would be refused with a misleading reason.
+                raise HTTPError(415, "bad_encoding", "send the body uncompressed")
             body = await read_body(req, receive, self.max_body)
-            return await post_events(self.intake, body, req.query.get("wait") == "flush")
+            return await post_events(self.intake, body, wait == "flush")
         if head == "stats" and len(seg) >= 2:
             _only(req, "GET", "HEAD")
             kind, rest = seg[1], seg[2:]

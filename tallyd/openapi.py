@@ -115,6 +115,7 @@ DOCUMENT: dict[str, Any] = {
                     },
                     "400": _ERR,
                     "413": _ERR,
+                    "415": _ERR,
                     "503": _ERR,
                 },
             }

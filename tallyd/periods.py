@@ -91,8 +91,10 @@ class Period:
             raise ValueError("too many period parts (year/month/day/hour at most)")
         nums: list[int] = []
         for p in parts:
-            if not p.isdigit() or not p.isascii() or len(p) > 4:
+            if not p.isdigit() or not p.isascii():
                 raise ValueError(f"{p[:20]!r} is not a number")
+            if len(p) > 4:  # past any part's range; int() of a long one would be slow
+                raise ValueError(f"{p[:20]!r} is out of range (year 1970..9999, then 2 digits)")
             nums.append(int(p))
         return cls(*nums)
 

@@ -41,6 +41,12 @@ def test_bad_bodies(server: Server) -> None:
     metrics = c.get("/metrics").text
     assert 'tallyd_events_rejected_total{source="http",reason="invalid_json"} 1' in metrics
     assert 'tallyd_events_accepted_total{source="http"} 1' in metrics
+    # A wait that means nothing is refused before the body is counted.
+    body = b'{"event":"e","account":"a"}'
+    assert_error(c.post("/api/events", params={"wait": "bogus"}, content=body), 400, "bad_wait")
+    assert 'tallyd_events_accepted_total{source="http"} 1' in c.get("/metrics").text
+    gzipped = c.post("/api/events", content=body, headers={"content-encoding": "gzip"})
+    assert_error(gzipped, 415, "bad_encoding")
 
 
 def test_oversized_body_is_413(server: Server) -> None:
