@@ -90,7 +90,7 @@ cdef int _escaped_kind(const unsigned char* p, Py_ssize_t quote, Py_ssize_t end,
 
 @cython.locals(end=Py_ssize_t)
 cdef Py_ssize_t _member(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, bytes prop_name,
-                        int depth) except? -2
+                        int depth, int seen) except? -2
 
 @cython.locals(size=Py_ssize_t)
 cdef int _name_kind(const unsigned char* p, Py_ssize_t start, Py_ssize_t end, bytes prop_name,

@@ -501,14 +501,11 @@ def _read(p: bytes, i: int, n: int, prop_name: bytes) -> int:
         return i + 1
     while True:
         # A member: "name": value
-        i = _member(p, i, n, prop_name, 1)
+        i = _member(p, i, n, prop_name, 1, seen)
         if i < 0:
             return -1
         kind = _kind
-        if kind:
-            if seen & kind:
-                return -1
-            seen |= kind
+        seen |= kind
         c = p[i]
         if kind == 0 or (kind == K_DATA and c != LBRACE):
             i = _skip_value(p, i, n, 1)
@@ -609,14 +606,11 @@ def _read_data(p: bytes, i: int, n: int, prop_name: bytes) -> int:
         _number = 0
         return i + 1
     while True:
-        i = _member(p, i, n, prop_name, 2)
+        i = _member(p, i, n, prop_name, 2, seen)
         if i < 0:
             return -1
         kind = _kind
-        if kind:
-            if seen & kind:
-                return -1
-            seen |= kind
+        seen |= kind
         if kind == K_ACCOUNT and p[i] == QUOTE:
             end = _string_end(p, i + 1, n)
             if end < 0:
@@ -655,9 +649,10 @@ def _plain_value(p: bytes, start: int, end: int) -> Any:
     return p[start:end].decode("ascii")
 
 
-def _member(p: bytes, i: int, n: int, prop_name: bytes, depth: int) -> int:
+def _member(p: bytes, i: int, n: int, prop_name: bytes, depth: int, seen: int) -> int:
     """Read a member's `"name":` at p[i] (in the event, depth 1, or in its `data`,
-    depth 2); the index of its value, or -1. Which name it is goes to `_kind`."""
+    depth 2); the index of its value, or -1 — also for a name already in `seen`
+    (a decoder keeps the last of repeated names: let it). Which one goes to `_kind`."""
     global _kind
     if i >= n or p[i] != QUOTE:
         return -1
@@ -669,6 +664,8 @@ def _member(p: bytes, i: int, n: int, prop_name: bytes, depth: int) -> int:
         if end < 0:
             return -1
         _kind = _escaped_kind(p, i, end, prop_name, depth)
+    if _kind & seen:
+        return -1
     i = _ws(p, end + 1, n)
     if i >= n or p[i] != COLON:
         return -1
