@@ -12,7 +12,7 @@ import orjson
 from tallyd import api
 from tallyd.aggregator import Aggregator
 from tallyd.badges.counts import BadgeCounts
-from tallyd.badges.http import badge, badge_now, visitor_headers
+from tallyd.badges.http import NO_CACHE, badge, badge_now, error_badge, visitor_headers
 from tallyd.events import Rejected, RejectLog
 from tallyd.ingest.http import post_events
 from tallyd.intake import Intake
@@ -21,8 +21,11 @@ from tallyd.openapi import DOCUMENT
 from tallyd.stats import Stats
 from tallyd.stores import StoreError
 from tallyd.web import (
+    BADGE,
     INTERNAL,
     NO_STORE,
+    Cors,
+    Headers,
     HTTPError,
     Receive,
     Request,
@@ -36,6 +39,7 @@ from tallyd.web import (
     jsonp,
     read_body,
     send_response,
+    share_of,
 )
 
 log = logging.getLogger("tallyd.http")
@@ -59,10 +63,14 @@ class App:
     badges: BadgeCounts
     max_body: int = 1 << 20
     store_url: str = ""
+    cors: Cors = field(default_factory=Cors)
     _refusals: RejectLog = field(init=False)
+    _badge_headers: Headers = field(init=False)
 
     def __post_init__(self) -> None:
         self._refusals = RejectLog(log, what="refused")
+        # Every badge answer carries these; one list, so the server joins them once.
+        self._badge_headers = [*NO_CACHE, *self.cors.headers(BADGE)]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -70,8 +78,12 @@ class App:
             return
         if scope["type"] != "http":
             return
+        share = share_of(scope.get("raw_path") or scope["path"].encode())
         try:
             req = Request(scope)
+            if req.method == "OPTIONS" and share is not None:
+                await send_response(send, self.cors.preflight(share, req.headers))
+                return
             resp = await self.route(req, receive)
             callback = req.query.get("callback") if req.query_string else None
             if callback is not None and resp.content_type == b"application/json":
@@ -80,13 +92,15 @@ class App:
             resp = self.refused(err, scope)
         except StoreError as exc:
             # Counting goes on in memory; reading needs the store.
-            resp = error_response(
-                HTTPError(503, "store_unavailable", str(exc), [(b"retry-after", b"1")])
-            )
+            unavailable = HTTPError(503, "store_unavailable", str(exc), [(b"retry-after", b"1")])
+            resp = self.refused(unavailable, scope)
         except Exception:
             # Never a stack trace to the client: log it, answer a plain 500.
             log.exception("error answering %s %s", scope.get("method"), scope.get("path"))
             resp = self.refused(INTERNAL, scope)
+        if share is not None and share != BADGE:
+            # Badges carry theirs already (see `_badge_headers`).
+            resp.headers = [*resp.headers, *self.cors.headers(share)]
         await send_response(send, resp)
 
     def fast(self, scope: Scope) -> Response | None:
@@ -111,24 +125,38 @@ class App:
             return None
         try:
             return badge_now(
-                self.badges, raw_path, query, client_address(client, forwarded), user_agent
+                self.badges,
+                self._badge_headers,
+                raw_path,
+                query,
+                client_address(client, forwarded),
+                user_agent,
             )
         except HTTPError as err:
-            return self.refused(err, {"method": "GET", "path": raw_path.decode("latin-1")})
+            scope = {"method": "GET", "path": raw_path.decode("latin-1"), "query_string": query}
+            return self.refused(err, scope)
 
     def refused(self, err: HTTPError, scope: Scope) -> Response:
-        """A 4xx/5xx answer, counted in /metrics and logged at most once a second."""
+        """A 4xx/5xx answer, counted in /metrics and logged at most once a second.
+
+        On a badge URL it is an error badge (status 200, see badges/http.py): an
+        image is what asked for it, and an image is what can show the reason.
+        """
         self.metrics.http_error(err.status, err.error)
+        path: str = scope.get("path", "")
         if err.status < 500:
-            path = scope.get("path", "")[:200]
-            self._refusals(f"{scope.get('method')} {path}", Rejected(err.error, err.detail))
+            self._refusals(f"{scope.get('method')} {path[:200]}", Rejected(err.error, err.detail))
+        raw_path: bytes = scope.get("raw_path") or path.encode("latin-1", "replace")
+        if scope.get("method") in ("GET", "HEAD") and share_of(raw_path) == BADGE:
+            query: bytes = scope.get("query_string", b"")
+            return error_badge(err, raw_path, query, self._badge_headers)
         return error_response(err)
 
     async def route(self, req: Request, receive: Receive) -> Response:
         seg = req.segments
         head = seg[0] if seg else ""
         if (head == "badge" and len(seg) >= 2) or (head == "badge.svg" and len(seg) == 1):
-            return await badge(self.badges, req)
+            return await badge(self.badges, self._badge_headers, req)
         if head == "api" and len(seg) >= 2:
             return await self._api(req, receive, seg[1:])
         if len(seg) == 1:

@@ -158,6 +158,17 @@ class Config:
     unique_secret: str = _opt(
         "", "secret salting visitor hashes for metric=unique (default: random per start)", TEXT
     )
+    cors_origin: str = _opt(
+        "*",
+        "the origin whose scripts may read the stats API and badges: *, one origin "
+        "like https://example.org, or none (no CORS headers)",
+        TEXT,
+    )
+    cors_ingest: str = _opt(
+        "none",
+        "the origin whose scripts may POST /api/events: none (default), *, or one origin",
+        TEXT,
+    )
     shutdown_timeout: float = _opt(30.0, "seconds to keep retrying the final flush on stop", NUMBER)
     log_level: str = _opt("info", "debug, info, warning or error", TEXT)
 
@@ -211,7 +222,10 @@ class Config:
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be 0 or more")
         from tallyd.periods import Clock
+        from tallyd.web import check_origin
 
+        check_origin(self.cors_origin, "--cors-origin")
+        check_origin(self.cors_ingest, "--cors-ingest")
         Clock(self.timezone)
         return self
 

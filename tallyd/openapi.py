@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from tallyd import __version__
+from tallyd.badges.http import ENDPOINT_CACHE_SECONDS
 from tallyd.badges.params import FORMATS, MAX_LABEL, METRICS
 from tallyd.badges.render import STYLES
+from tallyd.web import INGEST_METHODS, READ_METHODS
 
 
 def _param(
@@ -25,18 +27,43 @@ _ERR = {
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
 }
 _CB = _param("callback", pattern=r"^[A-Za-z_$][A-Za-z0-9_$.]*$")
+_STR = {"schema": {"type": "string"}}
+# On every answer of the read API and badges (--cors-origin; absent with `none`).
+_CORS = {"Access-Control-Allow-Origin": {**_STR, "description": "--cors-origin (default *)"}}
+
+
+def _preflight(methods: bytes, setting: str) -> dict[str, Any]:
+    allow = {
+        "Allow": _STR,
+        "Access-Control-Allow-Origin": {**_STR, "description": f"{setting}; absent when none"},
+        "Access-Control-Allow-Methods": {**_STR, "description": methods.decode()},
+        "Access-Control-Allow-Headers": {
+            **_STR,
+            "description": "the Access-Control-Request-Headers asked for",
+        },
+        "Access-Control-Max-Age": {"schema": {"type": "integer"}},
+    }
+    return {
+        "summary": "CORS preflight",
+        "responses": {"204": {"description": "what may be asked", "headers": allow}},
+    }
+
+
+_READ_PREFLIGHT = _preflight(READ_METHODS, "--cors-origin")
 
 
 def _get(summary: str, params: list[dict[str, Any]], schema: str | None = None) -> dict[str, Any]:
-    ok: dict[str, Any] = {"description": "OK"}
+    ok: dict[str, Any] = {"description": "OK", "headers": _CORS}
     if schema:
         ok["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
+    err = {**_ERR, "headers": _CORS}
     return {
         "get": {
             "summary": summary,
             "parameters": [*params, _CB],
-            "responses": {"200": ok, "400": _ERR, "404": _ERR, "503": _ERR},
-        }
+            "responses": {"200": ok, "400": err, "404": err, "503": err},
+        },
+        "options": _READ_PREFLIGHT,
     }
 
 
@@ -56,23 +83,43 @@ _BADGE_PARAMS = [
     _param("metric", enum=list(METRICS)),
     _param("format", enum=list(FORMATS)),
     _param("base", type="integer", minimum=0),
-    _param("increment", enum=["0", "1"]),
+    _param("increment", enum=["0", "1"], description="default: 1 for .svg, 0 for .json"),
     _param("event"),
 ]
+_BADGE_HEADERS = {
+    **_CORS,
+    "Cache-Control": _STR,
+    "Expires": _STR,
+    "X-Tallyd-Error": {
+        **_STR,
+        "description": "on an error badge only: why (bad_style, missing_repo, not_found, "
+        "store_unavailable, overloaded, ...)",
+    },
+}
+_BADGE_NOTE = (
+    "Errors are answered 200 as well, drawn as an error badge (red for bad input, grey "
+    "when the store is down or the server overloaded), because GitHub's image proxy "
+    "shows no image for any other status."
+)
 
 
-def _badge(summary: str, params: list[dict[str, Any]]) -> dict[str, Any]:
+def _badge(summary: str, params: list[dict[str, Any]], media: dict[str, Any]) -> dict[str, Any]:
     return {
         "get": {
             "summary": summary,
+            "description": _BADGE_NOTE,
             "parameters": [*params, *_BADGE_PARAMS],
             "responses": {
-                "200": {"description": "image/svg+xml, or the endpoint JSON"},
-                "400": _ERR,
-                "503": {"description": "the figure needs the store, which is down"},
+                "200": {"description": "the badge", "headers": _BADGE_HEADERS, "content": media},
+                "405": _ERR,
             },
-        }
+        },
+        "options": _READ_PREFLIGHT,
     }
+
+
+_SVG = {"image/svg+xml": {"schema": {"type": "string"}}}
+_ENDPOINT = {"application/json": {"schema": {"$ref": "#/components/schemas/Endpoint"}}}
 
 
 DOCUMENT: dict[str, Any] = {
@@ -118,7 +165,8 @@ DOCUMENT: dict[str, Any] = {
                     "415": _ERR,
                     "503": _ERR,
                 },
-            }
+            },
+            "options": _preflight(INGEST_METHODS, "--cors-ingest (default none)"),
         },
         "/api/stats/track": _get("Event types seen", []),
         "/api/stats/track/{account}": _get("Event types an account has sent", [_ACC]),
@@ -167,9 +215,21 @@ DOCUMENT: dict[str, Any] = {
         "/badge.svg": _badge(
             "The seed's badge URL: counts a hit for `repo`, shows the total",
             [_param("repo", required=True)],
+            _SVG,
         ),
-        "/badge/{id}.svg": _badge("A badge: counts a view, shows the chosen figure", [_ID]),
-        "/badge/{id}.json": _badge("The same, as shields.io's endpoint JSON", [_ID]),
+        "/badge/{id}.svg": _badge("A badge: counts a view, shows the chosen figure", [_ID], _SVG),
+        "/badge/{id}.json": _badge(
+            "shields.io's endpoint JSON for the figure; counts only with increment=1",
+            [_ID],
+            _ENDPOINT,
+        ),
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "responses": {"200": {"description": "OpenAPI 3.1", "headers": _CORS}},
+            },
+            "options": _READ_PREFLIGHT,
+        },
         "/healthz": {
             "get": {
                 "summary": "Liveness and store health",
@@ -185,6 +245,29 @@ DOCUMENT: dict[str, Any] = {
     },
     "components": {
         "schemas": {
+            "Endpoint": {
+                "type": "object",
+                "description": "shields.io's endpoint badge document; no other keys",
+                "required": [
+                    "schemaVersion",
+                    "label",
+                    "message",
+                    "color",
+                    "labelColor",
+                    "isError",
+                    "cacheSeconds",
+                ],
+                "additionalProperties": False,
+                "properties": {
+                    "schemaVersion": {"const": 1},
+                    "label": {"type": "string"},
+                    "message": {"type": "string", "minLength": 1},
+                    "color": {"type": "string"},
+                    "labelColor": {"type": "string"},
+                    "isError": {"type": "boolean"},
+                    "cacheSeconds": {"type": "integer", "minimum": ENDPOINT_CACHE_SECONDS},
+                },
+            },
             "Error": {
                 "type": "object",
                 "required": ["error", "detail"],

@@ -36,6 +36,7 @@ from tallyd.periods import Clock
 from tallyd.retention import Retention
 from tallyd.stats import Stats
 from tallyd.stores import Store, StoreError, open_store, open_when_ready, redact
+from tallyd.web import Cors
 
 log = logging.getLogger("tallyd")
 
@@ -73,7 +74,8 @@ def assemble(cfg: Config) -> Parts:
     intake = Intake(aggregator, metrics, cfg.breakdowns)
     stats = Stats(store, keys, clock, aggregator, retention=retention)
     badges = BadgeCounts(stats, aggregator, metrics, Visitors(cfg.unique_secret), cfg.badge_refresh)
-    app = App(stats, aggregator, intake, metrics, badges, cfg.max_body, redact(cfg.store))
+    cors = Cors(cfg.cors_origin, cfg.cors_ingest)
+    app = App(stats, aggregator, intake, metrics, badges, cfg.max_body, redact(cfg.store), cors)
     return Parts(cfg, store, metrics, aggregator, intake, stats, app)
 
 

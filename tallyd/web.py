@@ -160,6 +160,78 @@ async def send_response(send: Send, resp: Response) -> None:
     await send({"type": "http.response.body", "body": resp.body})
 
 
+# Which CORS policy covers a path (see `share_of`).
+BADGE, READ, INGEST = "badge", "read", "ingest"
+READ_METHODS = b"GET, HEAD, OPTIONS"
+INGEST_METHODS = b"POST, OPTIONS"
+# Seconds a browser may reuse a preflight answer (browsers cap it lower anyway).
+PREFLIGHT_MAX_AGE = b"86400"
+ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]+")
+_READ_PATHS = frozenset({b"/api/accounts", b"/api/top", b"/openapi.json"})
+
+
+def share_of(raw_path: bytes) -> str | None:
+    """The CORS policy of a path: BADGE or READ (the read API), INGEST, or None."""
+    path = raw_path.rstrip(b"/")
+    if path.startswith(b"/badge/") or path == b"/badge.svg":
+        return BADGE
+    if path.startswith(b"/api/stats/") or path in _READ_PATHS:
+        return READ
+    if path == b"/api/events":
+        return INGEST
+    return None
+
+
+def check_origin(value: str, name: str) -> str:
+    """`*`, `none` or one origin like https://example.org; else a ValueError naming `name`."""
+    if value not in ("*", "none") and not ORIGIN.fullmatch(value):
+        raise ValueError(
+            f"{name} {value!r}: expected *, none or an origin like https://example.org"
+        )
+    return value
+
+
+class Cors:
+    """Which answers another origin's scripts may read, and the preflight answers.
+
+    The read API and badges are public by default (`*`); posting events is not
+    (`none`), so a page elsewhere cannot count events into this server from its
+    visitors' browsers unless that is configured.
+    """
+
+    def __init__(self, read: str = "*", ingest: str = "none") -> None:
+        self.read = _allow_origin(read)
+        self.ingest = _allow_origin(ingest)
+
+    def headers(self, share: str | None) -> Headers:
+        if share is None:
+            return []
+        return self.ingest if share == INGEST else self.read
+
+    def preflight(self, share: str, request_headers: dict[bytes, bytes]) -> Response:
+        """The answer to OPTIONS: what may be asked, and by whom (nobody when CORS is off)."""
+        methods = INGEST_METHODS if share == INGEST else READ_METHODS
+        headers: Headers = [(b"allow", methods)]
+        allow = self.headers(share)
+        if allow:
+            headers += [
+                *allow,
+                (b"access-control-allow-methods", methods),
+                (b"access-control-max-age", PREFLIGHT_MAX_AGE),
+                (b"vary", b"access-control-request-headers"),
+            ]
+            asked = request_headers.get(b"access-control-request-headers")
+            if asked:
+                headers.append((b"access-control-allow-headers", asked))
+        return Response(204, b"", b"text/plain; charset=utf-8", headers)
+
+
+def _allow_origin(origin: str) -> Headers:
+    if origin == "none":
+        return []
+    return [(b"access-control-allow-origin", origin.encode("latin-1"))]
+
+
 LOOPBACK = frozenset({"127.0.0.1", "::1"})
 
 

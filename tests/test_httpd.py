@@ -32,7 +32,7 @@ def test_pipelined_requests_answer_in_order(server: Server) -> None:
         b"GET /badge/p.svg HTTP/1.1\r\nHost: x\r\n\r\n",  # cached: answered at once
         b"POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Length: 29\r\n\r\n"
         b'{"event":"hit","account":"p"}',
-        b"GET /badge/p.json HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /badge/p.json?increment=1 HTTP/1.1\r\nHost: x\r\n\r\n",
         b"GET /api/stats/track/p/hit HTTP/1.1\r\nHost: x\r\n\r\n",
     ]
     got = exchange(server.port, b"".join(requests), len(requests))

@@ -120,9 +120,11 @@ def test_redis_outage_loses_nothing(server_factory: type[Server], tmp_path: Path
             # Reads need the store: a clear 503, not a 500.
             r = server.get("/api/stats/track/all/pageview")
             assert r.status_code == 503 and r.json()["error"] == "store_unavailable"
-            # A badge never drawn before cannot show its figure, but its view counts.
+            # A badge never drawn before cannot show its figure, but its view counts;
+            # it is still an image (status 200), saying why.
             r = server.get("/badge/outage.svg")
-            assert r.status_code == 503 and 'aria-label="hits: unavailable"' in r.text
+            assert r.status_code == 200 and 'aria-label="hits: unavailable"' in r.text
+            assert r.headers["x-tallyd-error"] == "store_unavailable"
             rs.start()  # same port, same append-only file
             time.sleep(1.0)
         acked = producer.acked

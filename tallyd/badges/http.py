@@ -1,4 +1,9 @@
-"""The badge endpoints: `/badge.svg?repo=` (the seed's URL), `/badge/{id}.svg` and `.json`."""
+"""The badge endpoints: `/badge.svg?repo=` (the seed's URL), `/badge/{id}.svg` and `.json`.
+
+Every GET of a badge URL answers a badge, errors included, and with status 200:
+GitHub's image proxy (camo) turns any other status into an empty 404, so a README
+would show a broken image instead of the reason. The reason is in `X-Tallyd-Error`.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import orjson
 from tallyd.aggregator import Overloaded
 from tallyd.badges.counts import BadgeCounts
 from tallyd.badges.metrics import normalize_color
-from tallyd.badges.params import BadgeParams, check_id, parse_params
+from tallyd.badges.params import BadgeParams, check_id, fallback, parse_params
 from tallyd.badges.render import template
 from tallyd.stores import StoreError
 from tallyd.web import JSON, Headers, HTTPError, Request, Response, client_address, split_path
@@ -24,6 +29,17 @@ NO_CACHE: Final = [
     (b"expires", b"Thu, 01 Jan 1970 00:00:00 GMT"),
     (b"pragma", b"no-cache"),
 ]
+# shields.io keeps an endpoint's answer at least this long, whatever it is told.
+ENDPOINT_CACHE_SECONDS: Final = 300
+# Bad input is the badge's author's to fix; the rest is the server's trouble (shields' colours).
+INPUT_ERROR: Final = "red"
+SERVER_ERROR: Final = "lightgrey"
+_ERROR_MESSAGES: Final = {
+    "not_found": "unknown badge",
+    "overloaded": "overloaded",
+    "store_unavailable": "unavailable",
+    "internal": "error",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,60 +50,98 @@ class Target:
     kind: str  # "svg" or "json"
     params: BadgeParams
     draw: Callable[[str], str]
+    count: bool  # a GET counts a view
+
+
+def _target(ident: str, kind: str, params: BadgeParams) -> Target:
+    draw = template(params.style, params.label, params.color, params.label_color)
+    # shields fetches an endpoint for its own cache, not per view: counted only when asked.
+    count = params.increment if params.increment is not None else kind == "svg"
+    return Target(ident, kind, params, draw, count)
 
 
 @lru_cache(maxsize=16_384)
 def badge_target(raw_path: bytes, query: bytes) -> Target:
     """The target of `/badge.svg?repo=ID` or `/badge/ID.svg|.json`, or a 400/404."""
     params, repo = parse_params(query)
-    draw = template(params.style, params.label, params.color, params.label_color)
     seg = split_path(raw_path.decode("latin-1"), decode=True)
     if seg == ["badge.svg"]:
         if repo is None:
             raise HTTPError(400, "missing_repo", "use /badge.svg?repo=owner/name")
-        return Target(repo, "svg", params, draw)
+        return _target(repo, "svg", params)
     name, dot, kind = seg[-1].rpartition(".") if len(seg) >= 2 else ("", "", "")
     if seg[0] != "badge" or not dot or kind not in ("svg", "json") or not name:
         raise HTTPError(404, "not_found", "badges are /badge/{id}.svg or /badge/{id}.json")
-    return Target(check_id("/".join([*seg[1:-1], name])), kind, params, draw)
+    return _target(check_id("/".join([*seg[1:-1], name])), kind, params)
 
 
 def badge_now(
-    counts: BadgeCounts, raw_path: bytes, query: bytes, client: str, user_agent: bytes
+    counts: BadgeCounts,
+    headers: Headers,
+    raw_path: bytes,
+    query: bytes,
+    client: str,
+    user_agent: bytes,
 ) -> Response | None:
     """The answer to a GET without awaiting anything, when the figure is cached; else None.
 
     The HTTP server calls this before it starts a task for a request: most views
-    of a badge end here, counted and drawn in one pass.
+    of a badge end here, counted and drawn in one pass. `headers` go with the
+    answer (the no-cache and CORS headers, built once by the app).
     """
     t = badge_target(raw_path, query)
     params = t.params
     try:
-        shown = counts.hit(
-            t.ident, params.event, params.metric, params.increment, client, user_agent
-        )
+        shown = counts.hit(t.ident, params.event, params.metric, t.count, client, user_agent)
     except Overloaded as exc:
         raise _busy(exc) from None
     if shown is None:
         return None
-    return _answer(200, t, params.message(shown))
+    return _answer(t, params.message(shown), headers)
 
 
-async def badge(counts: BadgeCounts, req: Request) -> Response:
+async def badge(counts: BadgeCounts, headers: Headers, req: Request) -> Response:
+    """A badge read from the store when the figure is not cached (or for HEAD).
+
+    With the store down, a figure this process has drawn before is shown as it was
+    last known (see BadgeCounts.read); only a figure never read is an error badge.
+    """
     scope = req.scope
-    t = badge_target(scope.get("raw_path") or scope["path"].encode(), req.query_string)
     if req.method not in ("GET", "HEAD"):
         raise HTTPError(405, "method_not_allowed", "use GET", [(b"allow", b"GET, HEAD")])
+    t = badge_target(scope.get("raw_path") or scope["path"].encode(), req.query_string)
     visitor = ""
-    if t.params.increment and req.method == "GET":
+    if t.count and req.method == "GET":
         agent, forwarded = visitor_headers(scope["headers"])
         visitor = _view(counts, t, client_address(scope.get("client"), forwarded), agent)
     try:
         figure = await counts.read(t.ident, t.params.event, t.params.metric, visitor)
-    except StoreError:
+    except StoreError as exc:
         # The view is counted in memory; the figure needs the store.
-        return _answer(503, t, "unavailable")
-    return _answer(200, t, t.params.message(figure))
+        raise HTTPError(503, "store_unavailable", str(exc)) from None
+    return _answer(t, t.params.message(figure), headers)
+
+
+def error_badge(err: HTTPError, raw_path: bytes, query: bytes, headers: Headers) -> Response:
+    """A refusal drawn as a badge (or the endpoint JSON with `isError`), status 200."""
+    label, style = fallback(query)
+    message = error_message(err.error)
+    color = INPUT_ERROR if err.status < 500 else SERVER_ERROR
+    headers = [*headers, (b"x-tallyd-error", err.error.encode("latin-1", "replace"))]
+    if raw_path.rstrip(b"/").endswith(b".json"):
+        body = _endpoint_json(label, message, color, None, error=True)
+        return Response(200, body, JSON, headers)
+    return Response(200, template(style, label, color)(message).encode(), SVG, headers)
+
+
+def error_message(code: str) -> str:
+    """What an error badge says for an error code: `bad_style` → `invalid style`."""
+    kind, _, what = code.partition("_")
+    if kind == "bad" and what:
+        return f"invalid {what}"
+    if kind == "missing" and what:
+        return f"missing {what}"
+    return _ERROR_MESSAGES.get(code, code.replace("_", " "))
 
 
 def visitor_headers(headers: Headers) -> tuple[bytes, bytes]:
@@ -109,25 +163,33 @@ def _view(counts: BadgeCounts, t: Target, client: str, user_agent: bytes) -> str
 
 
 def _busy(exc: Overloaded) -> HTTPError:
-    return HTTPError(503, "overloaded", str(exc), [(b"retry-after", b"1")])
+    return HTTPError(503, "overloaded", str(exc))
 
 
-def _answer(status: int, t: Target, message: str) -> Response:
+def _answer(t: Target, message: str, headers: Headers) -> Response:
     if t.kind == "json":
-        return Response(status, _endpoint_json(t.params, message), JSON, NO_CACHE)
-    return Response(status, t.draw(message).encode(), SVG, NO_CACHE)
+        p = t.params
+        body = _endpoint_json(p.label, message, p.color, p.label_color, error=False)
+        return Response(200, body, JSON, headers)
+    return Response(200, t.draw(message).encode(), SVG, headers)
 
 
-def _endpoint_json(params: BadgeParams, message: str) -> bytes:
-    """shields.io's endpoint schema, so `img.shields.io/endpoint?url=` can draw it."""
-    doc: dict[str, object] = {
-        "schemaVersion": 1,
-        "label": params.label,
-        "message": message,
-        "color": normalize_color(params.color) or "brightgreen",
-    }
-    if params.label_color:
-        doc["labelColor"] = normalize_color(params.label_color)
-    if params.style != "flat":
-        doc["style"] = params.style
-    return orjson.dumps(doc)
+def _endpoint_json(
+    label: str, message: str, color: str | None, label_color: str | None, error: bool
+) -> bytes:
+    """shields.io's endpoint schema, so `img.shields.io/endpoint?url=` can draw it.
+
+    shields refuses a document with keys it does not know, so there are no others;
+    the style is chosen in the shields URL (`&style=`), as for any shields badge.
+    """
+    return orjson.dumps(
+        {
+            "schemaVersion": 1,
+            "label": label,
+            "message": message,
+            "color": normalize_color(color) or "brightgreen",
+            "labelColor": normalize_color(label_color) or "grey",
+            "isError": error,
+            "cacheSeconds": ENDPOINT_CACHE_SECONDS,
+        }
+    )

@@ -32,7 +32,8 @@ class BadgeParams:
     metric: str = "total"
     format: str = "comma"
     base: int = 0
-    increment: bool = True
+    # None: the route decides (an image counts its views, the endpoint JSON does not).
+    increment: bool | None = None
     event: str = "hit"
 
     def message(self, count: int) -> str:
@@ -84,16 +85,21 @@ def _text(value: str, name: str) -> str:
     return value
 
 
+def _first_values(query: bytes) -> dict[str, str]:
+    """Each parameter's first value; UnicodeDecodeError if one is not UTF-8."""
+    q: dict[str, str] = {}
+    for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True, errors="strict"):
+        q.setdefault(k, v)
+    return q
+
+
 @lru_cache(maxsize=4096)
 def parse_params(query: bytes) -> tuple[BadgeParams, str | None]:
     """The badge parameters of a query string, and its `repo` (the seed's id), if any."""
-    q: dict[str, str] = {}
     try:
-        pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True, errors="strict")
+        q = _first_values(query)
     except UnicodeDecodeError:
         raise HTTPError(400, "bad_query", "the query is not valid percent-encoded UTF-8") from None
-    for k, v in pairs:
-        q.setdefault(k, v)
     kw: dict[str, Any] = {}
     if "label" in q:
         kw["label"] = _text(q["label"], "label")
@@ -119,6 +125,22 @@ def parse_params(query: bytes) -> tuple[BadgeParams, str | None]:
         kw["event"] = check_id(q["event"], "event")
     repo = q.get("repo")
     return BadgeParams(**kw), (check_id(repo, "repo") if repo is not None else None)
+
+
+def fallback(query: bytes) -> tuple[str, str]:
+    """The label and style of an error badge: the query's own where they are valid,
+    so a badge with one bad parameter still looks like its neighbours."""
+    default = BadgeParams()
+    try:
+        q = _first_values(query)
+    except UnicodeDecodeError:
+        return default.label, default.style
+    label = q.get("label", default.label)
+    style = q.get("style") or default.style
+    return (
+        label if len(label) <= MAX_LABEL else default.label,
+        style if style in STYLES else default.style,
+    )
 
 
 def check_id(value: str, what: str = "id") -> str:
