@@ -75,19 +75,25 @@ _lengths: dict[int, bytes] = {}
 
 
 def encode(status: int, content_type: bytes, headers: Headers, body: bytes, head: bool) -> bytes:
-    """A response on the wire; the fixed lines of each kind are joined once and kept."""
+    """A response on the wire; the fixed lines of each kind are joined once and kept.
+
+    A 204 (a CORS preflight) carries no body, so neither a type nor a length
+    (RFC 9110 §8.6: a 204 must not send Content-Length).
+    """
     key = (status, content_type, tuple(headers))
     fixed = _heads.get(key)
     if fixed is None:
         fixed = b"".join(
             [
                 b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"")),
-                b"content-type: " + content_type + b"\r\n",
+                b"" if status == 204 else b"content-type: " + content_type + b"\r\n",
                 *(k + b": " + v + b"\r\n" for k, v in headers),
             ]
         )
         if len(_heads) < 1024:
             _heads[key] = fixed
+    if status == 204:
+        return b"".join((fixed, _clock.date(), b"\r\n"))
     size = len(body)
     length = _lengths.get(size)
     if length is None:

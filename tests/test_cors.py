@@ -77,6 +77,7 @@ def test_preflight_of_a_read(server: Server, path: str) -> None:
         },
     )
     assert r.status_code == 204 and r.content == b""
+    assert "content-length" not in r.headers and "content-type" not in r.headers
     assert r.headers[ALLOW_ORIGIN] == "*"
     assert r.headers["access-control-allow-methods"] == "GET, HEAD, OPTIONS"
     assert r.headers["access-control-allow-headers"] == "x-requested-with, if-none-match"
