@@ -93,7 +93,7 @@ def main() -> None:
         drops = [
             line
             for line in t.request("GET", "/metrics")[1].decode().splitlines()
-            if line.startswith("tallyd_syslog_kernel_drops")
+            if line.startswith("tallyd_syslog_kernel_drops_total")
         ]
     finally:
         if nginx is not None:

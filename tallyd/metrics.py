@@ -28,8 +28,8 @@ class Metrics:
         self.store_errors = 0
         self.http_errors: dict[tuple[int, str], int] = {}
         self.pruned_keys = 0
-        # name → (help, type, read); filled by the parts that own the value.
-        self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
+        # name → (help, Prometheus type, read); filled by the parts that own the value.
+        self.gauges: dict[str, tuple[str, str, Callable[[], float]]] = {}
 
     def accept(self, source: str, n: int = 1) -> None:
         self.accepted[source] = self.accepted.get(source, 0) + n
@@ -43,7 +43,15 @@ class Metrics:
         self.http_errors[k] = self.http_errors.get(k, 0) + 1
 
     def gauge(self, name: str, help_: str, read: Callable[[], float]) -> None:
-        self.gauges[name] = (help_, read)
+        """A value that goes up and down, read when the metrics are."""
+        self.gauges[name] = (help_, "gauge", read)
+
+    def counter(self, name: str, help_: str, read: Callable[[], float]) -> None:
+        """A count that only grows (so `rate()` works), kept by its owner, read when
+        the metrics are; its name ends in `_total`, as Prometheus counters do."""
+        if not name.endswith("_total"):
+            raise ValueError(f"counter {name!r} must end in _total")
+        self.gauges[name] = (help_, "counter", read)
 
     def render(self) -> str:
         out: list[str] = []
@@ -125,6 +133,6 @@ class Metrics:
             "Keys deleted by retention.",
             [("", self.pruned_keys)],
         )
-        for name, (help_, read) in sorted(self.gauges.items()):
-            family(name, "gauge", help_, [("", read())])
+        for name, (help_, kind, read) in sorted(self.gauges.items()):
+            family(name, kind, help_, [("", read())])
         return "\n".join(out) + "\n"

@@ -342,7 +342,7 @@ def test_udp_bare_json_datagrams(server_factory: type[Server], tmp_path: Path) -
     assert accepted == len(evs), server.log.read_text()[-3000:]
     assert wait_until(lambda: sum(rejections(server).values()), 2) == 2
     assert rejections(server) == {("udp", "invalid_json"): 2}
-    assert metric(server, "tallyd_syslog_kernel_drops") == 0
+    assert metric(server, "tallyd_syslog_kernel_drops_total") == 0
     assert_counted(server, evs)
 
 

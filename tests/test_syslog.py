@@ -197,7 +197,10 @@ def test_nginx_lines_over_udp_counted_exactly(server_factory: type[Server], tmp_
     metrics = server.get("/metrics").text
     assert 'tallyd_events_rejected_total{source="syslog",reason="not_syslog"} 1' in metrics
     assert 'tallyd_events_rejected_total{source="syslog",reason="bad_line"} 1' in metrics
-    assert re.search(r"^tallyd_syslog_kernel_drops 0$", metrics, re.M)
+    assert re.search(r"^tallyd_syslog_kernel_drops_total 0$", metrics, re.M)
+    # Counts that only grow are Prometheus counters, so that rate() works on them.
+    for name in ("tallyd_syslog_received_total", "tallyd_syslog_kernel_drops_total"):
+        assert f"# TYPE {name} counter" in metrics
 
 
 def test_unix_datagram_socket(server_factory: type[Server], tmp_path: Path) -> None:

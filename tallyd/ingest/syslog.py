@@ -181,11 +181,11 @@ class SyslogSource:
         self._protocols: list[SyslogProtocol] = []
         self._transports: list[asyncio.DatagramTransport] = []
         self._paths: list[str] = []
-        intake.metrics.gauge(
-            "tallyd_syslog_received", "Syslog datagrams received.", lambda: self.received
+        intake.metrics.counter(
+            "tallyd_syslog_received_total", "Syslog datagrams received.", lambda: self.received
         )
-        intake.metrics.gauge(
-            "tallyd_syslog_kernel_drops",
+        intake.metrics.counter(
+            "tallyd_syslog_kernel_drops_total",
             "Datagrams the kernel dropped on tallyd's UDP sockets.",
             self.kernel_drops,
         )

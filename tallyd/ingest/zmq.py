@@ -106,15 +106,17 @@ class ZmqSource:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         m = intake.metrics
-        m.gauge(
-            "tallyd_zmq_seq_gaps", "Gaps seen in publishers' seq numbers.", lambda: self.seqs.gaps
+        m.counter(
+            "tallyd_zmq_seq_gaps_total",
+            "Gaps seen in publishers' seq numbers.",
+            lambda: self.seqs.gaps,
         )
-        m.gauge(
-            "tallyd_zmq_seq_missing",
+        m.counter(
+            "tallyd_zmq_seq_missing_total",
             "Messages missing according to seq numbers.",
             lambda: self.seqs.missing,
         )
-        m.gauge("tallyd_zmq_received", "ZeroMQ messages received.", lambda: self.received)
+        m.counter("tallyd_zmq_received_total", "ZeroMQ messages received.", lambda: self.received)
 
     def start(self) -> None:
         """Open the socket (raising zmq.ZMQError on a bad endpoint) and start receiving."""
