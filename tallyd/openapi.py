@@ -6,7 +6,7 @@ from typing import Any
 
 from tallyd import __version__
 from tallyd.badges.http import ENDPOINT_CACHE_SECONDS
-from tallyd.badges.params import FORMATS, MAX_LABEL, METRICS
+from tallyd.badges.params import COUNTS, FORMATS, MAX_LABEL, METRICS
 from tallyd.badges.render import STYLES
 from tallyd.web import INGEST_METHODS, READ_METHODS
 
@@ -85,6 +85,16 @@ _BADGE_PARAMS = [
     _param("base", type="integer", minimum=0),
     _param("increment", enum=["0", "1"], description="default: 1 for .svg, 0 for .json"),
     _param("event"),
+    _param(
+        "tz",
+        description="an IANA time zone (Europe/Madrid) for today, week, month, year, "
+        "7d, 30d and the sparklines; default: the server's --timezone",
+    ),
+    _param(
+        "count",
+        enum=list(COUNTS),
+        description="github: only views through GitHub's image proxy (github-camo) count",
+    ),
 ]
 _BADGE_HEADERS = {
     **_CORS,

@@ -148,6 +148,12 @@ class Stats:
                     out[i] += n
         return out
 
+    async def hashes(
+        self, account: str, event: str, holders: list[tuple[str, ...]]
+    ) -> tuple[list[dict[str, int]], list[int]]:
+        """The counter hashes of many periods in one snapshot, with the batch each holds."""
+        return await self._read([self._key(account, event, parts) for parts in holders])
+
     async def funnel(self, account: str, event: str, period: Period) -> dict[str, Any]:
         """Breakdown counts (e.g. orders by status) for a year or a month."""
         acc = ROLLUP if account == ROLLUP else escape(account)

@@ -18,9 +18,13 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Final
+from zoneinfo import ZoneInfo
 
 from tallyd.aggregator import Aggregator
+from tallyd.badges import windows
+from tallyd.badges.params import SPARKS
 from tallyd.badges.visitors import Visitors
 from tallyd.keys import escape
 from tallyd.metrics import Metrics
@@ -39,7 +43,10 @@ REFRESH_GATHER: Final = 0.5
 REFRESH_BATCH: Final = 100
 
 _Id = tuple[str, str]  # (account, event)
-_Figure = tuple[str, tuple[str, ...]]  # (metric, period parts)
+_Figure = tuple[str, tuple[str, ...]]  # (metric[@zone], period parts)
+Shown = int | list[int]  # a number, or a sparkline's counts (oldest first)
+# Distinct (figure, day, hour) plans of windowed figures kept.
+MAX_PLANS: Final = 4096
 
 
 @dataclass(slots=True)
@@ -49,10 +56,11 @@ class Figure:
     count: int
     until: float  # monotonic time until which the count is reused
     visitors: set[str] = field(default_factory=set)  # unique: new since the read
+    days: list[int] | None = None  # a sparkline's counts; a view adds to the last
 
     @property
-    def shown(self) -> int:
-        return self.count + len(self.visitors)
+    def shown(self) -> Shown:
+        return self.days if self.days is not None else self.count + len(self.visitors)
 
 
 class BadgeCounts:
@@ -74,7 +82,7 @@ class BadgeCounts:
         # Every figure drawn lately per (account, event): a hit bumps them all, so
         # badges of one id with different metrics agree.
         self._shown: dict[_Id, dict[_Figure, Figure]] = {}
-        self._reading: dict[tuple[_Id, _Figure], asyncio.Future[int]] = {}
+        self._reading: dict[tuple[_Id, _Figure], asyncio.Future[Shown]] = {}
         self._unique_keys: dict[tuple[str, str, tuple[str, ...]], str] = {}
         self._stale: dict[tuple[_Id, _Figure], None] = {}
         self._refresher: asyncio.Future[None] | None = None
@@ -83,11 +91,12 @@ class BadgeCounts:
         self._minute = -1
         self._day: tuple[str, ...] = ()
         self._figures: dict[str, _Figure] = {}
+        self._plans: dict[tuple[_Figure, int], windows.Plan] = {}
         self._visitors_today: dict[tuple[str, bytes], str] = {}
 
     def hit(
         self, account: str, event: str, metric: str, count: bool, client: str, user_agent: bytes
-    ) -> int | None:
+    ) -> Shown | None:
         """A view of a figure read before: counted (when `count`), and the number to
         draw; None when the figure is not cached, and then nothing is counted.
 
@@ -100,7 +109,7 @@ class BadgeCounts:
         if figures is None:
             return None
         now, minute = self._now()
-        figure = self._figures[metric]
+        figure = self._figures.get(metric) or self._zoned(metric)
         entry = figures.get(figure)
         if entry is None:
             return None
@@ -152,6 +161,8 @@ class BadgeCounts:
             for (metric, parts), entry in figures.items():
                 if metric != "unique":
                     entry.count += 1
+                    if entry.days:
+                        entry.days[-1] += 1
                 elif parts == day:
                     entry.visitors.add(visitor)
         return visitor
@@ -181,7 +192,36 @@ class BadgeCounts:
 
     def _figure(self, metric: str) -> _Figure:
         self._now()
-        return self._figures[metric]
+        return self._figures.get(metric) or self._zoned(metric)
+
+    def _zoned(self, key: str) -> _Figure:
+        """The figure of a window or of a metric in a zone (`7d`, `today@Europe/Madrid`):
+        named by the local day it ends on, so a new day is a new figure."""
+        metric, _, tz = key.partition("@")
+        if metric not in windows.WINDOWS:
+            figure = self._figures[metric]  # all time and visitors ignore the zone
+        else:
+            zone = ZoneInfo(tz) if tz else self.stats.clock.tz
+            parts = self.stats.clock.parts(self._minute) if not tz else _local_day(zone)
+            figure = (key, parts[:3])
+        self._figures[key] = figure
+        return figure
+
+    def _plan(self, figure: _Figure) -> windows.Plan:
+        """Which hashes a windowed figure reads, worked out again every hour (the
+        minutes kept at its oldest edge change)."""
+        now = time.time()
+        cached = self._plans.get((figure, int(now // 3600)))
+        if cached is None:
+            if len(self._plans) >= MAX_PLANS:
+                self._plans.clear()
+            metric, _, tz = figure[0].partition("@")
+            zone = ZoneInfo(tz) if tz else self.stats.clock.tz
+            day = date(*(int(x) for x in figure[1]))
+            spans = windows.buckets(metric, zone, day)
+            cached = windows.plan(spans, self.stats.clock, self.stats.retention, now)
+            self._plans[figure, int(now // 3600)] = cached
+        return cached
 
     async def _refresh(self) -> None:
         """Read the stale figures together, a store read and one pass per batch."""
@@ -201,19 +241,24 @@ class BadgeCounts:
         finally:
             self._refresher = None
 
-    async def _load(self, figures: list[tuple[_Id, _Figure]]) -> list[int]:
-        """Figures as the store has them: counts in one read, sketches one by one."""
-        counted = [(a, e, parts) for (a, e), (metric, parts) in figures if metric != "unique"]
+    async def _load(self, figures: list[tuple[_Id, _Figure]]) -> list[Shown]:
+        """Figures as the store has them: period counts in one read, sketches and
+        windows one by one (a window is one snapshot of the few hashes its plan names)."""
+        counted = [(a, e, parts) for (a, e), (metric, parts) in figures if metric in DEPTH]
         totals = iter(await self.stats.totals(counted) if counted else [])
-        out = []
-        for (account, event), (metric, parts) in figures:
+        out: list[Shown] = []
+        for (account, event), figure in figures:
+            metric, parts = figure
             if metric == "unique":
                 out.append(await self.stats.store.unique(self.unique_key(account, event, parts)))
-            else:
+            elif metric in DEPTH:
                 out.append(next(totals))
+            else:
+                days = await windows.read(self.stats, account, event, self._plan(figure))
+                out.append(days if metric.partition("@")[0] in SPARKS else sum(days))
         return out
 
-    async def read(self, account: str, event: str, metric: str, visitor: str = "") -> int:
+    async def read(self, account: str, event: str, metric: str, visitor: str = "") -> Shown:
         """The figure to draw, read from the store (one read per figure at a time).
 
         `visitor` is this view's hash when it was counted: a sketch read from the
@@ -235,21 +280,23 @@ class BadgeCounts:
         else:
             entry = self._shown.get(ident, {}).get(figure)
             if entry is None:
-                return count + (metric == "unique" and visitor != "")
-        if metric == "unique" and visitor:
+                if isinstance(count, list):
+                    return count
+                return count + (figure[0] == "unique" and visitor != "")
+        if figure[0] == "unique" and visitor:
             entry.visitors.add(visitor)
         return entry.shown
 
-    async def _load_one(self, ident: _Id, figure: _Figure) -> int:
+    async def _load_one(self, ident: _Id, figure: _Figure) -> Shown:
         (count,) = await self._load([(ident, figure)])
         return count
 
-    def _keep(self, ident: _Id, figure: _Figure, fut: asyncio.Future[int]) -> None:
+    def _keep(self, ident: _Id, figure: _Figure, fut: asyncio.Future[Shown]) -> None:
         self._reading.pop((ident, figure), None)
         if not fut.cancelled() and fut.exception() is None:
             self._set(ident, figure, fut.result())
 
-    def _set(self, ident: _Id, figure: _Figure, count: int) -> None:
+    def _set(self, ident: _Id, figure: _Figure, value: Shown) -> None:
         figures = self._shown.get(ident)
         if figures is None:
             if len(self._shown) >= self.max_entries:
@@ -257,4 +304,12 @@ class BadgeCounts:
             figures = self._shown[ident] = {}
         # Spread over ±25%: figures read together would otherwise go stale together.
         until = time.monotonic() + self.refresh * (0.75 + random.random() / 2)
-        figures[figure] = Figure(count, until)
+        if isinstance(value, list):
+            figures[figure] = Figure(sum(value), until, days=value)
+        else:
+            figures[figure] = Figure(value, until)
+
+
+def _local_day(zone: ZoneInfo) -> tuple[str, ...]:
+    d = datetime.now(zone)
+    return (f"{d.year:04d}", f"{d.month:02d}", f"{d.day:02d}")

@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlencode
 
 from tallyd.badges.counts import DEPTH
-from tallyd.badges.params import METRICS, BadgeParams, parse_params
+from tallyd.badges.params import BadgeParams, parse_params
 from tallyd.badges.render import template
 from tallyd.keys import escape
 from tallyd.stats import Stats
@@ -38,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     for name in OPTIONS:
         flag = "--" + name.replace("_", "-")
-        choices = METRICS if name == "metric" else None
+        # Windows and zones are read per badge view, not rendered ahead.
+        choices = tuple(DEPTH) if name == "metric" else None
         p.add_argument(flag, choices=choices, help=f"badge {name}, as the URL parameter")
 
 

@@ -15,10 +15,11 @@ from typing import Final
 import orjson
 
 from tallyd.aggregator import Overloaded
-from tallyd.badges.counts import BadgeCounts
+from tallyd.badges.counts import BadgeCounts, Shown
 from tallyd.badges.metrics import normalize_color
-from tallyd.badges.params import BadgeParams, check_id, fallback, parse_params
+from tallyd.badges.params import BadgeParams, check_id, fallback, format_count, parse_params
 from tallyd.badges.render import template
+from tallyd.badges.spark import sparkline
 from tallyd.stores import StoreError
 from tallyd.web import JSON, Headers, HTTPError, Request, Response, client_address, split_path
 
@@ -51,13 +52,24 @@ class Target:
     params: BadgeParams
     draw: Callable[[str], str]
     count: bool  # a GET counts a view
+    figure: str  # the figure cache's name of the number shown (metric and zone)
+    github: bool  # only views through GitHub's image proxy count
+
+    def counts(self, user_agent: bytes) -> bool:
+        """Whether a GET with this User-Agent counts a view."""
+        return self.count and (not self.github or is_camo(user_agent))
 
 
 def _target(ident: str, kind: str, params: BadgeParams) -> Target:
     draw = template(params.style, params.label, params.color, params.label_color)
     # shields fetches an endpoint for its own cache, not per view: counted only when asked.
     count = params.increment if params.increment is not None else kind == "svg"
-    return Target(ident, kind, params, draw, count)
+    return Target(ident, kind, params, draw, count, params.figure, params.count == "github")
+
+
+def is_camo(user_agent: bytes) -> bool:
+    """GitHub's image proxy: it fetches README images as `github-camo (<build hash>)`."""
+    return user_agent[:11].lower() == b"github-camo"
 
 
 @lru_cache(maxsize=16_384)
@@ -92,12 +104,14 @@ def badge_now(
     t = badge_target(raw_path, query)
     params = t.params
     try:
-        shown = counts.hit(t.ident, params.event, params.metric, t.count, client, user_agent)
+        shown = counts.hit(
+            t.ident, params.event, t.figure, t.counts(user_agent), client, user_agent
+        )
     except Overloaded as exc:
         raise _busy(exc) from None
     if shown is None:
         return None
-    return _answer(t, params.message(shown), headers)
+    return _answer(t, shown, headers)
 
 
 async def badge(counts: BadgeCounts, headers: Headers, req: Request) -> Response:
@@ -111,15 +125,15 @@ async def badge(counts: BadgeCounts, headers: Headers, req: Request) -> Response
         raise HTTPError(405, "method_not_allowed", "use GET", [(b"allow", b"GET, HEAD")])
     t = badge_target(scope.get("raw_path") or scope["path"].encode(), req.query_string)
     visitor = ""
-    if t.count and req.method == "GET":
-        agent, forwarded = visitor_headers(scope["headers"])
+    agent, forwarded = visitor_headers(scope["headers"])
+    if req.method == "GET" and t.counts(agent):
         visitor = _view(counts, t, client_address(scope.get("client"), forwarded), agent)
     try:
-        figure = await counts.read(t.ident, t.params.event, t.params.metric, visitor)
+        figure = await counts.read(t.ident, t.params.event, t.figure, visitor)
     except StoreError as exc:
         # The view is counted in memory; the figure needs the store.
         raise HTTPError(503, "store_unavailable", str(exc)) from None
-    return _answer(t, t.params.message(figure), headers)
+    return _answer(t, figure, headers)
 
 
 def error_badge(err: HTTPError, raw_path: bytes, query: bytes, headers: Headers) -> Response:
@@ -166,9 +180,17 @@ def _busy(exc: Overloaded) -> HTTPError:
     return HTTPError(503, "overloaded", str(exc))
 
 
-def _answer(t: Target, message: str, headers: Headers) -> Response:
+def _answer(t: Target, shown: Shown, headers: Headers) -> Response:
+    p = t.params
+    if isinstance(shown, list):
+        if t.kind == "svg":
+            texts = [format_count(n, p.format) for n in shown]
+            svg = sparkline(p.label, p.color, p.label_color, shown, texts)
+            return Response(200, svg.encode(), SVG, headers)
+        # shields draws no line: the endpoint shows the days' total.
+        shown = sum(shown)
+    message = p.message(shown)
     if t.kind == "json":
-        p = t.params
         body = _endpoint_json(p.label, message, p.color, p.label_color, error=False)
         return Response(200, body, JSON, headers)
     return Response(200, t.draw(message).encode(), SVG, headers)

@@ -10,13 +10,28 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
 from urllib.parse import parse_qsl
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tallyd.badges.metrics import normalize_color
 from tallyd.badges.render import STYLES
 from tallyd.events import Rejected, check_name
 from tallyd.web import HTTPError
 
-METRICS: Final = ("total", "today", "month", "year", "unique")
+METRICS: Final = (
+    "total",
+    "today",
+    "week",
+    "month",
+    "year",
+    "7d",
+    "30d",
+    "spark7",
+    "spark30",
+    "unique",
+)
+SPARKS: Final = ("spark7", "spark30")
+COUNTS: Final = ("all", "github")
+MAX_TZ: Final = 64
 FORMATS: Final = ("comma", "short", "plain")
 MAX_LABEL: Final = 100
 MAX_BASE: Final = 10**15
@@ -35,6 +50,13 @@ class BadgeParams:
     # None: the route decides (an image counts its views, the endpoint JSON does not).
     increment: bool | None = None
     event: str = "hit"
+    tz: str | None = None  # an IANA name; None: the server's --timezone
+    count: str = "all"  # "github": only views through GitHub's image proxy count
+
+    @property
+    def figure(self) -> str:
+        """What the figure cache knows this badge's number by: its metric and zone."""
+        return self.metric if self.tz is None else f"{self.metric}@{self.tz}"
 
     def message(self, count: int) -> str:
         return format_count(count + self.base, self.format)
@@ -85,6 +107,18 @@ def _text(value: str, name: str) -> str:
     return value
 
 
+def _zone(value: str) -> str:
+    try:
+        if len(value) > MAX_TZ:
+            raise ValueError(value)
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise HTTPError(
+            400, "bad_tz", "tz must be an IANA time zone name like Europe/Madrid"
+        ) from None
+    return value
+
+
 def _first_values(query: bytes) -> dict[str, str]:
     """Each parameter's first value; UnicodeDecodeError if one is not UTF-8."""
     q: dict[str, str] = {}
@@ -123,6 +157,10 @@ def parse_params(query: bytes) -> tuple[BadgeParams, str | None]:
         kw["increment"] = _choice(q["increment"], "increment", ("0", "1")) == "1"
     if q.get("event"):
         kw["event"] = check_id(q["event"], "event")
+    if q.get("tz"):
+        kw["tz"] = _zone(q["tz"])
+    if q.get("count"):
+        kw["count"] = _choice(q["count"], "count", COUNTS)
     repo = q.get("repo")
     return BadgeParams(**kw), (check_id(repo, "repo") if repo is not None else None)
 
