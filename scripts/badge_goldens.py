@@ -2,7 +2,9 @@
 """Renders the badge golden cases with npm's badge-maker into tests/data/badge_goldens.json.
 
 tests/test_badge_render.py renders the same cases with tallyd and compares the SVGs.
-Needs node and npm; badge-maker is installed into a temporary directory.
+Needs node and npm; badge-maker is installed into a temporary directory. Logo cases
+pass badge-maker the logo as a data URL (its `logoBase64`), made by tallyd the way
+shields.io's server makes one from simple-icons.
 
     python scripts/badge_goldens.py
 """
@@ -14,6 +16,9 @@ import json
 import pathlib
 import subprocess
 import tempfile
+from base64 import b64encode
+
+from tallyd.badges.logos import DATA_PREFIX, named_logo
 
 BADGE_MAKER = "badge-maker@4.1.0"
 OUT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "data" / "badge_goldens.json"
@@ -62,6 +67,25 @@ COLORS = [
     "000",
 ]
 LABEL_COLORS = [None, "grey", "fff", "orange", "#333", "informational", "bogus"]
+# (label, message, color, label_color, logo name or None for CUSTOM_LOGO, logoColor)
+LOGO_TEXTS = [
+    ("hits", "1,234", None, None, "github", None),
+    ("", "42", None, None, "github", None),
+    ("", "42", "red", "blue", "github", None),
+    ("views", "", None, None, "github", None),
+    ("build", "passing", "ff69b4", "#333", "python", None),
+    ("Ünïcödé ñ", "ça marche", None, None, None, None),
+    ("hits", "9,876,543,210", "yellow", None, "github", "red"),
+    ("<script>", "<b>&amp;</b>", None, "fff", "docker", "ABC"),
+    ("today", "1.2M", "blue", None, "nodedotjs", None),
+]
+CUSTOM_LOGO = (
+    DATA_PREFIX
+    + b64encode(
+        b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24">'
+        b'<circle cx="12" cy="12" r="10" fill="#fff"/></svg>'
+    ).decode()
+)
 
 RENDER_JS = """
 const { makeBadge } = require('badge-maker')
@@ -73,6 +97,7 @@ process.stdin.on('end', () => {
     const format = { label: c.label, message: c.message, style: c.style }
     if (c.color !== null) format.color = c.color
     if (c.label_color !== null) format.labelColor = c.label_color
+    if (c.logo) format.logoBase64 = c.logo
     return { ...c, svg: makeBadge(format) }
   })
   process.stdout.write(JSON.stringify(out, null, 1))
@@ -122,6 +147,17 @@ def cases() -> list[dict[str, str | None]]:
                     "message": "5",
                     "color": "red",
                     "label_color": label_color,
+                }
+            )
+        for label, message, color, label_color, name, logo_color in LOGO_TEXTS:
+            out.append(
+                {
+                    "style": style,
+                    "label": label,
+                    "message": message,
+                    "color": color,
+                    "label_color": label_color,
+                    "logo": named_logo(name, logo_color, style) if name else CUSTOM_LOGO,
                 }
             )
     return out

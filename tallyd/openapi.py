@@ -6,8 +6,9 @@ from typing import Any
 
 from tallyd import __version__
 from tallyd.badges.http import ENDPOINT_CACHE_SECONDS
+from tallyd.badges.logos import MAX_LOGO_BYTES
 from tallyd.badges.params import COUNTS, FORMATS, MAX_LABEL, METRICS
-from tallyd.badges.render import STYLES
+from tallyd.badges.render import STYLES, THEMES
 from tallyd.web import INGEST_METHODS, READ_METHODS
 
 
@@ -80,6 +81,13 @@ _BADGE_PARAMS = [
     _param("color"),
     _param("label_color"),
     _param("style", enum=list(STYLES)),
+    _param(
+        "logo",
+        description="a simple-icons name (github) or a data:image/svg+xml;base64 URL of "
+        f"at most {MAX_LOGO_BYTES} bytes of plain SVG; else an error badge",
+    ),
+    _param("logo_color", description="the named logo's colour (also logoColor)"),
+    _param("theme", enum=list(THEMES), description="auto: follows the reader's dark mode"),
     _param("metric", enum=list(METRICS)),
     _param("format", enum=list(FORMATS)),
     _param("base", type="integer", minimum=0),

@@ -24,13 +24,23 @@ def _id(case: dict[str, Any]) -> str:
 
 @pytest.mark.parametrize("case", GOLDENS["cases"], ids=_id)
 def test_same_svg_as_badge_maker(case: dict[str, Any]) -> None:
-    got = render(case["label"], case["message"], case["style"], case["color"], case["label_color"])
+    got = render(
+        case["label"],
+        case["message"],
+        case["style"],
+        case["color"],
+        case["label_color"],
+        case.get("logo"),
+    )
     assert got == case["svg"]
 
 
 def test_goldens_cover_every_style_and_many_cases() -> None:
     assert {c["style"] for c in GOLDENS["cases"]} == set(STYLES)
     assert len(GOLDENS["cases"]) >= 200
+    with_logo = [c for c in GOLDENS["cases"] if c.get("logo")]
+    assert {c["style"] for c in with_logo} == set(STYLES)
+    assert {bool(c["label"]) for c in with_logo} == {True, False}
 
 
 def test_widths_from_verdana_table() -> None:

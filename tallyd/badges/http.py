@@ -61,7 +61,9 @@ class Target:
 
 
 def _target(ident: str, kind: str, params: BadgeParams) -> Target:
-    draw = template(params.style, params.label, params.color, params.label_color)
+    draw = template(
+        params.style, params.label, params.color, params.label_color, params.logo, params.theme
+    )
     # shields fetches an endpoint for its own cache, not per view: counted only when asked.
     count = params.increment if params.increment is not None else kind == "svg"
     return Target(ident, kind, params, draw, count, params.figure, params.count == "github")

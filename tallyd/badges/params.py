@@ -12,8 +12,9 @@ from typing import Any, Final
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from tallyd.badges.logos import LogoError, custom_logo, named_logo
 from tallyd.badges.metrics import normalize_color
-from tallyd.badges.render import STYLES
+from tallyd.badges.render import STYLES, THEMES
 from tallyd.events import Rejected, check_name
 from tallyd.web import HTTPError
 
@@ -44,6 +45,10 @@ class BadgeParams:
     color: str | None = None
     label_color: str | None = None
     style: str = "flat"
+    logo: str | None = None  # a data URL, drawn left of the label
+    logo_name: str | None = None  # the simple-icons name it was made from
+    logo_color: str | None = None
+    theme: str | None = None  # "auto": follows the reader's dark mode
     metric: str = "total"
     format: str = "comma"
     base: int = 0
@@ -101,6 +106,26 @@ def _color(value: str, name: str) -> str:
     return value
 
 
+def _logo(q: dict[str, str], style: str) -> dict[str, str]:
+    """`logo` (a simple-icons name or a data: SVG) and its colour, as BadgeParams fields."""
+    value = q.get("logo")
+    if not value:
+        return {}
+    kw: dict[str, str] = {}
+    for name in ("logo_color", "logoColor"):
+        if q.get(name) and "logo_color" not in kw:
+            kw["logo_color"] = _color(q[name], name)
+    try:
+        if value.startswith("data:"):
+            kw["logo"] = custom_logo(value)
+        else:
+            kw["logo"] = named_logo(value, kw.get("logo_color"), style)
+            kw["logo_name"] = value.strip().lower()
+    except LogoError as err:
+        raise HTTPError(400, "unknown_logo" if err.unknown else "bad_logo", err.detail) from None
+    return kw
+
+
 def _text(value: str, name: str) -> str:
     if len(value) > MAX_LABEL:
         raise HTTPError(400, f"bad_{name}", f"{name} is longer than {MAX_LABEL} characters")
@@ -144,6 +169,9 @@ def parse_params(query: bytes) -> tuple[BadgeParams, str | None]:
         kw["label_color"] = _color(q["labelColor"], "labelColor")
     if q.get("style"):
         kw["style"] = _choice(q["style"], "style", STYLES)
+    kw.update(_logo(q, kw.get("style", "flat")))
+    if q.get("theme"):
+        kw["theme"] = _choice(q["theme"], "theme", THEMES)
     if q.get("metric"):
         kw["metric"] = _choice(q["metric"], "metric", METRICS)
     if q.get("format"):

@@ -23,6 +23,8 @@ from tallyd.badges.metrics import (
 )
 
 STYLES: Final = ("flat", "flat-square", "plastic", "for-the-badge", "social")
+THEMES: Final = ("auto",)
+LOGO_SIZE: Final = 14
 
 _FONT_FAMILY: Final = "Verdana,Geneva,DejaVu Sans,sans-serif"
 _SOCIAL_FONT_FAMILY: Final = "Helvetica Neue,Helvetica,Arial,sans-serif"
@@ -77,6 +79,40 @@ def _text_colors(background: str) -> tuple[str, str]:
     return ("#333", "#ccc") if is_light(background) else ("#fff", "#010101")
 
 
+def _logo(logo: str | None, x: int, badge_height: int) -> str:
+    """badge-maker's `<image>` for a logo (a data URL), or nothing."""
+    if not logo:
+        return ""
+    y = num((badge_height - LOGO_SIZE) / 2)
+    return (
+        f'<image x="{x}" y="{y}" width="{LOGO_SIZE}" height="{LOGO_SIZE}"'
+        f' xlink:href="{escape(logo)}"/>'
+    )
+
+
+# theme=auto: a reader in dark mode gets a darker label side (only where it is
+# badge-maker's default grey; a chosen label colour is kept) and, for the white social
+# style, dark boxes with light text. Without a theme nothing is added.
+_DARK_CLASSIC: Final = (
+    "<style>@media (prefers-color-scheme: dark)"
+    '{g>rect:first-child:not(:last-child)[fill="#555"]{fill:#30363d}}</style>'
+)
+_DARK_SOCIAL: Final = (
+    "<style>@media (prefers-color-scheme: dark)"
+    "{#llink,rect{fill:#21262d}path{fill:#21262d;stroke:#3d444d}"
+    'rect[stroke="#fafafa"]{stroke:#21262d}text{fill:#e6edf3}'
+    "text[aria-hidden]{fill-opacity:0}}</style>"
+)
+
+
+def _theme_head(style: str, theme: str | None) -> str:
+    if theme is None:
+        return ""
+    if theme not in THEMES:
+        raise ValueError(f"unknown badge theme {theme!r}; expected one of {', '.join(THEMES)}")
+    return _DARK_SOCIAL if style == "social" else _DARK_CLASSIC
+
+
 def _svg(width: float, height: int, accessible: str, body: str) -> str:
     label = escape(accessible)
     return (
@@ -116,7 +152,15 @@ class _Classic:
     label and colours is computed once, in `__init__`, and kept by `_template`.
     """
 
-    def __init__(self, style: str, label: str, color: str | None, label_color: str | None) -> None:
+    def __init__(
+        self,
+        style: str,
+        label: str,
+        color: str | None,
+        label_color: str | None,
+        logo: str | None = None,
+        head: str = "",
+    ) -> None:
         self.height, self.y, shadow = {
             "flat": (20, 140, True),
             "flat-square": (20, 140, False),
@@ -124,11 +168,13 @@ class _Classic:
         self.style = style
         right_color = color or "#4c1"
         has_label = bool(label) or label_color is not None
-        left_color = (label_color or "#555") if has_label else right_color
+        left_color = (label_color or "#555") if has_label or logo else right_color
         label_width = preferred_width(label, VERDANA_11) if label else 0
-        self.left = label_width + 10 if has_label else 0
+        # A logo takes its width and a gap before the label (no gap without a label).
+        logo_width = (LOGO_SIZE + (3 if label else 0)) if logo else 0
+        self.left = label_width + 10 + logo_width if has_label else 0
         self.label_text = (
-            _TextStyle(left_color, self.y, shadow).text(1, label_width, escape(label))
+            _TextStyle(left_color, self.y, shadow).text(1 + logo_width, label_width, escape(label))
             if label
             else ""
         )
@@ -148,10 +194,14 @@ class _Classic:
         )
         self.foreground = (
             f'<g fill="#fff" text-anchor="middle" font-family="{_FONT_FAMILY}"'
-            f' text-rendering="geometricPrecision" font-size="110">{self.label_text}'
+            f' text-rendering="geometricPrecision" font-size="110">'
+            f"{_logo(logo, 5, self.height)}{self.label_text}"
         )
+        self.head = head
         self.gradient = f'<linearGradient id="s" x2="0" y2="100%">{self.stops}</linearGradient>'
-        self.unlabelled = 0 if has_label else 1
+        # Without a label, the message moves right of the logo, or by one pixel.
+        self.unlabelled = 0 if has_label else (logo_width + 5 if logo else 1)
+        self.extra_right = logo_width + 4 if logo and not has_label else 0
         self.aria_prefix = f"{escape(label)}: " if label else ""
         self.message_style = _TextStyle(right_color, self.y, shadow)
         self._pieces: dict[int, list[str]] = {}
@@ -174,7 +224,7 @@ class _Classic:
     def _draw(self, message_width: int, content: str, has_message: bool) -> str:
         """The badge for an escaped message of this width."""
         height, left = self.height, self.left
-        right = message_width + 10
+        right = message_width + 10 + self.extra_right
         width = left + right
         rects = (
             f'{self.left_rect}<rect x="{left}" width="{right}" height="{height}"'
@@ -193,11 +243,18 @@ class _Classic:
         aria = self.aria_prefix + content
         return (
             f'{_SVG_OPEN} width="{width}" height="{height}" role="img" aria-label="{aria}">'
-            f"<title>{aria}</title>{background}{self.foreground}{text}</g></svg>"
+            f"<title>{aria}</title>{self.head}{background}{self.foreground}{text}</g></svg>"
         )
 
 
-def _for_the_badge(label: str, message: str, color: str | None, label_color: str | None) -> str:
+def _for_the_badge(
+    label: str,
+    message: str,
+    color: str | None,
+    label_color: str | None,
+    logo: str | None = None,
+    head: str = "",
+) -> str:
     label = label.upper()
     message = message.upper()
     right_color = color or "#4c1"
@@ -207,24 +264,31 @@ def _for_the_badge(label: str, message: str, color: str | None, label_color: str
         int(VERDANA_10_BOLD.width(message)) + 1.25 * _utf16_len(message) if message else 0
     )
     fill, _ = _text_colors(right_color)
+    # The logo sits 9 px in, 6 px before the label; a chosen label colour keeps a
+    # label box around a logo even without a label.
+    label_x = 9 + LOGO_SIZE + 6 if logo else 12
+    label_box = bool(label) or (bool(logo) and label_color is not None)
+    label_text = ""
     if label:
-        left: float = 12 + label_width + 12
-        message_x = left + 12
         label_fill, _ = _text_colors(left_color)
         label_text = (
-            f'<text transform="scale(.1)" x="{num(10 * (12 + 0.5 * label_width))}" y="175"'
-            f' textLength="{num(10 * label_width)}" fill="{label_fill}">{escape(label)}</text>'
+            f'<text transform="scale(.1)" x="{num(10 * (label_x + 0.5 * label_width))}"'
+            f' y="175" textLength="{num(10 * label_width)}" fill="{label_fill}">'
+            f"{escape(label)}</text>"
         )
+    right: float = 2 * 12 + message_width
+    if label_box:
+        left: float = label_x + label_width + 12 if label else 2 * 9 + LOGO_SIZE
+        message_x = left + 12
     else:
         left = 0
-        message_x = 12
-        label_text = ""
-    right = 2 * 12 + message_width
+        message_x = 12 + (LOGO_SIZE + 6 if logo else 0)
+        right += message_x - 12
     rect = f'width="{num(right)}" height="28" fill="{escape(right_color)}"/>'
     background = (
         f'<rect width="{num(left)}" height="28" fill="{escape(left_color)}"/>'
         f'<rect x="{num(left)}" {rect}'
-        if label
+        if label_box
         else f"<rect {rect}"
     )
     message_text = (
@@ -233,9 +297,10 @@ def _for_the_badge(label: str, message: str, color: str | None, label_color: str
         f' font-weight="bold">{escape(message)}</text>'
     )
     body = (
-        f'<g shape-rendering="crispEdges">{background}</g>'
+        f'{head}<g shape-rendering="crispEdges">{background}</g>'
         f'<g fill="#fff" text-anchor="middle" font-family="{_FONT_FAMILY}"'
-        f' text-rendering="geometricPrecision" font-size="100">{label_text}{message_text}</g>'
+        f' text-rendering="geometricPrecision" font-size="100">'
+        f"{_logo(logo, 9, 28)}{label_text}{message_text}</g>"
     )
     accessible = f"{label}: {message}" if label else message
     return _svg(left + right, 28, accessible, body)
@@ -260,11 +325,12 @@ def _social_texts(x: float, width: int, content: str, text_id: str) -> str:
     )
 
 
-def _social(label: str, message: str) -> str:
+def _social(label: str, message: str, logo: str | None = None, head: str = "") -> str:
     label = label[:1].upper() + label[1:]
     label_width = preferred_width(label, HELVETICA_11_BOLD)
     message_width = preferred_width(message, HELVETICA_11_BOLD)
-    left = label_width + 10
+    logo_width = (LOGO_SIZE + (3 if label else 0)) if logo else 0
+    left = label_width + 10 + logo_width
     right = message_width + 8
     bubble = ""
     message_text = ""
@@ -279,14 +345,14 @@ def _social(label: str, message: str) -> str:
             10 * (left + 6 + right / 2), message_width, escape(message), ' id="rlink"'
         )
     body = (
-        f'{_SOCIAL_HEAD}<g stroke="#d5d5d5"><rect stroke="none" fill="#fcfcfc" x="0.5"'
-        f' y="0.5" width="{left}" height="19" rx="2"/>{bubble}</g>'
+        f'{head}{_SOCIAL_HEAD}<g stroke="#d5d5d5"><rect stroke="none" fill="#fcfcfc" x="0.5"'
+        f' y="0.5" width="{left}" height="19" rx="2"/>{bubble}</g>{_logo(logo, 5, 20)}'
         f'<g aria-hidden="true" fill="#333" text-anchor="middle"'
         f' font-family="{_SOCIAL_FONT_FAMILY}" text-rendering="geometricPrecision"'
         f' font-weight="700" font-size="110px" line-height="14px">'
         f'<rect id="llink" stroke="#d5d5d5" fill="url(#a)" x=".5" y=".5" width="{left}"'
         f' height="19" rx="2"/>'
-        f"{_social_texts(10 * (label_width / 2 + 5), label_width, escape(label), '')}"
+        f"{_social_texts(10 * (logo_width + label_width / 2 + 5), label_width, escape(label), '')}"
         f"{message_text}</g>"
     )
     accessible = f"{label}: {message}" if label else message
@@ -294,26 +360,38 @@ def _social(label: str, message: str) -> str:
 
 
 def template(
-    style: str, label: str, color: str | None = None, label_color: str | None = None
+    style: str,
+    label: str,
+    color: str | None = None,
+    label_color: str | None = None,
+    logo: str | None = None,
+    theme: str | None = None,
 ) -> Callable[[str], str]:
-    """The badge for one style, label and colours, as a function of its message.
+    """The badge for one style, label, colours, logo (a data URL) and theme, as a
+    function of its message.
 
     Colours that are not colours fall back to the defaults, as in badge-maker.
     """
-    return _template(style, label, color, label_color)
+    return _template(style, label, color, label_color, logo, theme)
 
 
 @lru_cache(maxsize=1024)
 def _template(
-    style: str, label: str, color: str | None, label_color: str | None
+    style: str,
+    label: str,
+    color: str | None,
+    label_color: str | None,
+    logo: str | None,
+    theme: str | None,
 ) -> Callable[[str], str]:
     label, c, lc = clean(label), svg_color(color), svg_color(label_color)
+    head = _theme_head(style, theme)
     if style in ("flat", "flat-square", "plastic"):
-        return _Classic(style, label, c, lc)
+        return _Classic(style, label, c, lc, logo, head)
     if style == "for-the-badge":
-        return lambda message: _for_the_badge(label, clean(message), c, lc)
+        return lambda message: _for_the_badge(label, clean(message), c, lc, logo, head)
     if style == "social":
-        return lambda message: _social(label, clean(message))
+        return lambda message: _social(label, clean(message), logo, head)
     raise ValueError(f"unknown badge style {style!r}; expected one of {', '.join(STYLES)}")
 
 
@@ -323,6 +401,9 @@ def render(
     style: str = "flat",
     color: str | None = None,
     label_color: str | None = None,
+    logo: str | None = None,
+    theme: str | None = None,
 ) -> str:
-    """The SVG badge-maker makes for these texts and colours (names, hex or CSS)."""
-    return _template(style, label, color, label_color)(message)
+    """The SVG badge-maker makes for these texts, colours and logo (names, hex or CSS);
+    `theme="auto"` adds a dark-mode style sheet."""
+    return _template(style, label, color, label_color, logo, theme)(message)
