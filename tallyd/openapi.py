@@ -265,7 +265,8 @@ DOCUMENT: dict[str, Any] = {
         "schemas": {
             "Endpoint": {
                 "type": "object",
-                "description": "shields.io's endpoint badge document; no other keys",
+                "description": "shields.io's endpoint badge document; no other keys "
+                "(the logo ones only when a logo is asked for)",
                 "required": [
                     "schemaVersion",
                     "label",
@@ -284,6 +285,9 @@ DOCUMENT: dict[str, Any] = {
                     "labelColor": {"type": "string"},
                     "isError": {"type": "boolean"},
                     "cacheSeconds": {"type": "integer", "minimum": ENDPOINT_CACHE_SECONDS},
+                    "namedLogo": {"type": "string", "description": "a simple-icons name"},
+                    "logoColor": {"type": "string"},
+                    "logoSvg": {"type": "string", "description": "a custom logo's SVG"},
                 },
             },
             "Error": {

@@ -214,3 +214,17 @@ def test_openapi_lists_logo_and_theme(srv: Server) -> None:
     by_name = {p["name"]: p for p in params}
     assert {"logo", "logo_color", "theme"} <= set(by_name)
     assert by_name["theme"]["schema"]["enum"] == ["auto"]
+
+
+def test_endpoint_json_passes_the_logo_on_in_shields_keys(srv: Server) -> None:
+    base = {"schemaVersion", "label", "message", "color", "labelColor", "isError", "cacheSeconds"}
+    doc = srv.get("/badge/logo/test.json", logo="GitHub", logoColor="ff69b4").json()
+    assert set(doc) == base | {"namedLogo", "logoColor"}
+    assert (doc["namedLogo"], doc["logoColor"]) == ("github", "#ff69b4")
+    doc = srv.get("/badge/logo/test.json", logo="github").json()
+    assert set(doc) == base | {"namedLogo"}
+    doc = srv.get("/badge/logo/test.json", logo=data_url(CIRCLE)).json()
+    assert set(doc) == base | {"logoSvg"} and doc["logoSvg"] == CIRCLE.decode()
+    doc = srv.get("/badge/logo/test.json", logo="no-such-brand-at-all").json()
+    assert set(doc) == base and doc["isError"] is True and doc["message"] == "unknown logo"
+    assert set(srv.get("/badge/logo/test.json", theme="auto").json()) == base

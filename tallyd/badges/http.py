@@ -16,6 +16,7 @@ import orjson
 
 from tallyd.aggregator import Overloaded
 from tallyd.badges.counts import BadgeCounts, Shown
+from tallyd.badges.logos import logo_svg
 from tallyd.badges.metrics import normalize_color
 from tallyd.badges.params import BadgeParams, check_id, fallback, format_count, parse_params
 from tallyd.badges.render import template
@@ -193,27 +194,40 @@ def _answer(t: Target, shown: Shown, headers: Headers) -> Response:
         shown = sum(shown)
     message = p.message(shown)
     if t.kind == "json":
-        body = _endpoint_json(p.label, message, p.color, p.label_color, error=False)
+        body = _endpoint_json(p.label, message, p.color, p.label_color, error=False, params=p)
         return Response(200, body, JSON, headers)
     return Response(200, t.draw(message).encode(), SVG, headers)
 
 
 def _endpoint_json(
-    label: str, message: str, color: str | None, label_color: str | None, error: bool
+    label: str,
+    message: str,
+    color: str | None,
+    label_color: str | None,
+    error: bool,
+    params: BadgeParams | None = None,
 ) -> bytes:
     """shields.io's endpoint schema, so `img.shields.io/endpoint?url=` can draw it.
 
     shields refuses a document with keys it does not know, so there are no others;
     the style is chosen in the shields URL (`&style=`), as for any shields badge.
+    A logo asked for is passed on in shields' own keys: `namedLogo` and `logoColor`
+    for a simple-icons name, `logoSvg` for a custom SVG.
     """
-    return orjson.dumps(
-        {
-            "schemaVersion": 1,
-            "label": label,
-            "message": message,
-            "color": normalize_color(color) or "brightgreen",
-            "labelColor": normalize_color(label_color) or "grey",
-            "isError": error,
-            "cacheSeconds": ENDPOINT_CACHE_SECONDS,
-        }
-    )
+    doc: dict[str, object] = {
+        "schemaVersion": 1,
+        "label": label,
+        "message": message,
+        "color": normalize_color(color) or "brightgreen",
+        "labelColor": normalize_color(label_color) or "grey",
+        "isError": error,
+        "cacheSeconds": ENDPOINT_CACHE_SECONDS,
+    }
+    if params is not None and params.logo is not None:
+        if params.logo_name is not None:
+            doc["namedLogo"] = params.logo_name
+            if params.logo_color is not None:
+                doc["logoColor"] = normalize_color(params.logo_color)
+        else:
+            doc["logoSvg"] = logo_svg(params.logo)
+    return orjson.dumps(doc)

@@ -96,6 +96,11 @@ def custom_logo(value: str) -> str:
     return DATA_PREFIX + base64.b64encode(svg).decode("ascii")
 
 
+def logo_svg(url: str) -> str:
+    """The SVG text of a logo's data URL (one made by this module)."""
+    return base64.b64decode(url[len(DATA_PREFIX) :]).decode()
+
+
 def check_svg(svg: bytes) -> None:
     """Raises LogoError unless `svg` is an SVG document of drawing elements only."""
     if len(svg) > MAX_LOGO_BYTES:
