@@ -17,7 +17,7 @@ from xml.parsers import expat
 
 from simple_icons_pack import get_icon
 
-from tallyd.badges.metrics import rgb_of, svg_color
+from tallyd.badges.metrics import brightness, svg_color
 
 DATA_PREFIX: Final = "data:image/svg+xml;base64,"
 # Under the 8 KiB request-target limit once base64- and percent-encoded.
@@ -54,11 +54,6 @@ class LogoError(ValueError):
         self.unknown = unknown
 
 
-def _brightness(hex_color: str) -> float:
-    r, g, b = rgb_of("#" + hex_color) or (0, 0, 0)
-    return float(f"{(r * 299 + g * 587 + b * 114) / 255000:.2f}")
-
-
 @lru_cache(maxsize=256)
 def named_logo(name: str, color: str | None, style: str) -> str:
     """The data URL of a simple-icons logo, coloured as shields colours it."""
@@ -67,10 +62,10 @@ def named_logo(name: str, color: str | None, style: str) -> str:
         raise LogoError(f"simple-icons has no logo {name!r}", unknown=True)
     fill = svg_color(color)
     if fill is None:
-        brightness = _brightness(icon.hex)
-        if style != "social" and brightness <= _LIGHT_THRESHOLD:
+        light = brightness("#" + icon.hex) or 0.0
+        if style != "social" and light <= _LIGHT_THRESHOLD:
             fill = "whitesmoke"
-        elif style == "social" and brightness >= _DARK_THRESHOLD:
+        elif style == "social" and light >= _DARK_THRESHOLD:
             fill = "#333"
         else:
             fill = "#" + icon.hex

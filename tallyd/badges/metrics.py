@@ -135,12 +135,17 @@ def svg_color(color: str | None) -> str | None:
     return normalized
 
 
-def is_light(color: str) -> bool:
-    """True when dark text reads better on this background (shields' 0.69 threshold)."""
+def brightness(color: str) -> float | None:
+    """A colour's brightness from 0 to 1 as shields works it out (YIQ, to two
+    decimals, as JavaScript's +x.toFixed(2)); None for a colour it cannot read."""
     rgb = rgb_of(color)
     if rgb is None:
-        return False
+        return None
     r, g, b = rgb
-    # JavaScript's +x.toFixed(2): round half away from zero at two decimals.
-    brightness = (r * 299 + g * 587 + b * 114) / 255000
-    return float(f"{brightness:.2f}") > 0.69
+    return float(f"{(r * 299 + g * 587 + b * 114) / 255000:.2f}")
+
+
+def is_light(color: str) -> bool:
+    """True when dark text reads better on this background (shields' 0.69 threshold)."""
+    value = brightness(color)
+    return value is not None and value > 0.69
