@@ -15,7 +15,7 @@ from typing import Any, TypeGuard
 
 import ciso8601
 
-from tallyd.rules import MAX_NAME, MAX_TIME, ROLLUP
+from tallyd.rules import MAX_NAME, MAX_TIME, ROLLUP, reserved
 
 # (account, event, epoch minute, breakdown value, producer id)
 Event = tuple[str, str, int, str | None, str | None]
@@ -134,8 +134,11 @@ def parse(obj: Any, breakdowns: dict[str, str], now: float) -> Event:
         event = check_name(event, "type")
     if not _name_ok(account):
         account = check_name(account, "account")
-    if account == ROLLUP:
-        raise Rejected("reserved_account", f"{ROLLUP!r} is the rollup of every account")
+    if reserved(account):
+        raise Rejected(
+            "reserved_account",
+            f"{ROLLUP!r} and names ending in '/*' are rollups",
+        )
 
     t = obj.get("time")
     if t is None:
@@ -202,9 +205,10 @@ def parse_many(
             cells.append(ev[:4])
         else:
             with_ids.append(ev)
-        # "all" is a valid event name but never an account: keep it out of the shared set.
+        # "all" and "owner/*" are valid event names but never accounts: keep them out
+        # of the shared set, so the fast paths, which count only known names, refuse them.
         for name in ev[:2]:
-            if name not in known and name != ROLLUP:
+            if name not in known and not reserved(name):
                 if len(known) >= MAX_KNOWN:
                     known.pop()
                 known.add(name)

@@ -1,8 +1,9 @@
 """Expanding fine-grained cells into one store batch (SPEC §2, §3 design note).
 
 Ingest only counts (account, event, minute, breakdown value) cells; this is
-where each distinct cell becomes its five period counters, the `all` rollup,
-the funnels, the indexes and the rankings — once per flush, not per event.
+where each distinct cell becomes its five period counters, the `all` rollup and,
+for an account `owner/name`, the owner's rollup `owner/*`, the funnels, the
+indexes and the rankings — once per flush, not per event.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from tallyd.events import Cell
 from tallyd.keys import ROLLUP, KeySpace, escape
 from tallyd.periods import Clock
 from tallyd.retention import Retention, kept
+from tallyd.rules import prefix_rollup
 from tallyd.stores.base import Batch
 
 MEMORY = 1_000_000
@@ -42,13 +44,15 @@ class Expander:
         # again changes nothing, and was a third of the rows of a busy flush (1,000
         # badges viewed). Forgetting is always safe: the next batch writes them again.
         self._names: dict[str, str] = {}
+        # Account → its owner's rollup (`owner/*`), or None.
+        self._owners: dict[str, str | None] = {}
         self._indexed: set[tuple[str, str]] = set()
         self._hours: dict[tuple[str | None, str, int], _HourKeys] = {}
         self._minutes: dict[int, tuple[tuple[str, ...], str, int]] = {}
         self._day_starts: dict[tuple[str, ...], int] = {}
 
     def _forget_if_large(self) -> None:
-        for memory in (self._names, self._indexed, self._minutes):
+        for memory in (self._names, self._owners, self._indexed, self._minutes):
             if len(memory) > MEMORY:
                 memory.clear()
         if len(self._hours) > HOURS_KEPT:
@@ -92,20 +96,38 @@ class Expander:
     def build(self, node: str, seq: int, cells: dict[Cell, int]) -> Batch:
         """Every store write for these cells, merged per (key, field).
 
-        Cells are first summed per local hour, per account and for the rollup, so the
+        Cells are first summed per local hour, per account and for the rollups, so the
         keys, expiries, indexes and rankings of an hour are worked out once however
         many of its minutes have events.
         """
-        # (account, event, value, hour) → minute field → count; account None: the rollup.
+        # (account, event, value, hour) → minute field → count; account None: `all`.
+        # An owner's rollup (`owner/*`) is an account of its own, neither indexed nor
+        # ranked (like `all`): no producer can send such a name (tallyd.rules).
         hours: dict[tuple[str | None, str, str | None, int], dict[str, int]] = {}
         parts_of: dict[int, tuple[str, ...]] = {}
+        owners = self._owners
+        rollups: set[str] = set()
         held_since = time.perf_counter()
         for done, ((account, event, minute, bval), n) in enumerate(cells.items(), 1):
             if done % YIELD_EVERY == 0:
                 held_since = _yield_if_held(held_since)
             parts, mi, hour = self._hour_of(minute)
             parts_of[hour] = parts
-            for group in ((account, event, bval, hour), (None, event, bval, hour)):
+            if account in owners:
+                owner = owners[account]
+            else:
+                owner = owners[account] = prefix_rollup(account)
+            groups: tuple[tuple[str | None, str, str | None, int], ...]
+            if owner is None:
+                groups = ((account, event, bval, hour), (None, event, bval, hour))
+            else:
+                rollups.add(owner)
+                groups = (
+                    (account, event, bval, hour),
+                    (None, event, bval, hour),
+                    (owner, event, bval, hour),
+                )
+            for group in groups:
                 minutes = hours.get(group)
                 if minutes is None:
                     hours[group] = {mi: n}
@@ -131,10 +153,11 @@ class Expander:
         for done, ((who, event, bval, hour), minutes) in enumerate(hours.items(), 1):
             if done % YIELD_EVERY == 0:
                 held_since = _yield_if_held(held_since)
+            listed = who is not None and who not in rollups
             hk = self._hours.get((who, event, hour))
             fresh = hk is None
             if hk is None:
-                hk = self._hour_keys(who, event, hour, parts_of[hour], indexes)
+                hk = self._hour_keys(who, event, hour, parts_of[hour], indexes, listed)
             y, m, d, h, ea, ee = hk[:6]
             base, year_key, month_key, day_key, hour_key, top_day, top_month = hk[6:13]
             day_at, hour_at = hk[13:]
@@ -158,7 +181,7 @@ class Expander:
             if bval is not None:
                 inc(self.keys.funnel(ea, ee, (y,)), bval, n)
                 inc(self.keys.funnel(ea, ee, (y, m)), bval, n)
-            if who is None:
+            if not listed:
                 continue
             for rkey in (top_day, top_month):
                 r = rankings.get(rkey)
@@ -177,9 +200,10 @@ class Expander:
         hour: int,
         parts: tuple[str, ...],
         indexes: dict[str, set[str]],
+        listed: bool,
     ) -> _HourKeys:
-        """The keys and expiries of an account's (None: the rollup's) event in an
-        hour, remembered; the first time, its index entries go into `indexes`."""
+        """The keys and expiries of an account's (None: `all`'s) event in an hour,
+        remembered; the first time, a listed account's index entries go into `indexes`."""
         keys = self.keys
         ea = ROLLUP if account is None else self._escape(account)
         ee = self._escape(event)
@@ -204,7 +228,7 @@ class Expander:
             self.retention.expires_at(tz, (y, m, d)),
             self.retention.expires_at(tz, parts),
         )
-        if account is not None and (ea, ee) not in self._indexed:
+        if listed and (ea, ee) not in self._indexed:
             # The pair holds the escaped names themselves (shared with `_names`): with
             # 100,000 accounts, keeping the index keys instead took 24 MB more.
             self._indexed.add((ea, ee))

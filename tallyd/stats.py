@@ -19,6 +19,7 @@ from tallyd.aggregator import Aggregator
 from tallyd.keys import ROLLUP, KeySpace, escape
 from tallyd.periods import Clock, Period
 from tallyd.retention import Retention
+from tallyd.rules import PREFIX_ROLLUP, prefix_rollup
 from tallyd.stores.base import Store
 
 INTERVALS = ("minute", "hour", "day", "month", "year")
@@ -40,6 +41,9 @@ class Stats:
     ) -> Iterable[tuple[str, int, str | None, int, int]]:
         if self.aggregator is None:
             return ()
+        if account.endswith(PREFIX_ROLLUP):
+            cells = self.aggregator.unflushed(event, None)
+            return (c for c in cells if prefix_rollup(c[0]) == account)
         who = None if account == ROLLUP else account
         return self.aggregator.unflushed(event, who)
 
@@ -138,11 +142,15 @@ class Stats:
         for i in live:
             account, event, _ = wanted[i]
             where.setdefault((account, event), []).append(i)
+        # Owners' rollups asked for: only then is each cell's owner worked out.
+        owners = any(a.endswith(PREFIX_ROLLUP) for a, _ in where)
         parts_of = self.clock.parts
         for (account, event, minute, _), n, batch in self.aggregator.unflushed_cells():
-            # A cell counts for its account and for the `all` rollup.
+            # A cell counts for its account, its owner's rollup and the `all` rollup.
             mine = where.get((account, event), ()) if account != ROLLUP else ()
-            for i in (*mine, *where.get((ROLLUP, event), ())):
+            owner = prefix_rollup(account) if owners else None
+            theirs = where.get((owner, event), ()) if owner is not None else ()
+            for i in (*mine, *theirs, *where.get((ROLLUP, event), ())):
                 parts = wanted[i][2]
                 if batch > applied[i] and parts_of(minute)[: len(parts)] == parts:
                     out[i] += n

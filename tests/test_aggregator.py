@@ -130,3 +130,30 @@ async def test_a_source_that_can_wait_is_held_to_about_two_batches(store: Store)
         agg.add((f"d{i}", "pageview", MINUTE, None, None))
     assert agg.behind()
     await flushing
+
+
+async def test_owner_rollup_counts_at_flush_and_reads_unflushed(store: Store) -> None:
+    agg, stats = make(store)
+    for i, n in enumerate((3, 4, 5)):
+        for _ in range(n):
+            agg.add((f"a/x{i}", "hit", MINUTE, None, None))
+    agg.add(("b/y0", "hit", MINUTE, None, None))
+    agg.add(("a", "hit", MINUTE, None, None))  # no `/`: not under `a/`
+    wanted = [("a/*", "hit", ("2013", "09", "05")), ("b/*", "hit", ())]
+    day = Period(2013, 9, 5)
+    assert await stats.totals(wanted) == [12, 1]  # every cell still pending
+    assert (await stats.period("a/*", "hit", day))["total"] == 12
+    await agg.flush()
+    assert not agg.pending
+    assert await stats.totals(wanted) == [12, 1]
+    assert (await stats.period("a/*", "hit", day))["data"]["14"] == 12
+    assert (await stats.period("all", "hit", day))["total"] == 14
+    # Counted, but neither listed nor ranked: it is no account of its own.
+    assert "a%2F%2A" not in await store.members(stats.keys.accounts("hit"), "", "", 100)
+    assert [r["account"] for r in await stats.top("hit", ("2013", "09", "05"), 10)] == [
+        "a/x2",
+        "a/x1",
+        "a/x0",
+        "a",
+        "b/y0",
+    ]

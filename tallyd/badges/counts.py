@@ -28,6 +28,7 @@ from tallyd.badges.params import SPARKS
 from tallyd.badges.visitors import Visitors
 from tallyd.keys import escape
 from tallyd.metrics import Metrics
+from tallyd.rules import prefix_rollup
 from tallyd.stats import Stats
 
 log = logging.getLogger("tallyd.badges")
@@ -93,6 +94,8 @@ class BadgeCounts:
         self._figures: dict[str, _Figure] = {}
         self._plans: dict[tuple[_Figure, int], windows.Plan] = {}
         self._visitors_today: dict[tuple[str, bytes], str] = {}
+        # Account → its owner's rollup (`owner/*`), whose figures a view also bumps.
+        self._owners: dict[str, str | None] = {}
 
     def hit(
         self, account: str, event: str, metric: str, count: bool, client: str, user_agent: bytes
@@ -154,17 +157,23 @@ class BadgeCounts:
                 self._visitors_today.clear()
             visitor = self.visitors.hash("/".join(day), client, user_agent)
             self._visitors_today[client, user_agent] = visitor
-        agg.add_unique(self.unique_key(account, event, day), visitor, int(now) + UNIQUE_KEEP)
+        expire_at = int(now) + UNIQUE_KEEP
+        agg.add_unique(self.unique_key(account, event, day), visitor, expire_at)
         # Every figure drawn lately for this id takes the view, so badges of one id
-        # with different metrics agree.
+        # with different metrics agree; so do its owner's (the flush counts the hit
+        # for `owner/*` too, tallyd.expand).
         if figures:
-            for (metric, parts), entry in figures.items():
-                if metric != "unique":
-                    entry.count += 1
-                    if entry.days:
-                        entry.days[-1] += 1
-                elif parts == day:
-                    entry.visitors.add(visitor)
+            _bump(figures, day, visitor)
+        owner = self._owners.get(account, "")
+        if owner == "":
+            if len(self._owners) >= self.max_entries:
+                self._owners.clear()
+            owner = self._owners[account] = prefix_rollup(account)
+        if owner is not None:
+            agg.add_unique(self.unique_key(owner, event, day), visitor, expire_at)
+            theirs = self._shown.get((owner, event))
+            if theirs:
+                _bump(theirs, day, visitor)
         return visitor
 
     def unique_key(self, account: str, event: str, day: tuple[str, ...]) -> str:
@@ -308,6 +317,17 @@ class BadgeCounts:
             figures[figure] = Figure(sum(value), until, days=value)
         else:
             figures[figure] = Figure(value, until)
+
+
+def _bump(figures: dict[_Figure, Figure], day: tuple[str, ...], visitor: str) -> None:
+    """One more view in every figure of an id: a hit, or a visitor of the day."""
+    for (metric, parts), entry in figures.items():
+        if metric != "unique":
+            entry.count += 1
+            if entry.days:
+                entry.days[-1] += 1
+        elif parts == day:
+            entry.visitors.add(visitor)
 
 
 def _local_day(zone: ZoneInfo) -> tuple[str, ...]:

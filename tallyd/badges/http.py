@@ -21,6 +21,7 @@ from tallyd.badges.metrics import normalize_color
 from tallyd.badges.params import BadgeParams, check_id, fallback, format_count, parse_params
 from tallyd.badges.render import template
 from tallyd.badges.spark import sparkline
+from tallyd.rules import reserved
 from tallyd.stores import StoreError
 from tallyd.web import JSON, Headers, HTTPError, Request, Response, client_address, split_path
 
@@ -66,7 +67,9 @@ def _target(ident: str, kind: str, params: BadgeParams) -> Target:
         params.style, params.label, params.color, params.label_color, params.logo, params.theme
     )
     # shields fetches an endpoint for its own cache, not per view: counted only when asked.
+    # A rollup (`all`, `owner/*`) is a sum of other ids: viewing it counts nothing.
     count = params.increment if params.increment is not None else kind == "svg"
+    count = count and not reserved(ident)
     return Target(ident, kind, params, draw, count, params.figure, params.count == "github")
 
 

@@ -19,9 +19,9 @@ from itertools import pairwise
 from typing import Final
 from zoneinfo import ZoneInfo
 
-from tallyd.keys import ROLLUP
 from tallyd.periods import Clock, Parts
 from tallyd.retention import Retention
+from tallyd.rules import includes
 from tallyd.stats import Stats
 
 # metric → (days per bucket, buckets); week and the calendar periods are worked out.
@@ -137,9 +137,8 @@ async def read(stats: Stats, account: str, event: str, p: Plan) -> list[int]:
     if agg is None:
         return out
     parts = stats.clock.parts
-    everyone = account == ROLLUP
     for (acc, ev, minute, _), n, batch in agg.unflushed_cells():
-        if ev != event or not (everyone or acc == account):
+        if ev != event or not includes(account, acc):
             continue
         cp = parts(minute)
         found = p.bucket_of.get(cp[:3]) or p.bucket_of.get(cp[:4]) or p.bucket_of.get(cp)
