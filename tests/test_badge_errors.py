@@ -164,6 +164,16 @@ def test_error_badge_texts_are_escaped(server: Server) -> None:
     assert endpoint(server.get("/badge/a.json", label=label, style="x"))["label"] == label
 
 
+def test_the_endpoint_shows_the_label_the_svg_shows(server: Server) -> None:
+    # Characters XML cannot carry are dropped from the image; the JSON drops them too.
+    for raw, shown in (("a\x01b\x08", "ab"), ("\x00", ""), ("  hits  ", "hits")):
+        svg = server.get("/badge/a.svg", label=raw, increment="0")
+        aria = ET.fromstring(svg.text).get("aria-label", "")
+        assert aria.startswith(f"{shown}: ") if shown else ":" not in aria, aria
+        doc = endpoint(server.get("/badge/a.json", label=raw))
+        assert doc["label"] == shown and doc["message"]
+
+
 def test_refusals_are_counted_by_reason(server: Server) -> None:
     for _ in range(3):
         server.get("/badge/a.svg", style="round")

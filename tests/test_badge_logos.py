@@ -183,12 +183,21 @@ HOSTILE = {
     "not svg root": b'<html xmlns="http://www.w3.org/1999/xhtml"/>',
     "not xml": b"GIF89a\x01\x00\x01\x00",
     "no namespace": b"<svg><path/></svg>",
+    # Not UTF-8: the endpoint JSON carries the SVG as text.
+    "utf-16": '<svg xmlns="http://www.w3.org/2000/svg"><path d="M0 0"/></svg>'.encode("utf-16"),
+    "latin-1": (
+        b'<?xml version="1.0" encoding="ISO-8859-1"?>'
+        b'<svg xmlns="http://www.w3.org/2000/svg"><title>caf\xe9</title></svg>'
+    ),
 }
 
 
 @pytest.mark.parametrize("name", HOSTILE)
 def test_hostile_custom_logo_is_refused(srv: Server, name: str) -> None:
     assert "invalid logo" in refused(get(srv, logo=data_url(HOSTILE[name])), "bad_logo")
+    # The endpoint JSON answers too, as shields' rules say: 200 and isError.
+    r = srv.get("/badge/t/acc.json", logo=data_url(HOSTILE[name]))
+    assert r.status_code == 200 and r.json()["isError"] is True
 
 
 def test_other_data_urls_are_refused(srv: Server) -> None:

@@ -19,7 +19,7 @@ from tallyd.badges.counts import BadgeCounts, Shown
 from tallyd.badges.logos import logo_svg
 from tallyd.badges.metrics import normalize_color
 from tallyd.badges.params import BadgeParams, check_id, fallback, format_count, parse_params
-from tallyd.badges.render import template
+from tallyd.badges.render import clean, template
 from tallyd.badges.spark import sparkline
 from tallyd.rules import reserved
 from tallyd.stores import StoreError
@@ -219,8 +219,9 @@ def _endpoint_json(
     """
     doc: dict[str, object] = {
         "schemaVersion": 1,
-        "label": label,
-        "message": message,
+        # The same text as the SVG shows: trimmed, without what XML cannot carry.
+        "label": clean(label),
+        "message": clean(message) or message,
         "color": normalize_color(color) or "brightgreen",
         "labelColor": normalize_color(label_color) or "grey",
         "isError": error,

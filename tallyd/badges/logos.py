@@ -87,6 +87,11 @@ def custom_logo(value: str) -> str:
         svg = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         raise LogoError("the custom logo is not valid base64") from None
+    try:
+        # Shields' endpoint carries the SVG as text (`logoSvg`): UTF-8 only.
+        svg.decode("utf-8")
+    except UnicodeDecodeError:
+        raise LogoError("the custom logo is not UTF-8 text") from None
     check_svg(svg)
     return DATA_PREFIX + base64.b64encode(svg).decode("ascii")
 
