@@ -221,9 +221,17 @@ class Cors:
                 (b"vary", b"access-control-request-headers"),
             ]
             asked = request_headers.get(b"access-control-request-headers")
-            if asked:
+            # Echoed only when it is what a browser sends: a short list of header names.
+            if asked and len(asked) <= MAX_ASKED_HEADERS and HEADER_NAMES.fullmatch(asked):
                 headers.append((b"access-control-allow-headers", asked))
         return Response(204, b"", b"text/plain; charset=utf-8", headers)
+
+
+# A comma-separated list of HTTP tokens (RFC 9110 §5.6.2), as browsers send it.
+HEADER_NAMES = re.compile(
+    rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:[ \t]*,[ \t]*[!#$%&'*+.^_`|~0-9A-Za-z-]+)*"
+)
+MAX_ASKED_HEADERS = 1024
 
 
 def _allow_origin(origin: str) -> Headers:
