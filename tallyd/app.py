@@ -155,7 +155,7 @@ class App:
     async def route(self, req: Request, receive: Receive) -> Response:
         seg = req.segments
         head = seg[0] if seg else ""
-        if (head == "badge" and len(seg) >= 2) or (head == "badge.svg" and len(seg) == 1):
+        if head == "badge" or (head in ("badge.svg", "badge.json") and len(seg) == 1):
             return await badge(self.badges, self._badge_headers, req)
         if head == "api" and len(seg) >= 2:
             return await self._api(req, receive, seg[1:])

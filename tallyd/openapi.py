@@ -235,6 +235,11 @@ DOCUMENT: dict[str, Any] = {
             [_param("repo", required=True)],
             _SVG,
         ),
+        "/badge.json": _badge(
+            "The seed's badge URL as shields.io's endpoint JSON; counts only with increment=1",
+            [_param("repo", required=True)],
+            _ENDPOINT,
+        ),
         "/badge/{id}.svg": _badge("A badge: counts a view, shows the chosen figure", [_ID], _SVG),
         "/badge/{id}.json": _badge(
             "shields.io's endpoint JSON for the figure; counts only with increment=1",

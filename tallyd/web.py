@@ -173,7 +173,7 @@ _READ_PATHS = frozenset({b"/api/accounts", b"/api/top", b"/openapi.json"})
 def share_of(raw_path: bytes) -> str | None:
     """The CORS policy of a path: BADGE or READ (the read API), INGEST, or None."""
     path = raw_path.rstrip(b"/")
-    if path.startswith(b"/badge/") or path == b"/badge.svg":
+    if path.startswith(b"/badge/") or path in (b"/badge", b"/badge.svg", b"/badge.json"):
         return BADGE
     if path.startswith(b"/api/stats/") or path in _READ_PATHS:
         return READ

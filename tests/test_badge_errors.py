@@ -287,3 +287,12 @@ def test_the_openapi_document_describes_the_endpoint_as_served(server: Server) -
     paths = server.get("/openapi.json").json()["paths"]
     for path in ("/badge.svg", "/badge/{id}.svg", "/badge/{id}.json"):
         assert "X-Tallyd-Error" in paths[path]["get"]["responses"]["200"]["headers"]
+
+
+def test_badge_paths_without_an_id_are_badges_too(server: Server) -> None:
+    for path in ("/badge", "/badge/"):
+        assert error_badge(server.get(path), "missing_id", RED).endswith("missing id")
+    # The seed's URL answers the endpoint JSON as well, without counting.
+    doc = endpoint(server.get("/badge.json", repo="seed/repo"))
+    assert doc["message"] == "0" and doc["isError"] is False
+    assert endpoint(server.get("/badge.json"))["isError"] is True

@@ -80,13 +80,16 @@ def is_camo(user_agent: bytes) -> bool:
 
 @lru_cache(maxsize=16_384)
 def badge_target(raw_path: bytes, query: bytes) -> Target:
-    """The target of `/badge.svg?repo=ID` or `/badge/ID.svg|.json`, or a 400/404."""
+    """The target of `/badge.svg?repo=ID` (or `.json`) or `/badge/ID.svg|.json`, or a
+    400/404."""
     params, repo = parse_params(query)
     seg = split_path(raw_path.decode("latin-1"), decode=True)
-    if seg == ["badge.svg"]:
+    if seg in (["badge.svg"], ["badge.json"]):
         if repo is None:
             raise HTTPError(400, "missing_repo", "use /badge.svg?repo=owner/name")
-        return _target(repo, "svg", params)
+        return _target(repo, seg[0][len("badge.") :], params)
+    if seg == ["badge"]:
+        raise HTTPError(400, "missing_id", "badges are /badge/{id}.svg or /badge/{id}.json")
     name, dot, kind = seg[-1].rpartition(".") if len(seg) >= 2 else ("", "", "")
     if seg[0] != "badge" or not dot or kind not in ("svg", "json") or not name:
         raise HTTPError(404, "not_found", "badges are /badge/{id}.svg or /badge/{id}.json")
