@@ -296,3 +296,15 @@ def test_badge_paths_without_an_id_are_badges_too(server: Server) -> None:
     doc = endpoint(server.get("/badge.json", repo="seed/repo"))
     assert doc["message"] == "0" and doc["isError"] is False
     assert endpoint(server.get("/badge.json"))["isError"] is True
+
+
+def test_an_id_with_an_empty_part_is_refused(server: Server) -> None:
+    for path, params, what in (
+        ("/badge//x.svg", {}, "id"),
+        ("/badge/owner//name.svg", {}, "id"),
+        ("/badge.svg", {"repo": "owner/"}, "repo"),
+        ("/badge.svg", {"repo": "/x"}, "repo"),
+    ):
+        r = server.get(path, **params)
+        assert error_badge(r, f"bad_{what}", RED).endswith(f"invalid {what}")
+    assert server.get("/api/accounts", event="hit").json()["accounts"] == []

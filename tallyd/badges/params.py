@@ -210,8 +210,13 @@ def fallback(query: bytes) -> tuple[str, str]:
 
 
 def check_id(value: str, what: str = "id") -> str:
-    """A badge id is an account name: 1..200 characters, no control characters."""
+    """A badge id is an account name: 1..200 characters, no control characters, and
+    no empty part between slashes (`/x`, `owner//name` and `owner/` would each be
+    an id of their own, next to the `owner/x` and `owner/name` that were meant)."""
     try:
-        return check_name(value, what)
+        name = check_name(value, what)
     except Rejected as err:
         raise HTTPError(400, f"bad_{what}", err.detail) from None
+    if "/" in name and "" in name.split("/"):
+        raise HTTPError(400, f"bad_{what}", f"an {what}'s parts between slashes may not be empty")
+    return name
