@@ -14,6 +14,7 @@ from datetime import UTC
 from typing import Any, TypeGuard
 
 import ciso8601
+import orjson
 
 from tallyd.rules import MAX_NAME, MAX_TIME, ROLLUP, reserved
 
@@ -101,6 +102,15 @@ def parse_time(value: object) -> float:
     if not math.isfinite(t) or not 0 <= t <= MAX_TIME:
         raise Rejected("bad_time", "time is out of range")
     return t
+
+
+def decoded(raw: bytes, what: str) -> Any:
+    """The JSON value of `raw`, or a `Rejected` ("invalid_json") saying `what` is not
+    JSON: a source hands it on with the rest, and it is counted and logged there."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return Rejected("invalid_json", f"{what} is not JSON")
 
 
 def _name_ok(v: object) -> TypeGuard[str]:

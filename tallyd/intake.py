@@ -11,10 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from tallyd.aggregator import Aggregator
-from tallyd.events import Cell, Event, Rejected, RejectLog, parse_many
+from tallyd.events import Cell, Event, Rejected, RejectLog, decoded, parse_many
 from tallyd.hotpath import Counter, NameCache, count_body, count_objs
 from tallyd.metrics import Metrics
 
@@ -84,7 +82,7 @@ class Intake:
         for k, v in cells.items():
             pending[k] = pending.get(k, 0) + v
             fast += v
-        slow = [(i, _loads(item)) for i, item in raw]
+        slow = [(i, decoded(item, "this event")) for i, item in raw]
         return self.settle(source, counter, fast, slow, now)
 
     def settle(
@@ -112,10 +110,3 @@ class Intake:
     def reject(self, source: str, err: Rejected) -> None:
         self.metrics.reject(source, err.reason)
         self.reject_log(source, err)
-
-
-def _loads(item: bytes) -> Any:
-    try:
-        return orjson.loads(item)
-    except orjson.JSONDecodeError:
-        return Rejected("invalid_json", "this event is not JSON")

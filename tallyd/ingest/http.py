@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from tallyd.aggregator import Overloaded
-from tallyd.events import Rejected
+from tallyd.events import Rejected, decoded
 from tallyd.intake import Intake
 from tallyd.web import HTTPError, Response, json_response
 
@@ -24,19 +24,12 @@ def decode(body: bytes) -> list[Any | Rejected]:
     except orjson.JSONDecodeError as exc:
         if b"\n" not in body.strip():
             raise HTTPError(400, "invalid_json", f"the body is not JSON: {exc}") from None
-        return [_line(line) for line in body.splitlines() if line.strip()]
+        return [decoded(line, "this line") for line in body.splitlines() if line.strip()]
     if type(doc) is list:
         if not doc:
             raise HTTPError(400, "empty", "the array holds no events")
         return doc
     return [doc]
-
-
-def _line(line: bytes) -> Any | Rejected:
-    try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return Rejected("invalid_json", "this line is not JSON")
 
 
 async def post_events(intake: Intake, body: bytes, wait: bool) -> Response:

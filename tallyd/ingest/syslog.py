@@ -33,9 +33,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import orjson
-
-from tallyd.events import Rejected, parse_time
+from tallyd.events import Rejected, decoded, parse_time
 from tallyd.intake import Intake
 
 log = logging.getLogger("tallyd.syslog")
@@ -124,19 +122,11 @@ def hit_time(date: bytes) -> int | None:
     return int(t)
 
 
-def json_of(msg: bytes) -> Any:
-    """The decoded JSON of a message, or a `Rejected` saying it is not JSON."""
-    try:
-        return orjson.loads(msg)
-    except orjson.JSONDecodeError:
-        return Rejected("invalid_json", "the message is not JSON")
-
-
 def event_of(msg: bytes, event: str) -> Any:
     """The event a message stands for, or a `Rejected` saying why not."""
     msg = msg.strip()
     if msg.startswith(b"{"):
-        return json_of(msg)
+        return decoded(msg, "the message")
     m = CSV.fullmatch(msg)
     if m is None:
         return Rejected("bad_line", 'expected "time","escaped id" or a JSON event')
@@ -237,7 +227,7 @@ class SyslogSource:
             if found is not None:
                 lines.append(event_of(found[1], self.event))
             elif datagram.lstrip().startswith(b"{"):
-                events.append(json_of(datagram))
+                events.append(decoded(datagram, "the message"))
             else:
                 lines.append(Rejected("not_syslog", "not RFC 3164 or 5424, nor a JSON event"))
         if lines:
