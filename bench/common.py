@@ -47,6 +47,12 @@ def arguments(shapes: bool = False) -> argparse.Namespace:
             help="events sent: the realistic corpus (bench/corpus.py), tallyd's minimal "
             "events, or both, each against its own reference (default: both)",
         )
+        ap.add_argument(
+            "--durable",
+            action="store_true",
+            help="also run tallyd with --durable in every round, and report "
+            "durable_vs_plain (its rate over the plain run's of the same round)",
+        )
     return ap.parse_args()
 
 
@@ -69,8 +75,10 @@ def machine() -> str:
 class Tallyd:
     """`tallyd serve` in a child process, on a fresh SQLite file unless told otherwise."""
 
-    def __init__(self, *args: str, store: str | None = None) -> None:
+    def __init__(self, *args: str, store: str | None = None, durable: bool = False) -> None:
         self.dir = tempfile.mkdtemp(prefix="tallyd-bench-")
+        if durable:
+            args = (*args, "--durable", "--journal-dir", f"{self.dir}/journal")
         self.port = free_port()
         self.store = store or f"sqlite:///{self.dir}/bench.db"
         cmd = [

@@ -1,6 +1,6 @@
 """HTTP ingest: events/s through `POST /api/events` until every one is counted.
 
-    python bench/ingest_http.py [--quick] [--shape both|realistic|minimal]
+    python bench/ingest_http.py [--quick] [--shape both|realistic|minimal] [--durable]
 
 Bodies of 1,000 events are posted by four keep-alive connections; the clock
 stops when the store (the SQLite file, read directly) holds them all, and the
@@ -16,7 +16,9 @@ Two kinds of bodies, each against its own reference (default: both):
 
 The reference, measured in the same run on the same bodies, is the bare cost
 of decoding them with orjson in one process: the ceiling of any Python ingest
-path. Ratios: `vs_decode` (realistic), `minimal_vs_decode`.
+path. Ratios: `vs_decode` (realistic), `minimal_vs_decode`. With `--durable`,
+each round also runs `tallyd serve --durable` (every 202 waits for the journal's
+fsync): `durable_vs_plain` is its rate over the plain run's in the same round.
 """
 
 from __future__ import annotations
@@ -55,11 +57,13 @@ def decode_rate(payloads: list[bytes]) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def post_until_counted(payloads: list[bytes], counts: corpus.Counts) -> tuple[float, float]:
+def post_until_counted(
+    payloads: list[bytes], counts: corpus.Counts, durable: bool = False
+) -> tuple[float, float]:
     """Seconds to post every body, and until the store held every event."""
     total = counts.by_type().total()
     types = sorted(counts.by_type())
-    t = Tallyd("--max-body", str(8 << 20))
+    t = Tallyd("--max-body", str(8 << 20), durable=durable)
     store = StoreCounts(t.store)
     try:
         parts = [payloads[i::4] for i in range(4)]
@@ -116,9 +120,12 @@ def main() -> None:
         # each round, each ratio is taken within its round, and the median is reported.
         ceilings: list[float] = []
         runs: list[tuple[float, float]] = []
+        durable: list[float] = []
         for _ in range(rounds):
             ceilings.append(decode_rate(payloads))
             runs.append(post_until_counted(payloads, counts))
+            if args.durable:
+                durable.append(runs[-1][1] / post_until_counted(payloads, counts, True)[1])
         vs = [total / e / c for (_, e), c in zip(runs, ceilings, strict=True)]
         ratio = median(vs)
         ceiling = median(ceilings)
@@ -144,6 +151,16 @@ def main() -> None:
                 f"{ratio:.3f} (median of {rounds}: {min(vs):.3f}-{max(vs):.3f}; target ≥ 0.5)",
             ),
         ]
+        if durable:
+            ratios[f"{p}durable_vs_plain"] = round(median(durable), 3)
+            figures[f"{p}durable_vs_plain_spread"] = f"{min(durable):.3f}-{max(durable):.3f}"
+            rows.append(
+                (
+                    f"  {p}durable_vs_plain",
+                    f"{median(durable):.3f} (median of {rounds}: {min(durable):.3f}-"
+                    f"{max(durable):.3f}; --durable over plain, same round; target ≥ 0.5)",
+                )
+            )
     report("ingest_http", rows, figures, ratios)
 
 

@@ -167,13 +167,22 @@ def run_process_bench(target, args: tuple, frames: list[bytes]) -> float:  # typ
     return len(frames) / (done - t0)
 
 
-def tallyd_rate(s: Stream, redis_url: str | None = None) -> tuple[float, float]:
+def tallyd_rate(
+    s: Stream, redis_url: str | None = None, durable: bool = False
+) -> tuple[float, float]:
     """Events/s until the store holds them all (read from the store itself), and
     send rate; then the store's counts are checked exactly."""
     port = free_port()
     pub = publisher(port)
     n = len(s.frames)
-    t = Tallyd("--zmq", f"tcp://127.0.0.1:{port}", "--zmq-hwm", str(n), store=redis_url)
+    t = Tallyd(
+        "--zmq",
+        f"tcp://127.0.0.1:{port}",
+        "--zmq-hwm",
+        str(n),
+        store=redis_url,
+        durable=durable,
+    )
     store = StoreCounts(t.store)
     try:
         wait_subscribed(pub)
@@ -210,7 +219,7 @@ def start_redis() -> tuple[subprocess.Popen[bytes], int] | None:
 
 
 def measure(
-    s: Stream, redis_port: int | None, seed_events: int, rounds: int
+    s: Stream, redis_port: int | None, seed_events: int, rounds: int, durable: bool = False
 ) -> tuple[list[tuple[str, str]], dict[str, object], dict[str, float]]:
     """One stream against its ceiling: table rows, figures and ratios (names prefixed).
 
@@ -223,14 +232,23 @@ def measure(
     ceilings: list[float] = []
     sqlite_rates: list[float] = []
     redis_rates: list[float] = []
+    # --durable over plain, each within its round: (SQLite, Redis).
+    durable_sqlite: list[float] = []
+    durable_redis: list[float] = []
     send_rate = 0.0
     for _ in range(rounds):
         ceilings.append(run_process_bench(bare_sub, (n,), s.frames))
         rate, send_rate = tallyd_rate(s)
         sqlite_rates.append(rate)
+        if durable:
+            durable_sqlite.append(tallyd_rate(s, durable=True)[0] / rate)
         if redis_port is not None:
+            url = f"redis://127.0.0.1:{redis_port}/0"
             redis.Redis(port=redis_port).flushall()
-            redis_rates.append(tallyd_rate(s, f"redis://127.0.0.1:{redis_port}/0")[0])
+            redis_rates.append(tallyd_rate(s, url)[0])
+            if durable:
+                redis.Redis(port=redis_port).flushall()
+                durable_redis.append(tallyd_rate(s, url, durable=True)[0] / redis_rates[-1])
     mean = sum(map(len, s.frames)) / n
     ceiling = median(ceilings)
     rate = median(sqlite_rates)
@@ -262,6 +280,17 @@ def measure(
             f" ({spread(vs_sqlite)}; target ≥ 0.7)",
         ),
     ]
+    for store, values in (("sqlite", durable_sqlite), ("redis", durable_redis)):
+        if values:
+            ratios[f"{p}durable_vs_plain_{store}"] = round(median(values), 3)
+            figures[f"{p}durable_vs_plain_{store}_spread"] = spread(values)
+            rows.append(
+                (
+                    f"  tallyd --durable on {store}",
+                    f"{p}durable_vs_plain_{store} {median(values):.3f} ({spread(values)}; "
+                    "over the plain run of the same round; target ≥ 0.5)",
+                )
+            )
     if redis_port is None:
         rows.append(("  Redis runs", "skipped: redis-server is not installed"))
         return rows, figures, ratios
@@ -313,7 +342,11 @@ def main() -> None:
         for i, shape in enumerate(shapes):
             seed_events = 0 if i else 2_000 if args.quick else 20_000
             r, f, q = measure(
-                stream(shape, n), started[1] if started else None, seed_events, rounds
+                stream(shape, n),
+                started[1] if started else None,
+                seed_events,
+                rounds,
+                args.durable,
             )
             rows += r
             figures.update(f)

@@ -15,11 +15,14 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 from tallyd.dedup import Dedup
 from tallyd.events import Cell, Event
 from tallyd.expand import Expander
+from tallyd.journal import Journal
 from tallyd.metrics import Metrics
 from tallyd.stores.base import Batch, Store
 
@@ -36,6 +39,51 @@ MAX_SENT_PER_KEY = 1_000
 
 class Overloaded(Exception):
     """Too many distinct cells are waiting for the store; refuse new events."""
+
+
+@dataclass(frozen=True)
+class Unflushed:
+    """One view of the cells not yet known to be in the store, for every reader."""
+
+    pending: dict[Cell, int]
+    upcoming: int  # the batch the pending cells will be written in
+    inflight: dict[Cell, int]
+    inflight_seq: int
+
+    def cells(self) -> Iterator[tuple[Cell, int, int]]:
+        """(cell, count, batch): a reader adds a cell only if its snapshot's batch
+        marker for the key is below `batch`."""
+        upcoming = self.upcoming
+        for cell, n in self.pending.items():
+            yield cell, n, upcoming
+        inflight = self.inflight_seq
+        for cell, n in self.inflight.items():
+            yield cell, n, inflight
+
+    def of(
+        self, event: str, account: str | None
+    ) -> Iterator[tuple[str, int, str | None, int, int]]:
+        """(account, minute, value, count, batch) of one event's cells (one account's)."""
+        for (a, e, m, b), n, batch in self.cells():
+            if e == event and (account is None or a == account):
+                yield a, m, b, n, batch
+
+
+# The view of an aggregator that holds nothing (a reader without one).
+NOTHING = Unflushed({}, 1, {}, 0)
+
+
+class _Record:
+    """Cells counted in one turn of the event loop, on their way into the journal."""
+
+    __slots__ = ("cells", "done", "ids", "number")
+
+    def __init__(self) -> None:
+        self.cells: dict[Cell, int] = {}
+        self.ids: list[tuple[str, str]] = []
+        self.number = 0
+        # Resolved once the record is on disk and its cells are pending.
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
 
 class Aggregator:
@@ -60,14 +108,23 @@ class Aggregator:
         # A fresh id per process: the store keeps the last seq applied per node.
         self.node = uuid.uuid4().hex[:16]
         self.seq = 0
-        # Ingest's fast path (hotpath.Counter) increments this dict directly.
+        # Cells counted and not yet taken by a flush. Only `cells()`, `count` and
+        # `counted` add to it (with a journal: `on_synced`, once they are on disk).
         self.pending: dict[Cell, int] = {}
+        self.journal: Journal | None = None
+        self._open: _Record | None = None
+        self._unsynced: deque[_Record] = deque()
+        self._synced = 0
+        self._merged_upto = 0
+        self._synced_waiters: dict[int, asyncio.Future[None]] = {}
         # HyperLogLog key → visitor hashes, and when each key may expire.
         self.uniques: dict[str, set[str]] = {}
         self._unique_expiry: dict[str, int] = {}
         self._sent_uniques: dict[str, set[str]] = {}
         self._inflight_cells: dict[Cell, int] = {}
         self._inflight_seq = 0
+        self._inflight_upto = 0
+        self._inflight_cut = 0
         self._inflight: Batch | None = None
         self._wake = asyncio.Event()
         self._grown_at = 0.0
@@ -83,24 +140,74 @@ class Aggregator:
             "Cells waiting to be flushed.",
             lambda: len(self.pending) + len(self._inflight_cells),
         )
+        metrics.counter(
+            "tallyd_dedup_early_rotations_total",
+            "Times the remembered event ids were rotated before the window passed "
+            "(too many ids: the window was shortened).",
+            lambda: self.dedup.early_rotations,
+        )
         metrics.gauge(
             "tallyd_store_up",
             "1 if the last store write succeeded.",
             lambda: 1.0 if self.healthy else 0.0,
         )
 
-    # -- ingest -------------------------------------------------------------
+    # -- the way in: every source counts through these --------------------------
+
+    def cells(self) -> dict[Cell, int]:
+        """Where a pass of ingest counts events without an id (`cell → += 1`).
+
+        The pending cells themselves, or, with a journal, the record being filled
+        in this turn of the event loop. A pass ends with `counted`.
+        """
+        if self.journal is None:
+            return self.pending
+        rec = self._open
+        if rec is None:
+            rec = self._open = _Record()
+            asyncio.get_running_loop().call_soon(self._close_open)
+        return rec.cells
+
+    def count(self, cell: Cell) -> None:
+        """Count one event without an id (a badge view), with the capacity checks."""
+        if len(self.pending) >= self.max_pending_cells:
+            self.check_capacity()
+        cells = self.cells()
+        cells[cell] = cells.get(cell, 0) + 1
+        if len(cells) >= self.max_batch_cells:
+            self.grew()
+
+    def counted(self, events: list[Event]) -> int:
+        """End a pass of ingest: count `events` (those with ids) once per id, note
+        the new cells and let a waiting flush run. Returns how many were new."""
+        added = self._count_ids(events) if events else 0
+        self.grew()
+        self.make_way()
+        return added
 
     def add(self, ev: Event) -> bool:
         """Count one parsed event; False if its id was a duplicate."""
-        return self.add_many((ev,)) == 1
+        return self.add_many([ev]) == 1
 
-    def add_cells(self, cells: list[Cell]) -> None:
-        """Count events that carry no id (the fast path counts into `pending` itself)."""
-        p = self.pending
-        for k in cells:
-            p[k] = p.get(k, 0) + 1
-        self.grew()
+    def add_many(self, events: list[Event]) -> int:
+        """Count parsed events; returns how many were not duplicates."""
+        return self.counted(events)
+
+    def _count_ids(self, events: list[Event]) -> int:
+        cells = self.cells()
+        seen = self.dedup.seen
+        ids = self._open.ids if self._open is not None else None
+        added = 0
+        for account, event, minute, bval, eid in events:
+            if eid is not None:
+                if seen((account, eid)):
+                    continue
+                if ids is not None:
+                    ids.append((account, eid))
+            k = (account, event, minute, bval)
+            cells[k] = cells.get(k, 0) + 1
+            added += 1
+        return added
 
     def grew(self) -> None:
         """Note new cells; start a flush early once they make a large batch."""
@@ -108,19 +215,74 @@ class Aggregator:
         if len(self.pending) >= self.max_batch_cells:
             self._wake.set()
 
-    def add_many(self, events: Iterable[Event]) -> int:
-        """Count parsed events; returns how many were not duplicates."""
+    async def acknowledged(self) -> None:
+        """Wait until everything counted so far is on disk (at once without a journal)."""
+        last = self._open or (self._unsynced[-1] if self._unsynced else None)
+        if last is not None:
+            await last.done
+
+    # -- the journal (`--durable`) ---------------------------------------------
+
+    def open_journal(self, journal: Journal) -> None:
+        self.journal = journal
+
+    def on_synced(self, number: int) -> None:
+        """The journal's writer has everything up to record `number` on disk
+        (-1: it failed). Records become pending cells, visible and flushable."""
+        if number < 0:
+            self.healthy = False
+            err = self._journal_failed()
+            self.last_error = str(err)
+            for rec in self._unsynced:
+                if not rec.done.done():
+                    rec.done.set_exception(err)
+                    rec.done.exception()  # retrieved: a source that did not wait is not an error
+            for fut in self._synced_waiters.values():
+                if not fut.done():
+                    fut.set_exception(err)
+            return
+        self._synced = number
         p = self.pending
-        seen = self.dedup.seen
-        added = 0
-        for account, event, minute, bval, eid in events:
-            if eid is not None and seen((account, eid)):
-                continue
-            k = (account, event, minute, bval)
-            p[k] = p.get(k, 0) + 1
-            added += 1
+        unsynced = self._unsynced
+        while unsynced and unsynced[0].number <= number:
+            rec = unsynced.popleft()
+            for k, v in rec.cells.items():
+                p[k] = p.get(k, 0) + v
+            self._merged_upto = rec.number
+            rec.done.set_result(None)
+        for n in [n for n in self._synced_waiters if n <= number]:
+            fut = self._synced_waiters.pop(n)
+            if not fut.done():
+                fut.set_result(None)
         self.grew()
-        return added
+
+    def _close_open(self) -> None:
+        rec, self._open = self._open, None
+        if rec is None:
+            return
+        if not rec.cells:
+            rec.done.set_result(None)
+            return
+        assert self.journal is not None
+        if self.journal.error is not None:
+            rec.done.set_exception(self._journal_failed())
+            rec.done.exception()
+            return
+        rec.number = self.journal.append_data(rec.cells, rec.ids)
+        self._unsynced.append(rec)
+
+    def _journal_failed(self) -> OSError:
+        return OSError(f"the journal cannot be written: {self.journal and self.journal.error}")
+
+    async def _on_disk(self, number: int) -> None:
+        if self._synced >= number:
+            return
+        if self.journal is not None and self.journal.error is not None:
+            raise self._journal_failed()
+        fut = self._synced_waiters.get(number)
+        if fut is None:
+            fut = self._synced_waiters[number] = asyncio.get_running_loop().create_future()
+        await fut
 
     def add_unique(self, key: str, visitor: str, expire_at: int) -> None:
         """Add a visitor hash to a distinct-visitors sketch with the next batch."""
@@ -157,13 +319,18 @@ class Aggregator:
         ingest (a batch in flight and another full one waiting), or too many cells
         wait in all. A source that waits keeps memory to about two batches."""
         pending = len(self.pending)
+        if self.journal is not None and self.journal.error is not None:
+            return True  # nothing read now could be made durable: leave it queued
         # `_inflight_cells` is set from the moment a flush takes the pending cells.
         return pending >= self.max_pending_cells or (
             self.healthy and bool(self._inflight_cells) and pending >= self.max_batch_cells
         )
 
     def check_capacity(self) -> None:
-        """Raise `Overloaded` when the store has fallen too far behind."""
+        """Raise `Overloaded` when the store has fallen too far behind, or the
+        journal cannot take what would be acknowledged."""
+        if self.journal is not None and self.journal.error is not None:
+            raise Overloaded(str(self._journal_failed()))
         if len(self.pending) >= self.max_pending_cells:
             raise Overloaded(
                 f"{len(self.pending)} cells are waiting for the store ({self.last_error or 'slow'})"
@@ -171,6 +338,7 @@ class Aggregator:
 
     async def flushed(self) -> None:
         """Wait until everything added so far is in the store."""
+        await self.acknowledged()
         # Pending cells always go into the next batch number, whatever is in flight.
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((self.seq + 1, fut))
@@ -179,26 +347,11 @@ class Aggregator:
 
     # -- reads --------------------------------------------------------------
 
-    def unflushed(
-        self, event: str, account: str | None
-    ) -> Iterator[tuple[str, int, str | None, int, int]]:
-        """(account, minute, value, count, batch) for cells not yet known to be stored.
-
-        `batch` is the number of the batch the cell is (or will be) written in:
-        a reader adds a cell only if its snapshot's marker for the key is below it.
-        """
-        for (a, e, m, b), n, batch in self.unflushed_cells():
-            if e == event and (account is None or a == account):
-                yield a, m, b, n, batch
-
-    def unflushed_cells(self) -> Iterator[tuple[Cell, int, int]]:
-        """(cell, count, batch) for every cell not yet known to be stored."""
-        upcoming = self.seq + 1
-        for cell, n in self.pending.items():
-            yield cell, n, upcoming
-        inflight = self._inflight_seq
-        for cell, n in self._inflight_cells.items():
-            yield cell, n, inflight
+    def unflushed(self) -> Unflushed:
+        """What the store may not hold yet. Take it before reading the store: the
+        dicts it holds are swapped out, never emptied, so a batch written meanwhile
+        is still in it, and the snapshot's batch marker tells which to add."""
+        return Unflushed(self.pending, self.seq + 1, self._inflight_cells, self._inflight_seq)
 
     # -- flushing -----------------------------------------------------------
 
@@ -216,6 +369,9 @@ class Aggregator:
             expiry, self._unique_expiry = self._unique_expiry, {}
             self.seq += 1
             self._inflight_cells, self._inflight_seq = cells, self.seq
+            self._inflight_upto = self._merged_upto
+            if self.journal is not None:
+                self._inflight_cut = self.journal.append_cut(self.seq, self._merged_upto)
             # Expansion is CPU work: a thread keeps the event loop answering meanwhile.
             self._building = True
             try:
@@ -228,6 +384,9 @@ class Aggregator:
         batch = self._inflight
         t0 = time.perf_counter()
         try:
+            # The cut is on disk before the batch goes to the store: a batch the
+            # store may hold is one the journal can rebuild exactly.
+            await self._on_disk(self._inflight_cut)
             applied = await self.store.apply(batch)
         except Exception as exc:
             self.metrics.store_errors += 1
@@ -244,6 +403,8 @@ class Aggregator:
             m.replayed_batches += 1
         self._inflight = None
         self._inflight_cells = {}
+        if self.journal is not None:
+            self.journal.release(self._inflight_upto)
         if self._waiters:
             still = []
             for seq, fut in self._waiters:
@@ -253,6 +414,8 @@ class Aggregator:
                 else:
                     still.append((seq, fut))
             self._waiters = still
+        if self.journal is not None and self.journal.error is not None:
+            return batch.cells  # still unhealthy: nothing new can be made durable
         if not self.healthy:
             log.warning("store is back: batch %d written", batch.seq)
         self.healthy = True
@@ -307,6 +470,12 @@ class Aggregator:
         """Flush everything left; returns the cells that could not be written."""
         deadline = time.monotonic() + timeout
         backoff = 0.1
+        if self.journal is not None:
+            self._close_open()
+            try:
+                await asyncio.wait_for(self.acknowledged(), timeout)
+            except (OSError, TimeoutError) as exc:
+                log.error("journal: the last records are not on disk: %s", exc)
         while self.pending or self.uniques or self._inflight is not None:
             try:
                 await self.flush()

@@ -31,6 +31,7 @@ class Parser:
     expected: str  # what a bad value is told it should be
     read: Callable[[Any], Any]  # raises TypeError or ValueError on a bad value
     repeatable: bool = False  # a flag given several times adds up
+    switch: bool = False  # a flag that takes no value: given means true
 
 
 def _text(raw: object) -> str:
@@ -52,6 +53,19 @@ def _number(raw: object) -> float:
     if not math.isfinite(value):
         raise ValueError(raw)
     return value
+
+
+def _switch(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if not isinstance(raw, str):
+        raise TypeError(raw)
+    text = raw.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
 
 
 def _texts(raw: object) -> list[str]:
@@ -84,6 +98,7 @@ TEXT = Parser(str, "text", _text)
 INTEGER = Parser(int, "a whole number", _integer)
 NUMBER = Parser(float, "a number", _number)
 TEXTS = Parser(list[str], "a list of text", _texts, repeatable=True)
+SWITCH = Parser(bool, "true or false", _switch, switch=True)
 # The first seed's `--redishost HOST:PORT`, read as the store URL it stands for.
 REDIS_HOST = Parser(str, "HOST:PORT", _redis_host)
 
@@ -152,6 +167,18 @@ class Config:
         600.0, "seconds an event id is remembered for de-duplication", NUMBER
     )
     dedup_max_ids: int = _opt(1_000_000, "most event ids remembered at once", INTEGER)
+    durable: bool = _opt(
+        False,
+        "journal every accepted event to disk before acknowledging it, so a crash "
+        "loses none (docs/operations.md)",
+        SWITCH,
+    )
+    journal_dir: str = _opt(
+        "",
+        "directory of the --durable journal and the remembered event ids (default: "
+        "beside the SQLite file as FILE.journal, or ./journal)",
+        TEXT,
+    )
     badge_refresh: float = _opt(
         5.0, "seconds a badge reuses its figure before reading the store again", NUMBER
     )
@@ -179,6 +206,17 @@ class Config:
     @property
     def http_port(self) -> int:
         return int(self.http.rpartition(":")[2])
+
+    @property
+    def journal_path(self) -> str:
+        """Where the journal and the remembered ids live (`--journal-dir` or beside the data)."""
+        if self.journal_dir:
+            return self.journal_dir
+        if self.store.startswith("sqlite:"):
+            from tallyd.stores.sqlite import path_of
+
+            return path_of(self.store) + ".journal"
+        return "journal"
 
     @property
     def breakdowns(self) -> dict[str, str]:
@@ -364,5 +402,11 @@ def add_arguments(parser: argparse.ArgumentParser, only: set[str] | None = None)
         names = [_flag(name), *f.metadata.get("aliases", [])]
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[operator]
         help_ = f"{f.metadata['help']} (env {_variable(name)}; default {default!r})"
-        action = "append" if f.metadata["parse"].repeatable else "store"
+        parse: Parser = f.metadata["parse"]
+        if parse.switch:
+            parser.add_argument(
+                *names, dest=name, action="store_const", const=True, default=None, help=help_
+            )
+            continue
+        action = "append" if parse.repeatable else "store"
         parser.add_argument(*names, dest=name, action=action, default=None, help=help_)

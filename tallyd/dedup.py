@@ -39,5 +39,9 @@ class Dedup:
         self._prev, self._cur = self._cur, set()
         self._rotated = time.monotonic()
 
+    def ids(self) -> list[Hashable]:
+        """Every id remembered now, oldest generation first."""
+        return [*self._prev, *self._cur]
+
     def __len__(self) -> int:
         return len(self._cur) + len(self._prev)

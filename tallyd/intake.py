@@ -44,7 +44,7 @@ class Intake:
         self._coarse_until = 0.0
 
     def counter(self, now: float, cells: dict[Cell, int] | None = None) -> Counter:
-        """A fast-path counter into `cells` (by default the aggregator's pending cells)."""
+        """A fast-path counter into `cells` (by default where the aggregator counts)."""
         agg = self.aggregator
         if now >= self._coarse_until or len(self._coarse) > MAX_COARSE:
             self._coarse = {}
@@ -53,7 +53,7 @@ class Intake:
             self.known,
             self.breakdowns,
             int(now // 60),
-            agg.pending if cells is None else cells,
+            agg.cells() if cells is None else cells,
             [],
             self._coarse,
             agg.expander.coarse_minute,
@@ -77,10 +77,10 @@ class Intake:
         raw: list[tuple[int, bytes]] = []
         if count_body(counter, body, raw) < 0:
             return None
-        pending = self.aggregator.pending
+        into = self.aggregator.cells()
         fast = 0
         for k, v in cells.items():
-            pending[k] = pending.get(k, 0) + v
+            into[k] = into.get(k, 0) + v
             fast += v
         slow = [(i, decoded(item, "this event")) for i, item in raw]
         return self.settle(source, counter, fast, slow, now)
@@ -95,16 +95,16 @@ class Intake:
             self.reject(source, err)
         agg = self.aggregator
         if cells:
-            agg.add_cells(cells)
+            into = agg.cells()
+            for k in cells:
+                into[k] = into.get(k, 0) + 1
         ids: list[Event] = counter.ids + with_ids if with_ids else counter.ids
-        added = agg.add_many(ids) if ids else 0
+        added = agg.counted(ids)
         accepted = fast + len(cells) + added
         if accepted:
             self.metrics.accept(source, accepted)
-            agg.grew()
         duplicates = len(ids) - added
         self.metrics.duplicates += duplicates
-        agg.make_way()
         return Counted(accepted, duplicates, rejected)
 
     def reject(self, source: str, err: Rejected) -> None:

@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 import zmq
 
@@ -30,9 +31,12 @@ from tallyd.httpd import HTTPServer
 from tallyd.ingest.syslog import SyslogSource
 from tallyd.ingest.zmq import ZmqSource
 from tallyd.intake import Intake
+from tallyd.journal import Journal, Lock
 from tallyd.keys import KeySpace
 from tallyd.metrics import Metrics
 from tallyd.periods import Clock
+from tallyd.recovery import recover, remember_ids, save_ids
+from tallyd.recovery import start as start_journal
 from tallyd.retention import Retention
 from tallyd.stats import Stats
 from tallyd.stores import Store, StoreError, open_store, open_when_ready, redact
@@ -169,6 +173,26 @@ async def serve(cfg: Config) -> int:
             log.error("%s", exc)
             return 1
         log.info("store %s open; counting in %s", redact(cfg.store), cfg.timezone)
+        journal: Journal | None = None
+        lock: Lock | None = None
+        directory = Path(cfg.journal_path)
+        if not cfg.durable and directory.is_dir():
+            # The ids a graceful stop saved: re-sent events stay counted once.
+            remembered = await asyncio.to_thread(remember_ids, directory, parts.aggregator)
+            if remembered:
+                log.info("%d event id(s) remembered from %s", remembered, directory)
+        if cfg.durable:
+            try:
+                lock = Lock(directory)
+                await recover(directory, parts.aggregator, cfg.store_wait)
+            except (OSError, StoreError) as exc:
+                log.error("--durable: %s", exc)
+                if lock is not None:
+                    lock.release()
+                await parts.store.close()
+                return 1
+            journal = start_journal(directory, parts.aggregator)
+            log.info("durable: journaling to %s", directory)
         zmq_source: ZmqSource | None = None
         if cfg.zmq or cfg.zmq_bind:
             zmq_source = ZmqSource(parts.intake, cfg.zmq, cfg.zmq_bind, cfg.zmq_topic, cfg.zmq_hwm)
@@ -204,6 +228,17 @@ async def serve(cfg: Config) -> int:
         parts.aggregator.stop()
         await flusher
         lost = await parts.aggregator.drain(cfg.shutdown_timeout)
+        if journal is not None and lock is not None:
+            # Whatever did not reach the store stays journaled for the next start.
+            await asyncio.to_thread(journal.close, not lost)
+            lock.release()
+            if lost:
+                log.info("durable: the journal keeps them; the next start writes them")
+        elif len(parts.aggregator.dedup):
+            try:
+                await asyncio.to_thread(save_ids, directory, parts.aggregator)
+            except OSError as exc:
+                log.error("cannot save the event ids remembered to %s: %s", directory, exc)
         await parts.store.close()
         accepted = ", ".join(f"{k}={v}" for k, v in sorted(parts.metrics.accepted.items()))
         outcome = "every count written" if not lost else f"{lost} cells NOT written"

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, unquote
 
-from tallyd.aggregator import Aggregator
+from tallyd.aggregator import NOTHING, Aggregator, Unflushed
 from tallyd.keys import ROLLUP, KeySpace, escape
 from tallyd.periods import Clock, Period
 from tallyd.retention import Retention
@@ -37,20 +37,21 @@ class Stats:
     retention: Retention = field(default_factory=Retention)
 
     def _unflushed(
-        self, account: str, event: str
+        self, view: Unflushed, account: str, event: str
     ) -> Iterable[tuple[str, int, str | None, int, int]]:
-        if self.aggregator is None:
-            return ()
         if account.endswith(PREFIX_ROLLUP):
-            cells = self.aggregator.unflushed(event, None)
+            cells = view.of(event, None)
             return (c for c in cells if prefix_rollup(c[0]) == account)
         who = None if account == ROLLUP else account
-        return self.aggregator.unflushed(event, who)
+        return view.of(event, who)
 
-    async def _read(self, keys: list[str]) -> tuple[list[dict[str, int]], list[int]]:
-        node = self.aggregator.node if self.aggregator else ""
-        snap = await self.store.read(keys, node)
-        return snap.hashes, snap.applied
+    async def _read(self, keys: list[str]) -> tuple[list[dict[str, int]], list[int], Unflushed]:
+        """Counter hashes in one snapshot, the batch each holds, and what the
+        aggregator had not written when the read began (see `Aggregator.unflushed`)."""
+        agg = self.aggregator
+        view = agg.unflushed() if agg is not None else NOTHING
+        snap = await self.store.read(keys, agg.node if agg is not None else "")
+        return snap.hashes, snap.applied, view
 
     def _key(self, account: str, event: str, parts: tuple[str, ...]) -> str:
         acc = ROLLUP if account == ROLLUP else escape(account)
@@ -103,9 +104,9 @@ class Stats:
         """A period's counts by segment, stored and unflushed; none past retention."""
         if self._past(period.parts, self._now()):
             return {}
-        (h,), (applied,) = await self._read([self._key(account, event, period.parts)])
+        (h,), (applied,), view = await self._read([self._key(account, event, period.parts)])
         counts = {int(f): n for f, n in h.items() if f.isdigit()}
-        for _, minute, _, n, batch in self._unflushed(account, event):
+        for _, minute, _, n, batch in self._unflushed(view, account, event):
             if batch <= applied:
                 continue
             f = period.field_of(self.clock.parts(minute))
@@ -125,7 +126,7 @@ class Stats:
             elif len(parts) >= 3 and not self._past(parts[:-1], now):
                 reads.append((i, parts[:-1], parts[-1]))
         live = [i for i, _, _ in reads]
-        hashes, read_applied = await self._read(
+        hashes, read_applied, view = await self._read(
             [self._key(wanted[i][0], wanted[i][1], parts) for i, parts, _ in reads]
         )
         out = [0] * len(wanted)
@@ -145,7 +146,7 @@ class Stats:
         # Owners' rollups asked for: only then is each cell's owner worked out.
         owners = any(a.endswith(PREFIX_ROLLUP) for a, _ in where)
         parts_of = self.clock.parts
-        for (account, event, minute, _), n, batch in self.aggregator.unflushed_cells():
+        for (account, event, minute, _), n, batch in view.cells():
             # A cell counts for its account, its owner's rollup and the `all` rollup.
             mine = where.get((account, event), ()) if account != ROLLUP else ()
             owner = prefix_rollup(account) if owners else None
@@ -158,17 +159,18 @@ class Stats:
 
     async def hashes(
         self, account: str, event: str, holders: list[tuple[str, ...]]
-    ) -> tuple[list[dict[str, int]], list[int]]:
-        """The counter hashes of many periods in one snapshot, with the batch each holds."""
+    ) -> tuple[list[dict[str, int]], list[int], Unflushed]:
+        """The counter hashes of many periods in one snapshot, with the batch each
+        holds and what was not written yet when it was read."""
         return await self._read([self._key(account, event, parts) for parts in holders])
 
     async def funnel(self, account: str, event: str, period: Period) -> dict[str, Any]:
         """Breakdown counts (e.g. orders by status) for a year or a month."""
         acc = ROLLUP if account == ROLLUP else escape(account)
         key = self.keys.funnel(acc, escape(event), period.parts)
-        (h,), (applied,) = await self._read([key])
+        (h,), (applied,), view = await self._read([key])
         counts = dict(h)
-        for _, minute, bval, n, batch in self._unflushed(account, event):
+        for _, minute, bval, n, batch in self._unflushed(view, account, event):
             if batch <= applied or bval is None:
                 continue
             if period.field_of(self.clock.parts(minute)) is not None:
@@ -196,12 +198,12 @@ class Stats:
         parents = [
             p for p in dict.fromkeys(lab[:holder] for lab in labels) if not self._past(p, now)
         ]
-        hashes, applied = await self._read([self._key(account, event, p) for p in parents])
+        hashes, applied, view = await self._read([self._key(account, event, p) for p in parents])
         by_parent = dict(zip(parents, hashes, strict=True))
         applied_by_parent = dict(zip(parents, applied, strict=True))
         counts = {lab: by_parent.get(lab[:holder], {}).get(lab[holder], 0) for lab in labels}
         depth = holder + 1
-        for _, minute, _, n, batch in self._unflushed(account, event):
+        for _, minute, _, n, batch in self._unflushed(view, account, event):
             lab = self.clock.parts(minute)[:depth]
             seen = applied_by_parent.get(lab[:holder])
             if lab in counts and seen is not None and batch > seen:
@@ -222,12 +224,12 @@ class Stats:
 
     async def events(self, account: str | None = None) -> list[str]:
         key = self.keys.events if account is None else self.keys.account_events(escape(account))
+        view = self.aggregator.unflushed() if self.aggregator is not None else NOTHING
         names = await self.store.members(key, "", "", MAX_LIST)
         found = {unquote(n) for n in names}
-        if self.aggregator is not None:
-            for a, e, _, _ in list(self.aggregator.pending):
-                if account is None or a == account:
-                    found.add(e)
+        for (a, e, _, _), _, _ in view.cells():
+            if account is None or a == account:
+                found.add(e)
         return sorted(found)
 
     async def accounts(self, event: str, prefix: str, after: str, limit: int) -> dict[str, Any]:
@@ -252,7 +254,7 @@ class Stats:
         if self.aggregator is not None:
             depth = len(parts)
             # Rankings carry no batch marker: add only what is surely not written yet.
-            for a, minute, _, n, batch in self.aggregator.unflushed(event, None):
+            for a, minute, _, n, batch in self.aggregator.unflushed().of(event, None):
                 if batch > self.aggregator.seq and self.clock.parts(minute)[:depth] == parts:
                     scores[a] = scores.get(a, 0) + n
         best = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]

@@ -146,7 +146,7 @@ async def test_windows_at_a_dst_change(store: Store, server_tz: str) -> None:
     agg = Aggregator(store, Expander(keys, clock, retention), Metrics())
     stats = Stats(store, keys, clock, agg, retention=retention)
     for at, n in DST_HITS.items():
-        agg.add_cells([("madrid", "hit", _minute(at), None)] * n)
+        agg.add_many([("madrid", "hit", _minute(at), None, None)] * n)
     now = datetime(2026, 10, 28, 12, tzinfo=UTC).timestamp()
     for flushed in (False, True):
         if flushed:
@@ -170,9 +170,9 @@ async def test_half_hour_zones_are_exact_to_the_hour_once_minutes_expire(
     agg = Aggregator(store, Expander(keys, clock, kept), Metrics())
     stats = Stats(store, keys, clock, agg, retention=kept)
     # 18:30 UTC on 2 March 2013 is midnight of the 3rd in Kolkata.
-    agg.add_cells([("madrid", "hit", _minute("2013-03-02T18:10:00Z"), None)] * 1)
-    agg.add_cells([("madrid", "hit", _minute("2013-03-02T18:40:00Z"), None)] * 2)
-    agg.add_cells([("madrid", "hit", _minute("2013-03-03T18:20:00Z"), None)] * 4)
+    agg.add_many([("madrid", "hit", _minute("2013-03-02T18:10:00Z"), None, None)] * 1)
+    agg.add_many([("madrid", "hit", _minute("2013-03-02T18:40:00Z"), None, None)] * 2)
+    agg.add_many([("madrid", "hit", _minute("2013-03-03T18:20:00Z"), None, None)] * 4)
     await agg.flush()
     now = datetime(2013, 3, 5, tzinfo=UTC).timestamp()
     day = date(2013, 3, 3)

@@ -104,9 +104,18 @@ def test_every_setting_is_read_as_its_type(name: str, tmp_path: Path) -> None:
     from_env = getattr(Config.load({}, env={var: text_of(default)}), name)
     assert from_env == default and type(from_env) is type(default)
     f = tmp_path / "t.toml"
-    f.write_text(f"{name} = {default!r}\n".replace("'", '"'))
+    toml = str(default).lower() if type(default) is bool else repr(default).replace("'", '"')
+    f.write_text(f"{name} = {toml}\n")
     from_file = getattr(Config.load({}, env={}, path=str(f)), name)
     assert from_file == default and type(from_file) is type(default)
+
+
+def test_a_switch_is_a_flag_without_a_value_or_a_truth_in_text() -> None:
+    assert Config.load({"durable": True}, env={}).durable is True
+    assert Config.load({}, env={"TALLYD_DURABLE": "yes"}).durable is True
+    assert Config.load({}, env={"TALLYD_DURABLE": "0"}).durable is False
+    with pytest.raises(ValueError, match="TALLYD_DURABLE='maybe': expected true or false"):
+        Config.load({}, env={"TALLYD_DURABLE": "maybe"})
 
 
 def test_a_field_must_name_a_parser_of_its_type() -> None:

@@ -142,13 +142,7 @@ class BadgeCounts:
         user_agent: bytes,
     ) -> str:
         agg = self.aggregator
-        pending = agg.pending
-        if len(pending) >= agg.max_pending_cells:
-            agg.check_capacity()
-        cell = (account, event, minute, None)
-        pending[cell] = pending.get(cell, 0) + 1
-        if len(pending) >= agg.max_batch_cells:
-            agg.grew()
+        agg.count((account, event, minute, None))
         self.metrics.accept(SOURCE)
         day = self._day
         visitor = self._visitors_today.get((client, user_agent))

@@ -129,15 +129,12 @@ def _end(parts: Callable[[int], Parts], m: int, p: Parts, depth: int) -> int:
 
 async def read(stats: Stats, account: str, event: str, p: Plan) -> list[int]:
     """Each bucket's count: the planned hashes in one snapshot, plus what is not flushed."""
-    hashes, applied = await stats.hashes(account, event, p.holders)
+    hashes, applied, view = await stats.hashes(account, event, p.holders)
     out = [0] * p.size
     for i, field, b in p.cells:
         out[b] += hashes[i].get(field, 0)
-    agg = stats.aggregator
-    if agg is None:
-        return out
     parts = stats.clock.parts
-    for (acc, ev, minute, _), n, batch in agg.unflushed_cells():
+    for (acc, ev, minute, _), n, batch in view.cells():
         if ev != event or not includes(account, acc):
             continue
         cp = parts(minute)

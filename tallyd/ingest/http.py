@@ -57,6 +57,12 @@ async def post_events(intake: Intake, body: bytes, wait: bool) -> Response:
         answer["error"] = "rejected"
         answer["detail"] = "no event in the body could be counted"
         return json_response(answer, 400)
-    if wait and accepted:
-        await intake.aggregator.flushed()
+    try:
+        if wait and accepted:
+            await intake.aggregator.flushed()
+        else:
+            # With --durable, accepted means on disk: the 202 waits for the journal.
+            await intake.aggregator.acknowledged()
+    except OSError as exc:
+        raise HTTPError(503, "not_durable", str(exc), [(b"retry-after", b"5")]) from None
     return json_response(answer, 202)

@@ -30,7 +30,7 @@ import os
 import re
 import socket
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 from tallyd.events import Rejected, decoded, parse_time
@@ -150,6 +150,12 @@ class SyslogProtocol(asyncio.DatagramProtocol):
         self.source = source
         self.bare = bare
         self.buffer: list[bytes] = []
+        # Typed by what is used of it: asyncio's datagram transports pause and
+        # resume reading like stream ones, though typeshed lists it only there.
+        self.transport: asyncio.ReadTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.ReadTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if not self.buffer:
@@ -160,6 +166,19 @@ class SyslogProtocol(asyncio.DatagramProtocol):
         batch, self.buffer = self.buffer, []
         if batch:
             self.source.count(batch, self.bare)
+            if self.source.intake.aggregator.journal is not None and self.transport is not None:
+                # With --durable, a datagram is taken (read) only once the ones before
+                # it are on disk: the kernel's buffer holds the next ones meanwhile.
+                self.transport.pause_reading()
+                asyncio.get_running_loop().create_task(self._resume_when_durable())
+
+    async def _resume_when_durable(self) -> None:
+        try:
+            await self.source.intake.aggregator.acknowledged()
+        except OSError:
+            await asyncio.sleep(1.0)  # the journal failed: logged by it; do not spin
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
 
 class SyslogSource:

@@ -154,11 +154,16 @@ class ZmqSource:
                 if not await self._sock.poll(POLL_MS):
                     continue
                 received = self._drain(BATCH)
-                if received == BATCH:
+                if agg.journal is not None:
+                    # With --durable, what was read is on disk before the next read.
+                    await agg.acknowledged()
+                elif received == BATCH:
                     await asyncio.sleep(0)  # a full batch: let HTTP and the flusher run
             except zmq.ZMQError as exc:
                 log.error("zmq: receive failed: %s", exc)
                 await asyncio.sleep(0.1)
+            except OSError:
+                await asyncio.sleep(1.0)  # the journal failed (it says so): do not spin
             except Exception:
                 # A bug must not silently end ingest: log it and keep receiving.
                 log.exception("zmq: error counting a batch")
