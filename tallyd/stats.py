@@ -253,9 +253,12 @@ class Stats:
         scores = {unquote(m): s for m, s in ranked}
         if self.aggregator is not None:
             depth = len(parts)
-            # Rankings carry no batch marker: add only what is surely not written yet.
-            for a, minute, _, n, batch in self.aggregator.unflushed().of(event, None):
-                if batch > self.aggregator.seq and self.clock.parts(minute)[:depth] == parts:
+            # A ranking carries no batch marker: the view is taken after the read, and
+            # only its pending cells (not yet in any batch) are added. A batch written
+            # during the read may be left out for a moment; nothing counts twice.
+            view = self.aggregator.unflushed()
+            for a, minute, _, n, batch in view.of(event, None):
+                if batch == view.upcoming and self.clock.parts(minute)[:depth] == parts:
                     scores[a] = scores.get(a, 0) + n
         best = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
         return [{"account": a, "count": n} for a, n in best]
