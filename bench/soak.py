@@ -240,8 +240,9 @@ def main() -> None:
             )
         if service.total("pageview") != sent:
             problems.append(f"bus: {service.total('pageview')} counted for {sent} sent")
-        service.proc and service.proc.send_signal(signal.SIGTERM)
-        service.proc and service.proc.wait(60)
+        if service.proc is not None:
+            service.proc.send_signal(signal.SIGTERM)
+            service.proc.wait(60)
         log = service.log.read_text()
         replays = log.count("batch(es) replayed")
         if "Traceback" in log:
