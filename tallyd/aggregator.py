@@ -104,7 +104,8 @@ class Aggregator:
         self.flush_interval = flush_interval
         self.max_batch_cells = max_batch_cells
         self.max_pending_cells = max_pending_cells
-        self.dedup = dedup or Dedup()
+        # Not `dedup or Dedup()`: an empty Dedup is falsy (it has a length).
+        self.dedup = dedup if dedup is not None else Dedup()
         # A fresh id per process: the store keeps the last seq applied per node.
         self.node = uuid.uuid4().hex[:16]
         self.seq = 0

@@ -107,6 +107,24 @@ async def test_dedup_window_is_bounded() -> None:
     assert d.seen(99)
 
 
+def test_an_id_is_remembered_at_least_the_window_and_less_than_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr("tallyd.dedup.time.monotonic", lambda: now[0])
+    d = Dedup(window=10)
+    # Seen at the start, the middle and the end of a window, however sparse the rest.
+    for i, start in enumerate((1000.0, 1005.0, 1009.99)):
+        key = ("acme", f"e{i}")
+        now[0] = start
+        assert not d.seen(key)
+        now[0] = start + 9.99
+        assert d.seen(key)
+        now[0] = start + 20.0
+        assert not d.seen(key), "remembered twice the window"
+    assert d.early_rotations == 0
+
+
 async def test_a_source_that_can_wait_is_held_to_about_two_batches(store: Store) -> None:
     agg, _ = make(store, max_batch_cells=10, max_pending_cells=100)
     for i in range(10):

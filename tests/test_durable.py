@@ -9,6 +9,7 @@ is ever shown).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -300,3 +301,30 @@ def test_ids_survive_a_graceful_restart_without_durable(
     assert server.post(events).json()["duplicates"] == 100
     assert total(server, "acme", "signup") == 100
     assert "100 event id(s) remembered" in server.log.read_text()
+
+
+def test_too_many_ids_shorten_the_window_and_say_so(
+    server_factory: type[Server], tmp_path: Path
+) -> None:
+    server = server_factory(tmp_path, "--durable", "--dedup-max-ids", "10").start()
+    events = [{"event": "signup", "id": f"u{i}", "account": "acme", "time": T} for i in range(30)]
+    assert server.post(events).json()["accepted"] == 30
+    text = server.get("/metrics").text
+    rotations = re.search(r"^tallyd_dedup_early_rotations_total (\S+)$", text, re.M)
+    assert rotations is not None and float(rotations.group(1)) >= 5
+    # Memory stays bounded: the earliest ids are forgotten, the latest remembered.
+    again = server.post(events[-3:] + events[:1]).json()
+    assert again["duplicates"] == 3 and again["accepted"] == 1
+
+
+def test_an_id_is_forgotten_after_the_window(server_factory: type[Server], tmp_path: Path) -> None:
+    server = server_factory(tmp_path, "--dedup-window", "0.5").start()
+    event = [{"event": "signup", "id": "u1", "account": "acme", "time": T}]
+    assert server.post(event).json()["accepted"] == 1
+    assert server.post(event).json()["duplicates"] == 1
+    # Remembered for at least the window and at most twice it (two generations).
+    time.sleep(1.2)
+    server.post([{"event": "signup", "id": "other", "account": "acme", "time": T}])
+    time.sleep(0.6)
+    assert server.post(event).json()["accepted"] == 1
+    assert total(server, "acme", "signup") == 3
