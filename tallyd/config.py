@@ -159,6 +159,18 @@ class Config:
     retention_minutes: int = _opt(7, "days to keep per-minute counts (0: forever)", INTEGER)
     retention_hours: int = _opt(400, "days to keep per-hour counts (0: forever)", INTEGER)
     max_body: int = _opt(1 << 20, "largest POST body in bytes", INTEGER)
+    max_body_buffered: int = _opt(
+        64 << 20, "request body bytes held at once across connections (past it: 503)", INTEGER
+    )
+    max_connections: int = _opt(
+        10_000, "open HTTP connections at most (past it: 503 with Retry-After)", INTEGER
+    )
+    header_timeout: float = _opt(
+        10.0, "seconds a client has to send a request's whole line and headers", NUMBER
+    )
+    keepalive_timeout: float = _opt(
+        5.0, "seconds an idle HTTP connection stays open between requests", NUMBER
+    )
     max_batch_cells: int = _opt(10_000, "flush early once this many distinct cells wait", INTEGER)
     max_pending_cells: int = _opt(
         2_000_000, "refuse new events (503) past this many waiting cells", INTEGER
@@ -247,6 +259,9 @@ class Config:
                 raise ValueError(f"--breakdown {item!r}: expected EVENT:PROPERTY")
         if self.flush_interval <= 0:
             raise ValueError("--flush-interval must be positive")
+        for name in ("header_timeout", "keepalive_timeout", "max_connections", "max_body_buffered"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive")
         for name in (
             "max_body",
             "max_batch_cells",

@@ -6,30 +6,40 @@ answered a do-nothing handler ~9k times a second while a bare asyncio protocol w
 the same parser answered ~45k (docs/http-server.md). So requests are parsed here and
 first offered to `App.fast`, which answers a cached badge synchronously; everything
 else goes to the app's ASGI entry point in a task, one request at a time per
-connection (pipelined requests queue in order).
+connection: a pipelined request waits its turn, and the connection is not read
+from meanwhile. Every limit (head size, head deadline, bodies, connections) is
+enforced as the bytes arrive, not after; docs/http-server.md lists them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections import deque
+from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, Final, Protocol, cast
 
 import httptools
 
+from tallyd.listener import Listener, raise_fd_limit
 from tallyd.plainget import plain_get
 from tallyd.web import INTERNAL, Headers, HTTPError, Message, Response, Scope, too_large
 
 log = logging.getLogger("tallyd.http")
 
-KEEPALIVE: Final = 5.0
 MAX_URL: Final = 8 * 1024
 MAX_HEADERS: Final = 64 * 1024
-MAX_QUEUED: Final = 64
+# httptools is fed at most this much at once while a head is read (see `_consume`).
+PIECE: Final = 16 * 1024
+# Where the parser is: between requests, in a head, in a body, in an upgrade's body.
+IDLE, HEAD, BODY, RAW_BODY = 0, 1, 2, 3
+# How an answer leaves the connection; `plain_get` returns the same values.
+CLOSE, KEEP, KEEP_ALIVE_1_0 = 0, 1, 2
+CLOSE_HEADER: Final = (b"connection", b"close")
 _REASONS: Final = {s.value: s.phrase.encode() for s in HTTPStatus}
 
 
@@ -74,15 +84,27 @@ _heads: dict[tuple[int, bytes, tuple[tuple[bytes, bytes], ...]], bytes] = {}
 _lengths: dict[int, bytes] = {}
 
 
+class BadHeader(ValueError):
+    """A response header with CR, LF or NUL in it, or a name that is not a token."""
+
+
+def _check_headers(content_type: bytes, headers: Headers) -> None:
+    for name, value in [(b"content-type", content_type), *headers]:
+        if not name or b":" in name or any(b in value or b in name for b in (b"\r", b"\n", b"\0")):
+            raise BadHeader(name + b": " + value)
+
+
 def encode(status: int, content_type: bytes, headers: Headers, body: bytes, head: bool) -> bytes:
     """A response on the wire; the fixed lines of each kind are joined once and kept.
 
     A 204 (a CORS preflight) carries no body, so neither a type nor a length
-    (RFC 9110 §8.6: a 204 must not send Content-Length).
+    (RFC 9110 §8.6: a 204 must not send Content-Length). Headers are checked
+    when the lines are joined (BadHeader), so a kept kind costs nothing more.
     """
     key = (status, content_type, tuple(headers))
     fixed = _heads.get(key)
     if fixed is None:
+        _check_headers(content_type, headers)
         fixed = b"".join(
             [
                 b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"")),
@@ -104,35 +126,79 @@ def encode(status: int, content_type: bytes, headers: Headers, body: bytes, head
 
 
 class _Request:
-    __slots__ = ("body", "headers", "keep_alive", "method", "too_large", "url")
+    __slots__ = (
+        "body",
+        "complete",
+        "continued",
+        "dispatched",
+        "error",
+        "expect",
+        "headers",
+        "keep_alive",
+        "method",
+        "size",
+        "too_large",
+        "upgrade",
+        "url",
+        "version",
+        "waiter",
+    )
 
     def __init__(self) -> None:
         self.url = b""
         self.headers: Headers = []
         self.body: list[bytes] = []
+        self.size = 0  # body bytes held, counted in HTTPServer.body_bytes
         self.method = ""
+        self.version = "1.1"
         self.keep_alive = True
         self.too_large = False
+        self.expect = False  # Expect: 100-continue, not answered yet
+        self.continued = False
+        self.upgrade = False
+        self.complete = False  # the whole body is in
+        self.dispatched = False  # answering it has begun or it waits its turn
+        self.error: HTTPError | None = None  # answered with this, then the connection closes
+        self.waiter: asyncio.Future[None] | None = None  # a handler waiting for the body
 
 
 class Connection(asyncio.Protocol):
+    """One client connection: parsing, answering in order, and flow control.
+
+    Reading stops (`transport.pause_reading`) for two separate reasons: a pipelined
+    request waits while the one before it is answered (`read_paused`), or the client
+    does not read its answers (`write_paused`). Input already received but not yet
+    parsed then waits in `backlog` (one socket read at most).
+    """
+
     def __init__(self, server: HTTPServer) -> None:
         self.server = server
         self.app = server.app
+        self.limits = server.limits
         self.loop = asyncio.get_running_loop()
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] | None = None
         self.local: tuple[str, int] | None = None
         self.current = _Request()
-        self.size = 0
+        self.state = IDLE
+        self.begun = 0  # messages httptools has begun, to tell a new head from a continued one
+        self.head_fed = 0  # an upper bound of the current head's bytes, at most PIECE over
         self.head_size = 0
+        self.head_since = 0.0
+        self.line_ended = False  # the request line of the current head was fed whole
+        self.body_left = 0  # bytes of the current body still to come; -1: chunked
         self.queue: deque[_Request] = deque()
         self.task: asyncio.Task[None] | None = None
+        self.active: _Request | None = None
+        self.backlog: bytes | None = None
+        self.held: bytearray | None = None  # the unfinished line of a head
+        self.read_paused = False
+        self.write_paused = False
+        self.reading = True
+        self.broken = False  # input after a refused request is not read
         self.last_active = self.loop.time()
         self.closing = False
-        # httptools is between requests: the next bytes may be read by `plain_get`.
-        self.between = True
 
     # -- the connection ----------------------------------------------------------
 
@@ -147,55 +213,47 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
-        self.queue.clear()
         self.closing = True
+        for req in (self.current, self.active, *self.queue):
+            if req is not None:
+                self._forget(req)
+                if req.waiter is not None and not req.waiter.done():
+                    req.waiter.set_result(None)
+        self.queue.clear()
+        self.backlog = None
 
     def data_received(self, data: bytes) -> None:
-        self.last_active = self.loop.time()
-        if self.between and self.task is None and not self.queue:
-            # Plain GETs at the front are read and answered here (see plainget.py);
-            # the first other request, and all after it, go to httptools.
-            start = 0
-            size = len(data)
-            while start < size and not self.closing:
-                req = plain_get(data, start)
-                if req is None:
-                    break
-                end, path, query, agent, forwarded, keep_alive = req
-                resp = self.app.fast_get(path, query, agent, forwarded, self.peer)
-                if resp is None:
-                    break
-                self._send(resp, keep_alive, False)
-                start = end
-            if start:
-                if start >= size or self.closing:
-                    return
-                data = data[start:]
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(HTTPError(400, "upgrade_unsupported", "tallyd speaks plain HTTP/1.1"))
-        except httptools.HttpParserError as exc:
-            # A callback's exception (the size limits below) comes wrapped.
-            cause = exc.__context__
-            if isinstance(cause, HTTPError):
-                self._fail(cause)
-            else:
-                self._fail(HTTPError(400, "bad_request", "the request is not valid HTTP/1.1"))
+        if self.closing or self.broken:
+            return
+        if self.backlog is not None:  # a transport that went on reading while paused
+            self.backlog += data
+            return
+        self._consume(data)
 
     def pause_writing(self) -> None:
-        # A client that does not read its answers stops being read from.
-        assert self.transport is not None
-        self.transport.pause_reading()
+        self.write_paused = True
+        self._stop_reading()
 
     def resume_writing(self) -> None:
-        assert self.transport is not None
-        if not self.closing:
-            self.transport.resume_reading()
+        self.write_paused = False
+        self._proceed()
 
-    def idle_for(self, now: float) -> float:
-        """Seconds since the last request or answer; 0 while one is under way."""
-        return 0.0 if self.task is not None or self.queue else now - self.last_active
+    def check(self, now: float) -> None:
+        """Close an idle connection, refuse a head that is late (the sweep's test)."""
+        if self.task is not None or self.queue or self.closing or self.broken:
+            return
+        if self.state == HEAD:
+            if now - self.head_since > self.limits.header_timeout:
+                late = f"the request head did not arrive in {self.limits.header_timeout:g} s"
+                self._refuse(HTTPError(408, "header_timeout", late))
+        elif now - self.last_active > self.limits.keepalive_timeout:
+            self.close()
+
+    def idle_since(self) -> float | None:
+        """When the connection last did anything, if it is idle between requests."""
+        if self.task is not None or self.queue or self.closing or self.state == BODY:
+            return None
+        return self.head_since if self.state == HEAD else self.last_active
 
     def close(self) -> None:
         self.closing = True
@@ -208,18 +266,145 @@ class Connection(asyncio.Protocol):
         if self.task is None:
             self.close()
 
-    def _fail(self, err: HTTPError, req: _Request | None = None) -> None:
-        """Answer an error and close the connection."""
-        req = req or self.current
-        where = {"method": req.method or "-", "path": req.url[:200].decode("latin-1")}
-        self._send(self.app.refused(err, where), False, False)
+    # -- reading -------------------------------------------------------------------
+
+    def _consume(self, data: bytes) -> None:
+        start = 0
+        size = len(data)
+        if self.state == IDLE and self.task is None and not self.queue:
+            # Plain GETs at the front are read and answered here (see plainget.py);
+            # the first other request, and all after it, go to httptools.
+            while start < size and not self.closing and not self.write_paused:
+                req = plain_get(data, start)
+                if req is None:
+                    break
+                end, path, query, agent, forwarded, keep = req
+                resp = self.app.fast_get(path, query, agent, forwarded, self.peer)
+                if resp is None:
+                    break
+                self._send(resp, keep, False)
+                start = end
+        # httptools is fed at most PIECE bytes at a time, or exactly the rest of a
+        # body of known length, so the bytes of a head are known within PIECE and a
+        # head is refused as soon as it passes the limit, whatever the reads' sizes.
+        view = memoryview(data) if size - start > PIECE else None
+        while start < size:
+            if self.closing or self.broken:
+                return
+            if self.read_paused or self.write_paused:
+                self.backlog = data[start:]
+                return
+            if self.state == RAW_BODY:
+                end = min(size, start + self.body_left)
+                try:
+                    self.on_body(data[start:end])
+                except HTTPError as err:
+                    self._refuse(err)
+                    return
+                if self.body_left == 0:
+                    self._complete(self.current)
+                start = end
+                continue
+            step = self.body_left if self.state == BODY and self.body_left > 0 else PIECE
+            end = min(size, start + step)
+            newline = data.find(b"\n", start, end) >= 0
+            if self.state == HEAD and self.line_ended and not newline:
+                # A header line that has not ended is kept here until it does:
+                # httptools would join its pieces by copying, in quadratic time.
+                # (The request line is fed as it comes: on_url checks its length.)
+                if self.held is None:
+                    self.held = bytearray()
+                self.held += data[start:end]
+                self.head_fed += end - start
+                if self.head_fed > MAX_HEADERS + PIECE:
+                    self._refuse(_headers_too_large())
+                    return
+                start = end
+                continue
+            if self.held is not None:
+                piece: bytes | memoryview = bytes(self.held) + data[start:end]
+                self.held = None
+            elif start == 0 and end == size:
+                piece = data
+            else:
+                piece = view[start:end] if view is not None else data[start:end]
+            begun = self.begun
+            try:
+                self.parser.feed_data(piece)
+            except httptools.HttpParserUpgrade as exc:
+                # An upgrade (h2c, WebSocket) is ignored: the request is answered over
+                # HTTP/1.1 and what follows it is read as HTTP/1.1 (httptools resumed).
+                end = start + int(exc.args[0])
+            except httptools.HttpParserError as exc:
+                # A callback's exception (the limits and checks below) comes wrapped.
+                cause = exc.__context__
+                if not isinstance(cause, HTTPError):
+                    cause = HTTPError(400, "bad_request", "the request is not valid HTTP/1.1")
+                self._refuse(cause)
+                return
+            if self.state == HEAD:
+                fed = end - start
+                if self.begun != begun:
+                    self.head_fed = fed
+                else:
+                    self.head_fed += fed
+                    self.line_ended = self.line_ended or newline
+                if self.head_fed > MAX_HEADERS + PIECE:
+                    self._refuse(_headers_too_large())
+                    return
+            start = end
+
+    def _stop_reading(self) -> None:
+        if self.reading and self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+            self.reading = False
+
+    def _proceed(self) -> None:
+        """Answer the requests waiting their turn, then read on, as flow control allows."""
+        while self.task is None and self.queue and not self.closing and not self.write_paused:
+            self._answer(self.queue.popleft())
+        if self.closing:
+            if self.task is None:
+                self.close()
+            return
+        if self.queue or self.write_paused:
+            return
+        if self.read_paused:
+            self.read_paused = False
+            if self.state == HEAD:  # the head's time runs from when it may be read again
+                self.head_since = self.loop.time()
+        if self.backlog is not None:
+            data, self.backlog = self.backlog, None
+            self._consume(data)
+            if self.backlog is not None or self.closing or self.broken:
+                return
+        if not self.reading and self.transport is not None and not self.transport.is_closing():
+            self.reading = True
+            self.transport.resume_reading()
+
+    def _refuse(self, err: HTTPError) -> None:
+        """Answer the request being read with an error, in its turn, and close."""
+        self.broken = True
+        self.backlog = self.held = None
+        self._stop_reading()
+        req = self.current
+        if req.complete:  # read whole already: the error is the next request's
+            req = self.current = _Request()
+        req.error = err
+        self._forget(req)
+        if req.waiter is not None and not req.waiter.done():
+            req.waiter.set_result(None)  # its handler answers the error
+        elif not req.dispatched:
+            self._dispatch(req)
 
     # -- httptools callbacks -----------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self.between = False
+        self.state = HEAD
+        self.begun += 1
+        self.head_since = self.loop.time()
+        self.line_ended = False
         self.current = _Request()
-        self.size = 0
         self.head_size = 0
 
     def on_url(self, url: bytes) -> None:
@@ -230,48 +415,108 @@ class Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_size += len(name) + len(value)
         if self.head_size > MAX_HEADERS:
-            raise HTTPError(
-                431, "headers_too_large", f"the request headers are over {MAX_HEADERS} bytes"
-            )
+            raise _headers_too_large()
         self.current.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         req = self.current
-        req.method = self.parser.get_method().decode("ascii", "replace")
-        req.keep_alive = self.parser.should_keep_alive()
+        parser = self.parser
+        req.method = parser.get_method().decode("ascii", "replace")
+        req.version = parser.get_http_version()
+        req.keep_alive = parser.should_keep_alive()
+        self.state = BODY
+        self.body_left = 0
+        hosts = 0
+        length = 0
+        coding: bytes | None = None
         for name, value in req.headers:
-            if name == b"content-length" and value.isdigit() and int(value) > self.app.max_body:
-                req.too_large = True
-            elif name == b"expect" and value.lower() == b"100-continue" and not req.too_large:
-                assert self.transport is not None
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            if name == b"host":
+                hosts += 1
+            elif name == b"content-length" and value.isdigit():
+                length = int(value)
+            elif name == b"transfer-encoding":
+                coding = value if coding is None else coding + b"," + value
+            elif name == b"expect" and value.lower() == b"100-continue":
+                req.expect = True
+        if hosts > 1 or (hosts == 0 and req.version == "1.1"):
+            raise HTTPError(400, "bad_host", "an HTTP/1.1 request carries exactly one Host header")
+        if coding is not None:
+            # Anything but exactly `chunked` is a body tallyd cannot read, or a
+            # smuggling attempt (RFC 9112 §6.1): refused, never guessed at.
+            if coding.strip().lower() != b"chunked" or parser.should_upgrade():
+                raise HTTPError(
+                    501,
+                    "unsupported_transfer_encoding",
+                    "the only Transfer-Encoding accepted is chunked",
+                )
+            self.body_left = -1
+        else:
+            self.body_left = length
+        req.upgrade = parser.should_upgrade()
+        if length > self.app.max_body:
+            req.too_large = True
+        if req.too_large or req.expect:
+            # Answered before the body: a 413 at once, or a handler whose first
+            # read of the body sends 100 Continue (a refusal sends none).
+            self._dispatch(req)
 
     def on_body(self, chunk: bytes) -> None:
         req = self.current
+        if self.body_left > 0:
+            self.body_left -= len(chunk)
+        self.last_active = self.loop.time()
         if req.too_large:
             return
-        self.size += len(chunk)
-        if self.size > self.app.max_body:
+        if req.size + len(chunk) > self.app.max_body:
             req.too_large = True
-            req.body.clear()
-        else:
-            req.body.append(chunk)
+            self._forget(req)
+            if req.waiter is not None and not req.waiter.done():
+                req.waiter.set_result(None)
+            elif not req.dispatched:
+                self._dispatch(req)
+            return
+        req.size += len(chunk)
+        req.body.append(chunk)
+        server = self.server
+        server.body_bytes += len(chunk)
+        if server.body_bytes > self.limits.max_body_buffered:
+            raise HTTPError(
+                503, "busy", "too many request bodies in progress", [(b"retry-after", b"1")]
+            )
 
     def on_message_complete(self) -> None:
-        self.between = True
-        if self.task is not None or self.queue:
-            self.queue.append(self.current)
-            if len(self.queue) >= MAX_QUEUED and self.transport is not None:
-                self.transport.pause_reading()
-        else:
-            try:
-                self._handle(self.current)
-            except Exception:
-                # Never a stack trace to the client: log it, answer a plain 500.
-                log.exception("error answering %s", self.current.url[:200])
-                self._fail(INTERNAL)
+        if self.current.upgrade and self.body_left > 0:
+            self.state = RAW_BODY  # httptools skips an upgrade's body: read it here
+            return
+        self._complete(self.current)
+
+    def _complete(self, req: _Request) -> None:
+        self.state = IDLE
+        req.complete = True
+        if req.waiter is not None and not req.waiter.done():
+            req.waiter.set_result(None)
+        if not req.dispatched:
+            self._dispatch(req)
 
     # -- answering -----------------------------------------------------------------
+
+    def _dispatch(self, req: _Request) -> None:
+        req.dispatched = True
+        if self.task is None and not self.queue:
+            self._answer(req)
+        else:
+            # Pipelined: it waits for the answer before it, and so does the input.
+            self.queue.append(req)
+            self.read_paused = True
+            self._stop_reading()
+
+    def _answer(self, req: _Request) -> None:
+        try:
+            self._handle(req)
+        except Exception:
+            # Never a stack trace to the client: log it, answer a plain 500.
+            log.exception("error answering %s", req.url[:200])
+            self._fail(INTERNAL, req)
 
     def _scope(self, req: _Request) -> Scope:
         url = httptools.parse_url(req.url)
@@ -279,7 +524,7 @@ class Connection(asyncio.Protocol):
         return {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": "1.1" if req.keep_alive else "1.0",
+            "http_version": req.version,
             "method": req.method,
             "scheme": "http",
             "path": raw_path.decode("latin-1"),
@@ -292,38 +537,61 @@ class Connection(asyncio.Protocol):
         }
 
     def _handle(self, req: _Request) -> None:
-        while True:
-            if self.closing:
-                return
-            if req.too_large:
-                self._fail(too_large(self.app.max_body), req)
-                return
-            try:
-                scope = self._scope(req)
-            except httptools.HttpParserInvalidURLError:
-                self._fail(HTTPError(400, "bad_path", "the request target is not a valid URL"), req)
-                return
-            fast = self.app.fast(scope)
-            if fast is None:
-                self.task = self.loop.create_task(self._run(scope, req))
-                return
-            self._send(fast, req.keep_alive, req.method == "HEAD")
-            if not self.queue:
-                return
-            req = self.queue.popleft()
+        if self.closing:
+            return
+        if req.error is not None:
+            self._fail(req.error, req)
+            return
+        if req.too_large:
+            self._fail(too_large(self.app.max_body), req)
+            return
+        try:
+            scope = self._scope(req)
+        except httptools.HttpParserInvalidURLError:
+            self._fail(HTTPError(400, "bad_path", "the request target is not a valid URL"), req)
+            return
+        fast = self.app.fast(scope)
+        if fast is None:
+            self.active = req
+            self.task = self.loop.create_task(self._run(scope, req))
+            return
+        self._send(fast, self._keep(req), req.method == "HEAD")
+        self._forget(req)
+
+    def _keep(self, req: _Request) -> int:
+        # An answer before the whole body came (a refused Expect: 100-continue)
+        # closes: what the client sends next may be that body or a new request.
+        if not req.keep_alive or not req.complete or req.error is not None:
+            return CLOSE
+        return KEEP_ALIVE_1_0 if req.version == "1.0" else KEEP
 
     async def _run(self, scope: Scope, req: _Request) -> None:
-        body = b"".join(req.body)
         start: Message = {}
         chunks: list[bytes] = []
         sent_request = False
 
         async def receive() -> Message:
             nonlocal sent_request
-            if not sent_request:
-                sent_request = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return {"type": "http.disconnect"}
+            if sent_request:
+                return {"type": "http.disconnect"}
+            sent_request = True
+            if not req.complete and req.error is None and not req.too_large:
+                transport = self.transport
+                if req.expect and not req.continued and transport is not None:
+                    # Only now, and only after every answer before this one.
+                    req.continued = True
+                    if not transport.is_closing():
+                        transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                req.waiter = self.loop.create_future()
+                await req.waiter
+            if req.error is not None:
+                raise req.error
+            if req.too_large:
+                raise too_large(self.app.max_body)
+            if not req.complete:
+                return {"type": "http.disconnect"}
+            body = b"".join(req.body)
+            return {"type": "http.request", "body": body, "more_body": False}
 
         async def send(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -337,6 +605,7 @@ class Connection(asyncio.Protocol):
             log.exception("error answering %s %s", req.method, scope["path"])
             start.clear()
         head = req.method == "HEAD"
+        keep = self._keep(req)
         if start:
             content_type = b"application/octet-stream"
             headers: Headers = []
@@ -346,19 +615,29 @@ class Connection(asyncio.Protocol):
                 elif k != b"content-length":
                     headers.append((k, v))
             answer = b"".join(chunks)
-            self._write(start["status"], content_type, headers, answer, req.keep_alive, head)
+            self._write(start["status"], content_type, headers, answer, keep, head)
         else:
-            self._send(self.app.refused(INTERNAL, scope), req.keep_alive, head)
+            self._send(self.app.refused(INTERNAL, scope), keep, head)
+        self._forget(req)
         self.task = None
-        if self.queue and not self.closing:
-            if self.transport is not None and len(self.queue) < MAX_QUEUED:
-                self.transport.resume_reading()
-            self._handle(self.queue.popleft())
-        elif self.closing:
-            self.close()
+        self.active = None
         self.last_active = self.loop.time()
+        self._proceed()
 
-    def _send(self, resp: Response, keep: bool, head: bool) -> None:
+    def _forget(self, req: _Request) -> None:
+        """Drop a request's body from the count of bytes held across connections."""
+        if req.size:
+            self.server.body_bytes -= req.size
+            req.size = 0
+            req.body = []
+
+    def _fail(self, err: HTTPError, req: _Request) -> None:
+        """Answer an error and close the connection."""
+        where = {"method": req.method or "-", "path": req.url[:200].decode("latin-1")}
+        self._forget(req)
+        self._send(self.app.refused(err, where), CLOSE, False)
+
+    def _send(self, resp: Response, keep: int, head: bool) -> None:
         self._write(resp.status, resp.content_type, resp.headers, resp.body, keep, head)
 
     def _write(
@@ -367,7 +646,7 @@ class Connection(asyncio.Protocol):
         content_type: bytes,
         headers: Headers,
         body: bytes,
-        keep: bool,
+        keep: int,
         head: bool,
     ) -> None:
         transport = self.transport
@@ -375,38 +654,92 @@ class Connection(asyncio.Protocol):
             return
         if not keep or self.closing:
             headers = [*headers, (b"connection", b"close")]
-        transport.write(encode(status, content_type, headers, body, head))
+        elif keep == KEEP_ALIVE_1_0:
+            headers = [*headers, (b"connection", b"keep-alive")]
+        try:
+            data = encode(status, content_type, headers, body, head)
+        except BadHeader as exc:
+            # Never a header that would split the answer (RFC 9110 §5.5): a 500 instead.
+            log.error("refusing to send a header with CR or LF: %r", exc.args[0][:200])
+            err = self.app.refused(INTERNAL, {"method": "-", "path": ""})
+            data = encode(
+                err.status, err.content_type, [*err.headers, CLOSE_HEADER], err.body, head
+            )
+            keep = CLOSE
+        transport.write(data)
+        self.last_active = self.loop.time()
         if not keep or self.closing:
             self.closing = True
             transport.close()
 
 
+def _headers_too_large() -> HTTPError:
+    return HTTPError(431, "headers_too_large", f"the request headers are over {MAX_HEADERS} bytes")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The server's timeouts and caps (flags --header-timeout and the others)."""
+
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 5.0
+    max_connections: int = 10_000
+    max_body_buffered: int = 64 << 20
+
+
 class HTTPServer:
-    def __init__(self, app: Application) -> None:
+    def __init__(self, app: Application, limits: Limits | None = None) -> None:
         self.app = app
+        self.limits = limits or Limits()
         self.connections: set[Connection] = set()
-        self._server: asyncio.Server | None = None
+        self.body_bytes = 0  # request body bytes held, across connections
+        self._listener: Listener | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
-    async def start(self, sock: Any) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: Connection(self), sock=sock, backlog=2048)
+    async def start(self, sock: socket.socket) -> None:
+        raise_fd_limit()
+        self._listener = Listener(sock, lambda: Connection(self), self._refusal, self.shed)
         self._sweeper = asyncio.create_task(self._sweep(), name="http-idle")
+
+    def _refusal(self) -> bytes | None:
+        if len(self.connections) < self.limits.max_connections:
+            return None
+        busy = HTTPError(
+            503,
+            "too_many_connections",
+            f"over {self.limits.max_connections} connections are open; retry shortly",
+            [(b"retry-after", b"1")],
+        )
+        resp = self.app.refused(busy, {"method": "-", "path": ""})
+        return encode(
+            resp.status, resp.content_type, [*resp.headers, CLOSE_HEADER], resp.body, False
+        )
+
+    def shed(self, most: int = 16) -> int:
+        """Close the connections idle the longest (at most `most`); returns how many."""
+        idle = [
+            (since, id(c), c) for c in self.connections if (since := c.idle_since()) is not None
+        ]
+        idle.sort()
+        for _, _, conn in idle[:most]:
+            conn.close()
+        return min(most, len(idle))
 
     async def _sweep(self) -> None:
         # One timer for all connections: a timer per request cost 5% of a badge view.
         loop = asyncio.get_running_loop()
+        limits = self.limits
+        every = max(0.05, min(1.0, limits.header_timeout / 4, limits.keepalive_timeout / 4))
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(every)
             now = loop.time()
             for conn in list(self.connections):
-                if conn.idle_for(now) > KEEPALIVE:
-                    conn.close()
+                conn.check(now)
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop accepting, finish the answers in progress, close every connection."""
-        if self._server is not None:
-            self._server.close()
+        if self._listener is not None:
+            self._listener.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
         for conn in list(self.connections):

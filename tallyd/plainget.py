@@ -16,8 +16,12 @@ from __future__ import annotations
 MAX_HEAD = 8 * 1024
 CR, LF, SP, HTAB, COLON, SLASH, QUESTION = 13, 10, 32, 9, 58, 47, 63
 # Header names `plain_get` acts on, as `_header_kind` returns them.
-H_OTHER, H_AGENT, H_FORWARDED, H_CONNECTION, H_LENGTH, H_REFUSE = 0, 1, 2, 3, 4, 5
+H_OTHER, H_AGENT, H_FORWARDED, H_CONNECTION, H_LENGTH, H_REFUSE, H_HOST = 0, 1, 2, 3, 4, 5, 6
+# What `plain_get` says of the connection, as httpd's CLOSE, KEEP and KEEP_ALIVE_1_0:
+# an HTTP/1.0 request asking for keep-alive is answered with `Connection: keep-alive`.
+CLOSE, KEEP, KEEP_ALIVE_1_0 = 0, 1, 2
 _HEADERS = (
+    (b"host", H_HOST),
     (b"user-agent", H_AGENT),
     (b"x-forwarded-for", H_FORWARDED),
     (b"connection", H_CONNECTION),
@@ -38,15 +42,16 @@ TARGET_OK = bytes([c in _TARGET for c in range(256)])
 TOKEN_OK = bytes([c in _TOKEN for c in range(256)])
 
 
-def plain_get(data: bytes, start: int) -> tuple[int, bytes, bytes, bytes, bytes, bool] | None:
+def plain_get(data: bytes, start: int) -> tuple[int, bytes, bytes, bytes, bytes, int] | None:
     """(end, path, query, user agent, X-Forwarded-For, keep-alive) of the GET
     request that starts at data[start:], or None if it is not a plain one.
 
     Plain: `GET <target> HTTP/1.1` or `HTTP/1.0`, CRLF line ends, header names
     of token characters and values of visible ASCII, no body (a Content-Length
-    of 0 at most), no Transfer-Encoding, Expect or Upgrade, each of User-Agent,
-    X-Forwarded-For and Connection at most once, and Connection (if any) just
-    `close` or `keep-alive`. `end` is where the next request starts.
+    of 0 at most), no Transfer-Encoding, Expect or Upgrade, each of Host,
+    User-Agent, X-Forwarded-For and Connection at most once, Host present in
+    HTTP/1.1, and Connection (if any) just `close` or `keep-alive`. `end` is
+    where the next request starts; keep-alive is CLOSE, KEEP or KEEP_ALIVE_1_0.
     """
     n = len(data)
     i = start
@@ -71,7 +76,7 @@ def plain_get(data: bytes, start: int) -> tuple[int, bytes, bytes, bytes, bytes,
     minor = data[i + 7]
     if (minor != 48 and minor != 49) or data[i + 8] != CR or data[i + 9] != LF:
         return None
-    keep_alive = minor == 49
+    keep_alive = KEEP if minor == 49 else CLOSE
     i += 10
     agent = forwarded = b""
     seen = 0
@@ -79,7 +84,7 @@ def plain_get(data: bytes, start: int) -> tuple[int, bytes, bytes, bytes, bytes,
         if i + 1 >= n or i - start > MAX_HEAD:
             return None
         if data[i] == CR:
-            if data[i + 1] != LF:
+            if data[i + 1] != LF or (minor == 49 and not seen & (1 << H_HOST)):
                 return None
             i += 2
             break
@@ -118,10 +123,12 @@ def plain_get(data: bytes, start: int) -> tuple[int, bytes, bytes, bytes, bytes,
         elif kind == H_LENGTH:
             if value_end - value != 1 or data[value] != 48:
                 return None  # a body: not a plain GET
+        elif kind == H_HOST:
+            continue
         elif _is_lower(data, value, value_end - value, b"close"):
-            keep_alive = False
+            keep_alive = CLOSE
         elif _is_lower(data, value, value_end - value, b"keep-alive"):
-            keep_alive = True
+            keep_alive = KEEP if minor == 49 else KEEP_ALIVE_1_0
         else:
             return None
     if query < 0:

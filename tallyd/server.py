@@ -27,7 +27,7 @@ from tallyd.badges.visitors import Visitors
 from tallyd.config import Config
 from tallyd.dedup import Dedup
 from tallyd.expand import Expander
-from tallyd.httpd import HTTPServer
+from tallyd.httpd import HTTPServer, Limits
 from tallyd.ingest.syslog import SyslogSource
 from tallyd.ingest.zmq import ZmqSource
 from tallyd.intake import Intake
@@ -214,7 +214,10 @@ async def serve(cfg: Config) -> int:
                 await parts.store.close()
                 return 1
         flusher = asyncio.create_task(parts.aggregator.run(), name="flush")
-        http = HTTPServer(parts.app)
+        limits = Limits(
+            cfg.header_timeout, cfg.keepalive_timeout, cfg.max_connections, cfg.max_body_buffered
+        )
+        http = HTTPServer(parts.app, limits)
         sock.listen(2048)
         await http.start(sock)
         log.info("listening on http://%s", cfg.http)

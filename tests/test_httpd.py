@@ -93,7 +93,7 @@ def test_plain_gets_and_others_interleave_in_order(server: Server) -> None:
         # Read in place, then by httptools, then in place again; the last request
         # arrives in two pieces, so httptools holds its first half.
         sock.sendall(plain + head + plain + plain[:20])
-        sock.sendall(plain[20:] + plain.replace(b"Host: x", b"Connection: close"))
+        sock.sendall(plain[20:] + plain.replace(b"Host: x", b"Host: x\r\nConnection: close"))
         got = b""
         while chunk := sock.recv(65536):
             got += chunk

@@ -143,7 +143,7 @@ def test_agrees_with_httptools(data: bytes, before: bytes) -> None:
     headers = dict(request["headers"])
     assert agent == headers.get(b"user-agent", b"")
     assert forwarded == headers.get(b"x-forwarded-for", b"")
-    assert keep_alive == keep
+    assert bool(keep_alive) == keep
 
 
 def test_takes_only_plain_gets() -> None:
@@ -169,9 +169,14 @@ def test_takes_only_plain_gets() -> None:
         plain.replace(b"ua 1", "é".encode()),
         plain.replace(b"a.svg", b"a b.svg"),
         plain.replace(b"HTTP/1.1", b"HTTP/2.0"),
+        plain.replace(b"Host: x\r\n", b""),  # HTTP/1.1 without Host: refused by httptools' path
+        plain.replace(b"Host: x\r\n", b"Host: x\r\nHost: y\r\n"),
     ]:
         assert compiled.plain_get(data, 0) is None, data
     closing = plain.replace(b"\r\n\r\n", b"\r\nConnection: Close\r\n\r\n")
-    assert compiled.plain_get(closing, 0)[-1] is False  # type: ignore[index]
+    assert compiled.plain_get(closing, 0)[-1] == PURE.CLOSE  # type: ignore[index]
     old = plain.replace(b"HTTP/1.1", b"HTTP/1.0")
-    assert compiled.plain_get(old, 0)[-1] is False  # type: ignore[index]
+    assert compiled.plain_get(old, 0)[-1] == PURE.CLOSE  # type: ignore[index]
+    old_kept = old.replace(b"\r\n\r\n", b"\r\nConnection: keep-alive\r\n\r\n")
+    assert compiled.plain_get(old_kept, 0)[-1] == PURE.KEEP_ALIVE_1_0  # type: ignore[index]
+    assert compiled.plain_get(old.replace(b"Host: x\r\n", b""), 0) is not None

@@ -1,0 +1,149 @@
+"""Accepting connections, and surviving the moment the process runs out of descriptors.
+
+uvloop's own server closes its listening socket for good when `accept` fails with
+EMFILE (uvloop/handles/streamserver.pyx: an error status in the listen callback is
+a fatal error of the server), so one burst past the descriptor limit would leave
+tallyd up but deaf. This accept loop keeps one descriptor in reserve, opened on
+/dev/null: out of descriptors, it asks the server to shed idle connections, logs
+one line a second at most, and spends the reserve to accept and close the waiting
+connection, so the listener keeps draining its backlog and recovers as soon as
+descriptors are free again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import functools
+import logging
+import os
+import resource
+import socket
+import time
+from collections.abc import Callable
+from typing import Final
+
+log = logging.getLogger("tallyd.http")
+
+# Connections taken per wake-up of the listener, so a flood cannot starve the loop.
+ACCEPT_BATCH: Final = 64
+OUT_OF_DESCRIPTORS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# Seconds the listener rests when even the reserve descriptor could not be reopened.
+RETRY_DELAY: Final = 0.1
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft limit on open files to the hard one; returns the limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit from %d to %d: %s", soft, hard, exc)
+    return soft
+
+
+def _spare() -> int | None:
+    try:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+class Listener:
+    """Accepts on `sock`; `refusal()` gives the bytes to answer a connection turned away
+    (too many open) or None to take it; `shed()` closes idle connections."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        factory: Callable[[], asyncio.Protocol],
+        refusal: Callable[[], bytes | None],
+        shed: Callable[[], int],
+    ) -> None:
+        self.sock = sock
+        self.factory = factory
+        self.refusal = refusal
+        self.shed = shed
+        self.loop = asyncio.get_running_loop()
+        self.pending: set[asyncio.Task[object]] = set()
+        self.spare = _spare()
+        self.warned = 0.0
+        self.refused = 0
+        self.retry: asyncio.TimerHandle | None = None
+        sock.setblocking(False)
+        self.loop.add_reader(sock.fileno(), self._accept)
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.sock.fileno())
+        if self.retry is not None:
+            self.retry.cancel()
+        for task in self.pending:
+            task.cancel()
+        if self.spare is not None:
+            os.close(self.spare)
+            self.spare = None
+
+    def _accept(self) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in OUT_OF_DESCRIPTORS:
+                    self._out_of_descriptors(exc)
+                    return
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO, errno.EPERM):
+                    continue  # the client gave up before we took it
+                log.warning("accept failed: %s", exc)
+                return
+            answer = self.refusal()
+            if answer is not None:
+                with contextlib.suppress(OSError):
+                    conn.setblocking(False)
+                    conn.send(answer)
+                conn.close()
+                continue
+            task: asyncio.Task[object] = self.loop.create_task(
+                self.loop.connect_accepted_socket(self.factory, conn)
+            )
+            self.pending.add(task)
+            task.add_done_callback(functools.partial(self._connected, conn))
+
+    def _connected(self, conn: socket.socket, task: asyncio.Task[object]) -> None:
+        self.pending.discard(task)
+        if task.cancelled() or task.exception() is not None:
+            conn.close()
+
+    def _out_of_descriptors(self, exc: OSError) -> None:
+        self.refused += 1
+        shed = self.shed()
+        now = time.monotonic()
+        if now - self.warned >= 1.0:
+            self.warned = now
+            log.warning(
+                "out of file descriptors (%s): closed %d idle connections, "
+                "refusing new ones until descriptors free up (%d refused so far)",
+                errno.errorcode.get(exc.errno or 0, exc),
+                shed,
+                self.refused,
+            )
+        if self.spare is not None:
+            os.close(self.spare)
+            with contextlib.suppress(OSError):
+                conn, _ = self.sock.accept()
+                conn.close()
+            self.spare = _spare()
+        if self.spare is None:
+            # Without a reserve the listener would wake at once, again and again.
+            self.loop.remove_reader(self.sock.fileno())
+            self.retry = self.loop.call_later(RETRY_DELAY, self._rearm)
+
+    def _rearm(self) -> None:
+        self.retry = None
+        if self.spare is None:
+            self.spare = _spare()
+        self.loop.add_reader(self.sock.fileno(), self._accept)

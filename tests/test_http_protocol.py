@@ -1,0 +1,698 @@
+"""The HTTP/1.1 protocol edge by edge: in-process through a fake transport, then over
+real sockets for the limits that only show under load (memory, timing, descriptors)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import resource
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tallyd.config import Config
+from tallyd.httpd import MAX_HEADERS, MAX_URL, PIECE, Connection, HTTPServer, Limits
+from tallyd.web import (
+    HTTPError,
+    Request,
+    Response,
+    Scope,
+    error_response,
+    read_body,
+    send_response,
+)
+from tests.conftest import Server, free_port
+
+pytestmark = pytest.mark.timeout(60)
+
+STATUS = re.compile(rb"HTTP/1\.[01] (\d{3})")
+
+
+class FakeTransport:
+    """Records what the server writes; `room` bytes fit before it asks for a pause."""
+
+    def __init__(self, room: int | None = None) -> None:
+        self.protocol: Connection | None = None
+        self.written = bytearray()
+        self.closed = False
+        self.reading = True
+        self.room = room
+        self.write_paused = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 8080)}.get(
+            name, default
+        )
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "a write after close"
+        self.written += data
+        if self.room is not None and len(self.written) > self.room and not self.write_paused:
+            self.write_paused = True
+            assert self.protocol is not None
+            self.protocol.pause_writing()
+
+    def drain(self) -> None:
+        """The client read everything: the buffer empties and writing resumes."""
+        self.room = None if self.room is None else len(self.written) + self.room
+        if self.write_paused:
+            self.write_paused = False
+            assert self.protocol is not None
+            self.protocol.resume_writing()
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            assert self.protocol is not None
+            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def statuses(self) -> list[int]:
+        return [int(s) for s in STATUS.findall(bytes(self.written))]
+
+
+class FakeApp:
+    """Routes: /fast (answered without a task), /slow (waits for `gate`), POST /echo
+    (reads the body, after `gate` with ?wait), /bad-header; anything else is a 404."""
+
+    max_body = 1000
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.bodies: list[bytes] = []
+        self.refusals: list[str] = []
+
+    def fast(self, scope: Scope) -> Response | None:
+        if scope["method"] in ("GET", "HEAD") and scope["path"] == "/fast":
+            return Response(200, b"fast", b"text/plain")
+        return None
+
+    def fast_get(
+        self,
+        raw_path: bytes,
+        query: bytes,
+        user_agent: bytes,
+        forwarded: bytes,
+        client: tuple[str, int] | None,
+    ) -> Response | None:
+        return Response(200, b"fast", b"text/plain") if raw_path == b"/fast" else None
+
+    def refused(self, err: HTTPError, scope: Scope) -> Response:
+        self.refusals.append(err.error)
+        return error_response(err)
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        path = scope["path"]
+        try:
+            if path == "/slow":
+                await self.gate.wait()
+                resp = Response(200, b"slow", b"text/plain")
+            elif path == "/echo" and scope["method"] == "POST":
+                if scope["query_string"] == b"wait":
+                    await self.gate.wait()
+                body = await read_body(Request(scope), receive, self.max_body)
+                self.bodies.append(body)
+                resp = Response(200, b"got %d" % len(body), b"text/plain")
+            elif path == "/bad-header":
+                resp = Response(200, b"secret", b"text/plain", [(b"x-a", b"1\r\nset-cookie: x=1")])
+            else:
+                raise HTTPError(404, "not_found")
+        except HTTPError as err:
+            resp = self.refused(err, scope)
+        await send_response(send, resp)
+
+
+async def connect(
+    limits: Limits | None = None, room: int | None = None, app: FakeApp | None = None
+) -> tuple[Connection, FakeTransport, FakeApp]:
+    app = app or FakeApp()
+    server = HTTPServer(app, limits)
+    conn = Connection(server)
+    transport = FakeTransport(room)
+    transport.protocol = conn
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    return conn, transport, app
+
+
+async def settle() -> None:
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+GET = b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+# -- 1. limits as the bytes arrive --------------------------------------------------------
+
+
+async def test_a_long_header_is_refused_as_it_trickles_in_linear_time() -> None:
+    conn, t, _ = await connect()
+    conn.data_received(b"GET /fast HTTP/1.1\r\nHost: x\r\nX-Big: ")
+    fed = 0
+    began = time.perf_counter()
+    while not t.closed and fed < 4 * MAX_HEADERS:
+        conn.data_received(b"a" * 7)  # a byte at a time is the worst case, 7 keeps it short
+        fed += 7
+    assert t.closed and fed <= MAX_HEADERS + PIECE + 7
+    assert time.perf_counter() - began < 1.0
+    assert t.statuses() == [431] and b'"error":"headers_too_large"' in t.written
+
+
+async def test_a_head_in_one_big_read_is_refused() -> None:
+    conn, t, _ = await connect()
+    conn.data_received(b"GET /fast HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 200_000)
+    assert t.closed and t.statuses() == [431]
+
+
+async def test_a_long_target_is_a_414_before_its_line_ends() -> None:
+    conn, t, _ = await connect()
+    conn.data_received(b"GET /" + b"u" * 1000)
+    for _ in range(20):
+        conn.data_received(b"u" * 1000)
+    assert t.closed and t.statuses() == [414]
+    assert MAX_URL < 21_000
+
+
+async def test_heads_just_under_the_limit_pass_in_any_pieces() -> None:
+    head = (
+        b"GET /fast HTTP/1.1\r\nHost: x\r\n" + b"X-A: " + b"b" * (MAX_HEADERS - 100) + b"\r\n\r\n"
+    )
+    for size in (1000, PIECE - 1, len(head)):
+        conn, t, _ = await connect()
+        for i in range(0, len(head), size):
+            conn.data_received(head[i : i + size])
+        assert t.statuses() == [200] and not t.closed
+
+
+# -- 2. the head's deadline, apart from the idle timeout ------------------------------------
+
+
+async def test_trickling_does_not_extend_the_head_deadline() -> None:
+    conn, t, _ = await connect(Limits(header_timeout=1.0, keepalive_timeout=5.0))
+    now = conn.loop.time()
+    conn.data_received(b"GET /fast HTTP/1.1\r\n")
+    for step in range(1, 4):
+        conn.data_received(b"X-Slow: a\r\n")
+        conn.check(now + step * 0.3)
+        assert not t.closed
+    conn.check(now + 1.1)
+    assert t.closed and t.statuses() == [408]
+
+
+def test_the_timeouts_are_settings_like_any_other() -> None:
+    env = {"TALLYD_KEEPALIVE_TIMEOUT": "2", "TALLYD_MAX_CONNECTIONS": "7"}
+    cfg = Config.load({"header_timeout": "1.5"}, env=env)
+    assert (cfg.header_timeout, cfg.keepalive_timeout, cfg.max_connections) == (1.5, 2.0, 7)
+    assert Config.load({}, env={}).header_timeout == 10.0
+    with pytest.raises(ValueError, match="--header-timeout"):
+        Config.load({"header_timeout": "0"}, env={})
+
+
+async def test_idle_connections_close_after_the_keepalive_timeout() -> None:
+    conn, t, _ = await connect(Limits(header_timeout=10.0, keepalive_timeout=2.0))
+    conn.data_received(GET)
+    now = conn.loop.time()
+    conn.check(now + 1.9)
+    assert not t.closed
+    conn.check(now + 2.1)
+    assert t.closed and t.statuses() == [200]  # closed quietly, nothing more written
+
+
+async def test_a_head_waiting_behind_a_slow_answer_is_not_timed_out() -> None:
+    conn, t, app = await connect(Limits(header_timeout=1.0))
+    conn.data_received(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /fast HTTP/1.1\r\n")
+    await settle()
+    conn.check(conn.loop.time() + 5)
+    assert not t.closed
+    app.gate.set()
+    await settle()
+    conn.data_received(b"Host: x\r\n\r\n")
+    assert t.statuses() == [200, 200]
+
+
+# -- 4. strict HTTP/1.1 ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /fast HTTP/1.1\r\n\r\n",
+        b"GET /fast HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET /fast HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+    ],
+)
+async def test_host_missing_or_repeated_is_a_400(request_bytes: bytes) -> None:
+    conn, t, _ = await connect()
+    conn.data_received(request_bytes)
+    assert t.statuses() == [400] and b'"error":"bad_host"' in t.written and t.closed
+
+
+async def test_http_1_0_needs_no_host() -> None:
+    conn, t, _ = await connect()
+    conn.data_received(b"GET /fast HTTP/1.0\r\n\r\n")
+    assert t.statuses() == [200]
+
+
+@pytest.mark.parametrize(
+    "coding",
+    [b"identity, chunked", b"gzip, chunked", b"chunked, identity", b"gzip", b"chunked, chunked"],
+)
+async def test_any_transfer_encoding_but_chunked_is_refused(coding: bytes) -> None:
+    conn, t, app = await connect()
+    conn.data_received(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + coding + b"\r\n\r\n0\r\n\r\n"
+    )
+    await settle()
+    assert t.statuses() in ([501], [400]) and b'"error":' in t.written and t.closed
+    assert not app.bodies
+
+
+async def test_chunked_bodies_are_read() -> None:
+    conn, t, app = await connect()
+    conn.data_received(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    )
+    await settle()
+    assert t.statuses() == [200] and app.bodies == [b"abc"]
+
+
+async def test_a_response_header_with_a_line_break_is_never_sent() -> None:
+    conn, t, _ = await connect()
+    conn.data_received(b"GET /bad-header HTTP/1.1\r\nHost: x\r\n\r\n")
+    await settle()
+    assert t.statuses() == [500] and t.closed
+    assert b"set-cookie" not in t.written and b"secret" not in t.written
+
+
+# -- 5. HTTP/1.1 semantics -----------------------------------------------------------------
+
+EXPECT = b"POST %s HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n"
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+async def test_100_continue_is_sent_when_the_handler_reads_the_body() -> None:
+    conn, t, app = await connect()
+    conn.data_received(EXPECT % (b"/echo?wait", 5))
+    await settle()
+    assert t.written == b""  # the handler has not asked for the body yet
+    app.gate.set()
+    await settle()
+    assert t.written == CONTINUE
+    conn.data_received(b"hello")
+    await settle()
+    assert t.statuses() == [100, 200] and app.bodies == [b"hello"] and not t.closed
+
+
+async def test_100_continue_never_comes_before_the_answer_before_it() -> None:
+    conn, t, app = await connect()
+    conn.data_received(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" + EXPECT % (b"/echo", 2))
+    await settle()
+    assert t.written == b"" and not t.reading  # the pipelined request waits, unread
+    app.gate.set()
+    await settle()
+    assert t.statuses() == [200, 100] and t.written.endswith(CONTINUE) and t.reading
+    conn.data_received(b"hi")
+    await settle()
+    assert t.statuses() == [200, 100, 200] and app.bodies == [b"hi"]
+
+
+@pytest.mark.parametrize(
+    ("target", "length", "status"), [(b"/echo", 5000, 413), (b"/nowhere", 5, 404)]
+)
+async def test_a_refused_expectation_gets_its_answer_without_100(
+    target: bytes, length: int, status: int
+) -> None:
+    conn, t, _ = await connect()
+    conn.data_received(EXPECT % (target, length))
+    await settle()
+    assert t.statuses() == [status] and CONTINUE not in t.written
+    assert t.closed  # what the client sends next may be the body or a new request
+
+
+async def test_http_1_0_keep_alive_is_answered_and_kept() -> None:
+    conn, t, _ = await connect()
+    for target in (b"/fast", b"/nowhere"):  # read in place, and by httptools
+        conn.data_received(b"GET %s HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" % target)
+        await settle()
+    assert t.statuses() == [200, 404] and not t.closed
+    assert t.written.lower().count(b"connection: keep-alive") == 2
+    conn.data_received(b"GET /fast HTTP/1.0\r\n\r\n")
+    assert t.statuses() == [200, 404, 200] and t.closed
+
+
+async def test_an_h2c_upgrade_is_answered_over_http_1_1_bodies_included() -> None:
+    conn, t, app = await connect()
+    # What `curl --http2 http://...` sends.
+    upgrade = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABk\r\n"
+    conn.data_received(b"GET /fast HTTP/1.1\r\nHost: x\r\n" + upgrade + b"\r\n")
+    conn.data_received(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n" + upgrade + b"\r\nhel"
+    )
+    conn.data_received(b"lo" + GET)
+    await settle()
+    assert t.statuses() == [200, 200, 200] and app.bodies == [b"hello"]
+    assert b"101" not in t.written and not t.closed
+
+
+# -- 6. pipelining and flow control ----------------------------------------------------
+
+
+async def test_pipelined_requests_pause_reading_until_their_turn() -> None:
+    conn, t, app = await connect()
+    conn.data_received(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" + GET * 3)
+    await settle()
+    assert not t.reading and t.statuses() == []
+    app.gate.set()
+    await settle()
+    assert t.reading and t.statuses() == [200] * 4
+    assert t.written.index(b"slow") < t.written.index(b"fast")
+
+
+async def test_a_full_write_buffer_pauses_reading_apart_from_pipelining() -> None:
+    conn, t, app = await connect(room=500)
+    conn.data_received(GET * 50)
+    answered = len(t.statuses())
+    assert 0 < answered < 50 and not t.reading  # the rest waits, unparsed
+    t.drain()
+    assert len(t.statuses()) > answered
+    while t.write_paused:
+        t.drain()
+    assert t.statuses() == [200] * 50 and t.reading
+    # Write-paused while a pipelined request waits: only both ending resumes reading.
+    t.room = len(t.written) + 10
+    conn.data_received(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" + GET)
+    await settle()
+    assert not t.reading
+    t.drain()
+    assert not t.reading  # still waiting on /slow
+    app.gate.set()
+    await settle()
+    assert t.reading and t.statuses()[-2:] == [200, 200]
+
+
+async def test_bodies_held_across_connections_are_capped() -> None:
+    app = FakeApp()
+    server = HTTPServer(app, Limits(max_body_buffered=1500))
+    conns = []
+    for _ in range(2):
+        conn = Connection(server)
+        t = FakeTransport()
+        t.protocol = conn
+        conn.connection_made(t)  # type: ignore[arg-type]
+        conn.data_received(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+        conn.data_received(b"a" * 800)
+        conns.append((conn, t))
+    (first, t1), (_, t2) = conns
+    assert t1.statuses() == [] and t2.statuses() == [503] and t2.closed
+    assert b"retry-after: 1" in t2.written
+    await settle()
+    assert server.body_bytes == 800
+    first.data_received(b"a" * 200)
+    await settle()
+    assert t1.statuses() == [200] and server.body_bytes == 0
+
+
+async def test_past_max_connections_a_503_with_retry_after() -> None:
+    server = HTTPServer(FakeApp(), Limits(max_connections=1))
+    assert server._refusal() is None
+    server.connections.add(Connection(server))
+    answer = server._refusal()
+    assert answer is not None and answer.startswith(b"HTTP/1.1 503 ")
+    assert b"retry-after: 1\r\n" in answer and b"connection: close" in answer
+
+
+# -- real sockets ------------------------------------------------------------------------
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def flood_header(port: int, total: int, passed: list[float] | None = None) -> bytes:
+    """Send a head with one header of `total` bytes; the answer, when it comes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        chunk = b"a" * 65536
+        sent = 0
+        try:
+            while sent < total:
+                sock.sendall(chunk)
+                sent += len(chunk)
+                if passed is not None and not passed and sent > MAX_HEADERS + 2 * PIECE:
+                    passed.append(time.monotonic())
+        except OSError:
+            pass  # refused and closed: what is left of the flood has nowhere to go
+        got = b""
+        try:
+            while chunk := sock.recv(65536):
+                got += chunk
+        except OSError:
+            pass
+        return got
+
+
+def test_a_12_mib_header_is_refused_in_bounded_memory(server: Server) -> None:
+    assert server.proc is not None
+    assert flood_header(server.port, 256 * 1024).startswith(b"HTTP/1.1 431 ")  # warm up
+    before = rss_kb(server.proc.pid)
+    got = flood_header(server.port, 12 << 20)
+    assert got.startswith(b"HTTP/1.1 431 ") and b"headers_too_large" in got
+    assert rss_kb(server.proc.pid) - before < 2048
+    assert server.get("/healthz").status_code == 200
+
+
+def test_an_endless_header_is_cut_off_at_once_and_delays_no_one(server: Server) -> None:
+    answered: list[float] = []
+    passed: list[float] = []
+    latencies: list[float] = []
+    done = threading.Event()
+
+    def attack() -> None:
+        got = flood_header(server.port, 128 << 20, passed)
+        answered.append(time.monotonic())
+        assert got.startswith(b"HTTP/1.1 431 ")
+        done.set()
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as honest:
+        ask = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        honest.sendall(ask)
+        honest.recv(65536)
+        thread = threading.Thread(target=attack)
+        thread.start()
+        while not done.is_set() or len(latencies) < 20:
+            began = time.monotonic()
+            honest.sendall(ask)
+            assert honest.recv(65536).startswith(b"HTTP/1.1 200 ")
+            latencies.append(time.monotonic() - began)
+        thread.join(10)
+    assert passed and answered and answered[0] - passed[0] < 0.1
+    assert max(latencies) < 0.010, sorted(latencies)[-5:]
+
+
+def test_slow_heads_are_closed_at_the_header_timeout(
+    server_factory: type[Server], tmp_path: Path
+) -> None:
+    server = server_factory(tmp_path, "--header-timeout", "1").start()
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 64
+    socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(200)]
+    began = time.monotonic()
+    closed: dict[socket.socket, float] = {}
+    try:
+        for step in range(len(head)):
+            for sock in socks:
+                if sock in closed:
+                    continue
+                try:
+                    sock.sendall(head[step : step + 1])
+                except OSError:
+                    closed[sock] = time.monotonic()
+            readable, _, _ = select.select([s for s in socks if s not in closed], [], [], 0)
+            for sock in readable:
+                closed[sock] = time.monotonic()
+            assert server.get("/healthz").status_code == 200  # an honest client meanwhile
+            if len(closed) == len(socks) or time.monotonic() - began > 4:
+                break
+            time.sleep(0.5)
+        assert len(closed) == len(socks)
+        assert max(closed.values()) - began < 2.6
+        some = socks[0]
+        some.settimeout(1)
+        assert some.recv(65536).startswith(b"HTTP/1.1 408 ")
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_thousands_of_pipelined_requests_answered_in_order(server: Server) -> None:
+    assert server.proc is not None
+    requests = []
+    for i in range(5000):
+        target = b"/badge/o/same.svg" if i % 2 else b"/badge/o/n%d.svg" % i  # n<i>: not cached
+        requests.append(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    before = rss_kb(server.proc.pid)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+        sender = threading.Thread(target=sock.sendall, args=(b"".join(requests),))
+        sender.start()
+        got = bytearray()
+        while got.count(b"</svg>") < 5000:
+            chunk = sock.recv(1 << 20)
+            assert chunk, f"closed after {got.count(b'</svg>')} answers"
+            got += chunk
+        sender.join(10)
+    assert STATUS.findall(bytes(got)) == [b"200"] * 5000
+    titles = re.findall(rb"<title>hits: ([\d,]+)</title>", bytes(got))
+    assert [int(x.replace(b",", b"")) for x in titles[1::2]] == list(range(1, 2501))
+    assert rss_kb(server.proc.pid) - before < 40 * 1024
+
+
+def test_past_max_connections_new_ones_get_a_503(
+    server_factory: type[Server], tmp_path: Path
+) -> None:
+    server = server_factory(tmp_path, "--max-connections", "3").start()
+    server.client.close()
+    time.sleep(0.2)
+    held = []
+    ask = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    for _ in range(3):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        sock.sendall(ask)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        held.append(sock)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as extra:
+        got = extra.recv(65536)
+    assert got.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in got
+    held.pop().close()
+    time.sleep(0.2)
+    assert httpx.get(server.url + "/healthz").status_code == 200
+    for sock in held:
+        sock.close()
+
+
+GETS = [
+    "/",
+    "/healthz",
+    "/metrics",
+    "/openapi.json",
+    "/badge/h.svg",
+    "/badge/h.json",
+    "/badge.svg?repo=h",
+    "/api/stats/track",
+    "/api/stats/track/h/hit",
+    "/api/accounts",
+    "/api/top",
+    "/nowhere",
+]
+
+
+def test_head_wherever_get(server: Server) -> None:
+    for path in GETS:
+        got = server.client.get(path)
+        head = server.client.head(path)
+        assert head.status_code == got.status_code, path
+        assert head.content == b"" and head.headers["content-type"] == got.headers["content-type"]
+
+
+# -- descriptors ------------------------------------------------------------------------
+
+
+def spawn(tmp: Path, nofile: tuple[int, int]) -> tuple[subprocess.Popen[bytes], int, Path]:
+    port = free_port()
+    log = tmp / "tallyd.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "tallyd",
+        "serve",
+        "--store",
+        f"sqlite:///{tmp}/t.db",
+        "--http",
+        f"127.0.0.1:{port}",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TALLYD_")}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, nofile),
+        )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                return proc, port, log
+        except httpx.TransportError:
+            time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(log.read_text())
+
+
+@pytest.fixture
+def stopped() -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def test_the_open_files_limit_is_raised(
+    tmp_path: Path, stopped: list[subprocess.Popen[bytes]]
+) -> None:
+    proc, _, _ = spawn(tmp_path, (256, 4096))
+    stopped.append(proc)
+    limits = Path(f"/proc/{proc.pid}/limits").read_text()
+    assert re.search(r"Max open files\s+4096\s+4096", limits), limits
+
+
+def test_out_of_descriptors_the_listener_recovers(
+    tmp_path: Path, stopped: list[subprocess.Popen[bytes]]
+) -> None:
+    proc, port, log = spawn(tmp_path, (64, 64))
+    stopped.append(proc)
+    held = []
+    for _ in range(100):  # more than the server can hold: it sheds idle ones
+        try:
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+        except OSError:
+            break
+    time.sleep(0.5)
+    served = 0
+    for _ in range(20):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                served += 1
+        except httpx.TransportError:
+            pass
+    assert served >= 10
+    for sock in held:
+        sock.close()
+    time.sleep(0.3)
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+    text = log.read_text()
+    warnings = text.count("out of file descriptors")
+    assert 1 <= warnings <= 3, text
+    assert proc.poll() is None
