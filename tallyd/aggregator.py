@@ -12,6 +12,7 @@ cells, so memory grows with distinct cells, not with events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -24,11 +25,14 @@ from tallyd.events import Cell, Event
 from tallyd.expand import Expander
 from tallyd.journal import Journal
 from tallyd.metrics import Metrics
+from tallyd.stores import public_error
 from tallyd.stores.base import Batch, Store
 
 log = logging.getLogger("tallyd.aggregator")
 
 PRUNE_EVERY = 60.0
+# The longest wait between two attempts at a failing store.
+MAX_BACKOFF = 5.0
 # New cells stopped coming this long ago: write them now (see `_until_flush`).
 QUIET = 0.02
 IDLE = 0.05
@@ -97,6 +101,7 @@ class Aggregator:
         max_batch_cells: int = 10_000,
         max_pending_cells: int = 2_000_000,
         dedup: Dedup | None = None,
+        wait_timeout: float = 10.0,
     ) -> None:
         self.store = store
         self.expander = expander
@@ -104,6 +109,8 @@ class Aggregator:
         self.flush_interval = flush_interval
         self.max_batch_cells = max_batch_cells
         self.max_pending_cells = max_pending_cells
+        # The longest a client waits for its events to reach the store (?wait=flush).
+        self.wait_timeout = wait_timeout
         # Not `dedup or Dedup()`: an empty Dedup is falsy (it has a length).
         self.dedup = dedup if dedup is not None else Dedup()
         # A fresh id per process: the store keeps the last seq applied per node.
@@ -128,6 +135,7 @@ class Aggregator:
         self._inflight_cut = 0
         self._inflight: Batch | None = None
         self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
         self._grown_at = 0.0
         self._building = False
         # (seq, future): resolved once the batch numbered seq is in the store.
@@ -220,7 +228,9 @@ class Aggregator:
         """Wait until everything counted so far is on disk (at once without a journal)."""
         last = self._open or (self._unsynced[-1] if self._unsynced else None)
         if last is not None:
-            await last.done
+            # Shielded: a waiter that gives up (a timeout, a client gone) must not
+            # cancel the record's future, which every other waiter shares.
+            await asyncio.shield(last.done)
 
     # -- the journal (`--durable`) ---------------------------------------------
 
@@ -392,7 +402,7 @@ class Aggregator:
         except Exception as exc:
             self.metrics.store_errors += 1
             self.healthy = False
-            self.last_error = str(exc) or type(exc).__name__
+            self.last_error = public_error(str(exc) or type(exc).__name__)
             raise
         m = self.metrics
         m.flushes += 1
@@ -429,7 +439,13 @@ class Aggregator:
         backoff = 0.0
         next_prune = time.monotonic() + PRUNE_EVERY
         while not self._stopping:
-            await self._until_flush(self.flush_interval + backoff, quiet=not backoff)
+            if backoff:
+                # Only a stop cuts a back-off short: the early-flush wake-ups of a
+                # growing backlog would otherwise retry a failing store nonstop.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopped.wait(), backoff)
+            else:
+                await self._until_flush(self.flush_interval, quiet=True)
             self._wake.clear()
             if self._stopping:
                 break
@@ -440,7 +456,8 @@ class Aggregator:
                     self.metrics.pruned_keys += await self.store.prune(int(time.time()))
                 backoff = 0.0
             except Exception as exc:
-                backoff = min(max(backoff * 2, 0.1), 5.0)
+                backoff = min(max(backoff * 2, 0.1), MAX_BACKOFF)
+                # One line an attempt, in the store's own words.
                 log.error("flush failed, retrying in %.1fs: %s", backoff, exc)
 
     async def _until_flush(self, interval: float, quiet: bool) -> None:
@@ -466,6 +483,7 @@ class Aggregator:
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+        self._stopped.set()
 
     async def drain(self, timeout: float = 30.0) -> int:
         """Flush everything left; returns the cells that could not be written."""

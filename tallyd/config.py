@@ -179,6 +179,11 @@ class Config:
         600.0, "seconds an event id is remembered for de-duplication", NUMBER
     )
     dedup_max_ids: int = _opt(1_000_000, "most event ids remembered at once", INTEGER)
+    wait_timeout: float = _opt(
+        10.0,
+        'seconds POST /api/events?wait=flush waits for the store before answering "stored": false',
+        NUMBER,
+    )
     durable: bool = _opt(
         False,
         "journal every accepted event to disk before acknowledging it, so a crash "
@@ -259,6 +264,8 @@ class Config:
                 raise ValueError(f"--breakdown {item!r}: expected EVENT:PROPERTY")
         if self.flush_interval <= 0:
             raise ValueError("--flush-interval must be positive")
+        if self.wait_timeout <= 0:
+            raise ValueError("--wait-timeout must be positive")
         for name in ("header_timeout", "keepalive_timeout", "max_connections", "max_body_buffered"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive")

@@ -39,7 +39,7 @@ from tallyd.recovery import recover, remember_ids, save_ids
 from tallyd.recovery import start as start_journal
 from tallyd.retention import Retention
 from tallyd.stats import Stats
-from tallyd.stores import Store, StoreError, open_store, open_when_ready, redact
+from tallyd.stores import Store, StoreError, kind, open_store, open_when_ready, redact
 from tallyd.web import Cors
 
 log = logging.getLogger("tallyd")
@@ -74,12 +74,14 @@ def assemble(cfg: Config) -> Parts:
         max_batch_cells=cfg.max_batch_cells,
         max_pending_cells=cfg.max_pending_cells,
         dedup=Dedup(cfg.dedup_window, cfg.dedup_max_ids),
+        wait_timeout=cfg.wait_timeout,
     )
     intake = Intake(aggregator, metrics, cfg.breakdowns)
     stats = Stats(store, keys, clock, aggregator, retention=retention)
     badges = BadgeCounts(stats, aggregator, metrics, Visitors(cfg.unique_secret), cfg.badge_refresh)
     cors = Cors(cfg.cors_origin, cfg.cors_ingest)
-    app = App(stats, aggregator, intake, metrics, badges, cfg.max_body, redact(cfg.store), cors)
+    # /healthz names the kind of store only: its address is nobody's business outside.
+    app = App(stats, aggregator, intake, metrics, badges, cfg.max_body, kind(cfg.store), cors)
     return Parts(cfg, store, metrics, aggregator, intake, stats, app)
 
 

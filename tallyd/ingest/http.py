@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -57,12 +58,19 @@ async def post_events(intake: Intake, body: bytes, wait: bool) -> Response:
         answer["error"] = "rejected"
         answer["detail"] = "no event in the body could be counted"
         return json_response(answer, 400)
+    agg = intake.aggregator
     try:
         if wait and accepted:
-            await intake.aggregator.flushed()
+            # Bounded: during an outage the answer says the events are not stored yet
+            # (they are accepted, and will be) instead of holding the client.
+            try:
+                await asyncio.wait_for(agg.flushed(), agg.wait_timeout)
+                answer["stored"] = True
+            except TimeoutError:
+                answer["stored"] = False
         else:
             # With --durable, accepted means on disk: the 202 waits for the journal.
-            await intake.aggregator.acknowledged()
+            await agg.acknowledged()
     except OSError as exc:
         raise HTTPError(503, "not_durable", str(exc), [(b"retry-after", b"5")]) from None
     return json_response(answer, 202)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from importlib import import_module
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
-from tallyd.stores.base import Batch, Snapshot, Store, StoreError
+from tallyd.stores.base import Batch, Snapshot, Store, StoreError, StoreUnusable
 
 __all__ = [
     "FORMS",
@@ -60,6 +61,21 @@ def redact(url: str) -> str:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
         return urlunsplit(parts._replace(netloc=netloc))
     return url
+
+
+# host:port (or [v6]:port), and absolute paths: what an error must not tell a client.
+_INTERNAL = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[\w.-]+):\d{1,5}\b|(?<![\w.])/[^\s:;,)'\"]+")
+
+
+def public_error(text: str) -> str:
+    """A store's error as a client may read it (in a 503, in /healthz): the same
+    words, with the addresses and file paths it names left out (logs keep them)."""
+    return _INTERNAL.sub("…", text)
+
+
+def kind(url: str) -> str:
+    """The kind of store a URL names (`sqlite`, `redis`, `redis+cluster`), for clients."""
+    return urlsplit(url).scheme
 
 
 def _bad(url: str, why: object) -> ValueError:
@@ -115,6 +131,8 @@ async def open_when_ready(store: Store, wait: float, name: str) -> None:
         except StoreError as exc:
             cause = " ".join(str(exc).split()).rstrip(".")
             left = deadline - time.monotonic()
+            if isinstance(exc, StoreUnusable):
+                raise StoreError(f"store {name} cannot be used: {cause}") from exc
             if left <= 0:
                 took = time.monotonic() - started
                 tries = f" ({attempt} attempts in {took:.1f} s)" if attempt > 1 else ""

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class StoreError(Exception):
     """The store could not be reached or refused an operation; retry later."""
+
+
+class StoreUnusable(StoreError):
+    """The store can never work as it is (a read-only file, not a database):
+    waiting will not help, so start-up ends at once."""
 
 
 @dataclass
@@ -31,6 +36,9 @@ class Batch:
     # HyperLogLog key → visitor hashes (16 hex digits) to add; adding is idempotent.
     uniques: dict[str, list[str]] = field(default_factory=dict)
     cells: int = 0
+    # What a store made of the batch to send it (its JSON documents), kept for a
+    # retry: re-encoding a stuck batch on every attempt cost ingest its CPU.
+    encoded: Any = None
 
     def cell_count(self) -> int:
         """Distinct (key, field) counter cells, the unit flush speed is measured in."""

@@ -140,8 +140,10 @@ class RedisStore(RedisCommands):
         await self.ping()
 
     async def apply(self, batch: Batch) -> bool:
+        if batch.encoded is None:
+            batch.encoded = script_args(batch)
         try:
-            applied = await self._apply(keys=[self.batches], args=script_args(batch))
+            applied = await self._apply(keys=[self.batches], args=batch.encoded)
         except RedisError as exc:
             raise StoreError(f"redis: {exc}") from exc
         return bool(applied)

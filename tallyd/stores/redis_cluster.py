@@ -206,7 +206,16 @@ class RedisClusterStore(RedisCommands):
             return await run()
 
     async def apply(self, batch: Batch) -> bool:
-        calls = []
+        if batch.encoded is None:
+            batch.encoded = self._calls(batch)
+        calls = batch.encoded
+        if not calls:
+            return False
+        results = await self._guarded(lambda: self._scripts(calls))
+        return any(results)
+
+    def _calls(self, batch: Batch) -> list[tuple[str, list[str], list[Any]]]:
+        calls: list[tuple[str, list[str], list[Any]]] = []
         for slot, g in by_slot(batch).items():
             args = [
                 batch.node,
@@ -218,10 +227,7 @@ class RedisClusterStore(RedisCommands):
                 orjson.dumps(g.uniques),
             ]
             calls.append(("apply", [self.marker(slot)], args))
-        if not calls:
-            return False
-        results = await self._guarded(lambda: self._scripts(calls))
-        return any(results)
+        return calls
 
     async def read(self, keys: Sequence[str], node: str) -> Snapshot:
         slots: dict[int, list[int]] = {}

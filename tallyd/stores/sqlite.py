@@ -8,6 +8,7 @@ a primary-key range read takes microseconds, less than a hop to a thread pool.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from urllib.parse import unquote, urlsplit
 import orjson
 
 from tallyd import hll
-from tallyd.stores.base import Batch, Snapshot, StoreError
+from tallyd.stores.base import Batch, Snapshot, StoreError, StoreUnusable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (
@@ -44,6 +45,23 @@ CHUNK = 500
 # Past the largest code point: an exclusive upper bound for a prefix range.
 TOP = "\U0010ffff"
 PRUNE_ROWS = 2000
+# Errors at start that waiting will not mend: a read-only file, one that is not a
+# database (or is damaged), a path that cannot be opened (a directory, no access).
+UNUSABLE = {
+    sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_NOTADB,
+    sqlite3.SQLITE_CORRUPT,
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_PERM,
+}
+
+
+def rollback(c: sqlite3.Connection) -> None:
+    """Roll back what is under way, if anything is. SQLite ends a transaction by
+    itself on some errors (a full disk): a ROLLBACK then would raise "no transaction
+    is active" in place of the error that matters."""
+    if c.in_transaction:
+        c.execute("ROLLBACK")
 
 
 def path_of(url: str) -> str:
@@ -73,6 +91,9 @@ class SQLiteStore:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="tallyd-sqlite")
         self._w: sqlite3.Connection | None = None
         self._r: sqlite3.Connection | None = None
+        # (device, inode) of the file opened: a file deleted or replaced under a
+        # running tallyd would otherwise take every later count into the void.
+        self._identity: tuple[int, int] | None = None
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -93,10 +114,32 @@ class SQLiteStore:
         # FULL: a batch is acknowledged to the aggregator only once it is on disk.
         w.execute("PRAGMA synchronous = FULL")
         w.executescript(SCHEMA)
+        # A file that cannot be written (read-only, left so by a crash or a copy)
+        # is refused now, not found out when the first batch fails.
+        (version,) = w.execute("PRAGMA user_version").fetchone()
+        w.execute(f"PRAGMA user_version = {int(version)}")
+        st = os.stat(self.path)
+        self._identity = (st.st_dev, st.st_ino)
         self._w = w
 
+    def _check_file(self) -> None:
+        """Raise OSError if the database file is no longer the one opened."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise OSError("the database file was deleted while tallyd ran") from None
+        if (st.st_dev, st.st_ino) != self._identity:
+            raise OSError("the database file was replaced while tallyd ran")
+
     async def open(self) -> None:
-        await self._in_writer(self._open_sync)
+        try:
+            await self._in_writer(self._open_sync)
+        except StoreError as exc:
+            cause = exc.__cause__
+            # The primary code: the low byte of an extended one (SQLITE_READONLY_DBMOVED…).
+            if isinstance(cause, sqlite3.Error) and cause.sqlite_errorcode & 0xFF in UNUSABLE:
+                raise StoreUnusable(str(exc)) from cause
+            raise
         try:
             self._r = self._connect()
         except sqlite3.Error as exc:
@@ -104,6 +147,18 @@ class SQLiteStore:
 
     def _apply_sync(self, b: Batch) -> bool:
         assert self._w is not None
+        self._check_file()
+        if b.encoded is None:
+            # Each table's rows go in as one JSON document and one statement: SQLite
+            # then loops in C, instead of Python re-taking the GIL for every row
+            # (which stalls behind the ingest thread for up to 5 ms a time).
+            b.encoded = (
+                orjson.dumps(b.counters),
+                orjson.dumps({k: list(ms) for k, ms in b.indexes.items()}),
+                orjson.dumps(b.rankings),
+                orjson.dumps(b.expire_at),
+            )
+        counters, indexes, rankings, expire_at = b.encoded
         c = self._w
         c.execute("BEGIN IMMEDIATE")
         try:
@@ -111,30 +166,27 @@ class SQLiteStore:
             if row is not None and row[0] >= b.seq:
                 c.execute("ROLLBACK")
                 return False
-            # Each table's rows go in as one JSON document and one statement: SQLite
-            # then loops in C, instead of Python re-taking the GIL for every row
-            # (which stalls behind the ingest thread for up to 5 ms a time).
             c.execute(
                 "INSERT INTO counters (key, field, value) "
                 "SELECT k.key, f.key, f.value FROM json_each(?) AS k, json_each(k.value) AS f "
                 "WHERE true ON CONFLICT (key, field) DO UPDATE SET value = value + excluded.value",
-                (orjson.dumps(b.counters),),
+                (counters,),
             )
             c.execute(
                 "INSERT OR IGNORE INTO indexes (key, member) "
                 "SELECT k.key, m.value FROM json_each(?) AS k, json_each(k.value) AS m",
-                (orjson.dumps({k: list(ms) for k, ms in b.indexes.items()}),),
+                (indexes,),
             )
             c.execute(
                 "INSERT INTO rankings (key, member, score) "
                 "SELECT k.key, m.key, m.value FROM json_each(?) AS k, json_each(k.value) AS m "
                 "WHERE true ON CONFLICT (key, member) DO UPDATE SET score = score + excluded.score",
-                (orjson.dumps(b.rankings),),
+                (rankings,),
             )
             c.execute(
                 "INSERT INTO expiry (key, at) SELECT key, value FROM json_each(?) "
                 "WHERE true ON CONFLICT (key) DO UPDATE SET at = max(at, excluded.at)",
-                (orjson.dumps(b.expire_at),),
+                (expire_at,),
             )
             self._add_uniques(c, b.uniques)
             c.execute(
@@ -144,7 +196,7 @@ class SQLiteStore:
             )
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            rollback(c)
             raise
         return True
 
@@ -245,7 +297,7 @@ class SQLiteStore:
             c.executemany("DELETE FROM expiry WHERE key = ?", keys)
             c.execute("COMMIT")
         except BaseException:
-            c.execute("ROLLBACK")
+            rollback(c)
             raise
         return len(keys)
 
@@ -262,7 +314,9 @@ class SQLiteStore:
     async def ping(self) -> None:
         try:
             self._reader().execute("SELECT 1").fetchone()
-        except sqlite3.Error as exc:
+            if self._identity is not None:
+                self._check_file()
+        except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"sqlite: {exc}") from exc
 
     async def close(self) -> None:
