@@ -5,32 +5,56 @@ from __future__ import annotations
 from typing import Any
 
 from tallyd import __version__
+from tallyd.api import MAX_PAGE
 from tallyd.badges.http import ENDPOINT_CACHE_SECONDS
 from tallyd.badges.logos import MAX_LOGO_BYTES
-from tallyd.badges.params import COUNTS, FORMATS, MAX_LABEL, METRICS
+from tallyd.badges.params import COUNTS, FORMATS, MAX_BASE, MAX_LABEL, METRICS
 from tallyd.badges.render import STYLES, THEMES
-from tallyd.web import INGEST_METHODS, READ_METHODS
+from tallyd.periods import MAX_YEAR, MIN_YEAR
+from tallyd.rules import MAX_NAME, MAX_TIME, ROLLUP
+from tallyd.stats import INTERVALS
+from tallyd.web import CALLBACK, INGEST_METHODS, MAX_CALLBACK, READ_METHODS
 
 
 def _param(
-    name: str, where: str = "query", required: bool = False, **schema: Any
+    name: str,
+    where: str = "query",
+    required: bool = False,
+    description: str | None = None,
+    **schema: Any,
 ) -> dict[str, Any]:
-    return {
+    param: dict[str, Any] = {
         "name": name,
         "in": where,
         "required": required or where == "path",
-        "schema": schema or {"type": "string"},
+        "schema": {"type": "string", **schema},
     }
+    if description:
+        param["description"] = description
+    return param
 
 
-_ERR = {
-    "description": "error",
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-}
-_CB = _param("callback", pattern=r"^[A-Za-z_$][A-Za-z0-9_$.]*$")
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
 _STR = {"schema": {"type": "string"}}
 # On every answer of the read API and badges (--cors-origin; absent with `none`).
 _CORS = {"Access-Control-Allow-Origin": {**_STR, "description": "--cors-origin (default *)"}}
+_ERR = {"description": "error", "content": _json(_ref("Error"))}
+_READ_ERR = {**_ERR, "headers": _CORS}
+# What the server takes as a JSONP callback (web.check_callback), and what it answers.
+_CB = _param(
+    "callback",
+    description="wrap the JSON answer as JSONP, answered as application/javascript",
+    pattern=f"^(?:{CALLBACK.pattern})$",
+    maxLength=MAX_CALLBACK,
+)
+_JSONP = {"application/javascript": {"schema": {"type": "string", "pattern": r"^/\*\*/"}}}
 
 
 def _preflight(methods: bytes, setting: str) -> dict[str, Any]:
@@ -53,29 +77,47 @@ def _preflight(methods: bytes, setting: str) -> dict[str, Any]:
 _READ_PREFLIGHT = _preflight(READ_METHODS, "--cors-origin")
 
 
-def _get(summary: str, params: list[dict[str, Any]], schema: str | None = None) -> dict[str, Any]:
-    ok: dict[str, Any] = {"description": "OK", "headers": _CORS}
-    if schema:
-        ok["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
-    err = {**_ERR, "headers": _CORS}
-    return {
+def _get(
+    summary: str,
+    path: list[dict[str, Any]],
+    query: list[dict[str, Any]],
+    schema: str,
+    other: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A read of the stats API: JSON (JSONP with `callback`), errors as JSON.
+
+    Path parameters are the path's, so that its CORS preflight has them too.
+    """
+    content = {**_json(_ref(schema)), **_JSONP, **(other or {})}
+    ok = {"description": "OK", "headers": _CORS, "content": content}
+    item: dict[str, Any] = {
         "get": {
             "summary": summary,
-            "parameters": [*params, _CB],
-            "responses": {"200": ok, "400": err, "404": err, "503": err},
+            "parameters": [*query, _CB],
+            "responses": {"200": ok, "400": _READ_ERR, "404": _READ_ERR, "503": _READ_ERR},
         },
         "options": _READ_PREFLIGHT,
     }
+    if path:
+        item["parameters"] = path
+    return item
 
 
-_ACC = _param("account", "path")
-_EV = _param("event", "path")
-_Y = _param("year", "path", type="integer", minimum=1970)
+# A name as the API takes it in a path: any text, percent-encoded (`owner%2Fname`).
+_ACC = _param("account", "path", minLength=1)
+_EV = _param("event", "path", minLength=1)
+_Y = _param("year", "path", type="integer", minimum=MIN_YEAR, maximum=MAX_YEAR)
 _M = _param("month", "path", type="integer", minimum=1, maximum=12)
+# Past the month's last day is a 400 (bad_period).
 _D = _param("day", "path", type="integer", minimum=1, maximum=31)
 _H = _param("hour", "path", type="integer", minimum=0, maximum=23)
 _T = "/api/stats/track/{account}/{event}"
-_ID = _param("id", "path", description="the counted account; may contain /")
+# Dates of the read API: a day in 1970..9999 (past the month's end is a 400).
+_DAY = "(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+_DATE_TIME = f"^{_DAY}(?:T(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9])?)?$"
+_DAY_OR_MONTH = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:0[1-9]|1[0-2])(?:-(?:0[1-9]|[12][0-9]|3[01]))?$"
+_LIMIT = _param("limit", type="integer", minimum=1, maximum=MAX_PAGE)
+_ID = _param("id", "path", description="the counted account; may contain /", minLength=1)
 _BADGE_PARAMS = [
     _param("label", maxLength=MAX_LABEL),
     _param("color"),
@@ -90,7 +132,7 @@ _BADGE_PARAMS = [
     _param("theme", enum=list(THEMES), description="auto: follows the reader's dark mode"),
     _param("metric", enum=list(METRICS)),
     _param("format", enum=list(FORMATS)),
-    _param("base", type="integer", minimum=0),
+    _param("base", type="integer", minimum=0, maximum=MAX_BASE),
     _param("increment", enum=["0", "1"], description="default: 1 for .svg, 0 for .json"),
     _param("event"),
     _param(
@@ -121,12 +163,14 @@ _BADGE_NOTE = (
 )
 
 
-def _badge(summary: str, params: list[dict[str, Any]], media: dict[str, Any]) -> dict[str, Any]:
-    return {
+def _badge(
+    summary: str, path: list[dict[str, Any]], query: list[dict[str, Any]], media: dict[str, Any]
+) -> dict[str, Any]:
+    item: dict[str, Any] = {
         "get": {
             "summary": summary,
             "description": _BADGE_NOTE,
-            "parameters": [*params, *_BADGE_PARAMS],
+            "parameters": [*query, *_BADGE_PARAMS],
             "responses": {
                 "200": {"description": "the badge", "headers": _BADGE_HEADERS, "content": media},
                 "405": _ERR,
@@ -134,10 +178,30 @@ def _badge(summary: str, params: list[dict[str, Any]], media: dict[str, Any]) ->
         },
         "options": _READ_PREFLIGHT,
     }
+    if path:
+        item["parameters"] = path
+    return item
 
 
 _SVG = {"image/svg+xml": {"schema": {"type": "string"}}}
-_ENDPOINT = {"application/json": {"schema": {"$ref": "#/components/schemas/Endpoint"}}}
+_ENDPOINT = _json(_ref("Endpoint"))
+_COUNTS = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}}
+_NAMES = {"type": "array", "items": {"type": "string"}}
+_PART = {"type": ["integer", "null"]}
+# An account or event name (events.check_name); an account is no rollup (rules.reserved).
+_EVENT_NAME = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_NAME,
+    "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*$",
+}
+_ACCOUNT = {**_EVENT_NAME, "not": {"anyOf": [{"const": ROLLUP}, {"pattern": "/\\*$"}]}}
+# Times every zone agrees are within 1970..9999; the description says what else is read.
+_TIME = (
+    "^(?:19[89][0-9]|[2-8][0-9]{3})-(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
+    "(?:[T ](?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:[.][0-9]{1,9})?)?"
+    "(?:Z|[+-](?:0[0-9]|1[0-4]):?[0-5][0-9])?)?$"
+)
 
 
 DOCUMENT: dict[str, Any] = {
@@ -158,27 +222,28 @@ DOCUMENT: dict[str, Any] = {
                         "application/json": {
                             "schema": {
                                 "oneOf": [
-                                    {"$ref": "#/components/schemas/Event"},
-                                    {
-                                        "type": "array",
-                                        "items": {"$ref": "#/components/schemas/Event"},
-                                    },
+                                    _ref("Event"),
+                                    {"type": "array", "items": _ref("Event"), "minItems": 1},
                                 ]
                             }
                         },
-                        "application/x-ndjson": {"schema": {"type": "string"}},
-                    },
-                },
-                "responses": {
-                    "202": {
-                        "description": "accepted",
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/IngestResult"}
+                        "application/x-ndjson": {
+                            "schema": {
+                                "description": "one event per line",
+                                "type": "array",
+                                "items": _ref("Event"),
+                                "minItems": 1,
                             }
                         },
                     },
-                    "400": _ERR,
+                },
+                "responses": {
+                    "202": {"description": "accepted", "content": _json(_ref("IngestResult"))},
+                    "400": {
+                        "description": "no event could be counted (then also the "
+                        "IngestResult's figures), or a bad request",
+                        "content": _json(_ref("Error")),
+                    },
                     "413": _ERR,
                     "415": _ERR,
                     "503": _ERR,
@@ -186,83 +251,125 @@ DOCUMENT: dict[str, Any] = {
             },
             "options": _preflight(INGEST_METHODS, "--cors-ingest (default none)"),
         },
-        "/api/stats/track": _get("Event types seen", []),
-        "/api/stats/track/{account}": _get("Event types an account has sent", [_ACC]),
-        _T: _get("All time, by year", [_ACC, _EV], "Period"),
-        _T + "/{year}": _get("A year, by month", [_ACC, _EV, _Y], "Period"),
-        _T + "/{year}/{month}": _get("A month, by day", [_ACC, _EV, _Y, _M], "Period"),
-        _T + "/{year}/{month}/{day}": _get("A day, by hour", [_ACC, _EV, _Y, _M, _D], "Period"),
+        "/api/stats/track": _get("Event types seen", [], [], "Events"),
+        "/api/stats/track/{account}": _get(
+            "Event types an account has sent", [_ACC], [], "AccountEvents"
+        ),
+        _T: _get("All time, by year", [_ACC, _EV], [], "Period"),
+        _T + "/{year}": _get("A year, by month", [_ACC, _EV, _Y], [], "Period"),
+        _T + "/{year}/{month}": _get("A month, by day", [_ACC, _EV, _Y, _M], [], "Period"),
+        _T + "/{year}/{month}/{day}": _get("A day, by hour", [_ACC, _EV, _Y, _M, _D], [], "Period"),
         _T + "/{year}/{month}/{day}/{hour}": _get(
-            "An hour, by minute", [_ACC, _EV, _Y, _M, _D, _H], "Period"
+            "An hour, by minute", [_ACC, _EV, _Y, _M, _D, _H], [], "Period"
         ),
         "/api/stats/funnels/{account}/{event}/{year}": _get(
-            "Breakdown for a year", [_ACC, _EV, _Y]
+            "Breakdown for a year", [_ACC, _EV, _Y], [], "Funnel"
         ),
         "/api/stats/funnels/{account}/{event}/{year}/{month}": _get(
-            "Breakdown for a month", [_ACC, _EV, _Y, _M]
+            "Breakdown for a month", [_ACC, _EV, _Y, _M], [], "Funnel"
         ),
         "/api/stats/series": _get(
             "Counts per interval across a range",
+            [],
             [
-                _param("account", required=True),
-                _param("event", required=True),
-                _param("from", required=True),
-                _param("to"),
-                _param("interval", enum=["minute", "hour", "day", "month", "year"]),
+                _param("account", required=True, minLength=1),
+                _param("event", required=True, minLength=1),
+                _param(
+                    "from",
+                    required=True,
+                    description="ISO 8601 date or date-time (in the server's --timezone; "
+                    "with an offset, converted to it); at most 20,000 points to `to`",
+                    pattern=_DATE_TIME,
+                ),
+                _param("to", description="as from; default: now", pattern=_DATE_TIME),
+                _param("interval", enum=list(INTERVALS)),
                 _param("format", enum=["json", "csv"]),
             ],
+            "Series",
+            {"text/csv": {"schema": {"type": "string"}}},
         ),
         "/api/accounts": _get(
             "Accounts seen for an event, in name order",
+            [],
             [
-                _param("event", required=True),
+                _param("event", required=True, minLength=1),
                 _param("prefix"),
                 _param("after"),
-                _param("limit", type="integer", minimum=1, maximum=1000),
+                _LIMIT,
             ],
+            "Accounts",
         ),
         "/api/top": _get(
             "Accounts with the most events in a day or month",
+            [],
             [
-                _param("event", required=True),
+                _param("event", required=True, minLength=1),
                 _param("period", enum=["day", "month"]),
-                _param("date"),
-                _param("limit", type="integer", minimum=1, maximum=1000),
+                _param(
+                    "date",
+                    description="2013-09-05 for a day, 2013-09 (or a day in it) for a month; "
+                    "default: today",
+                    pattern=_DAY_OR_MONTH,
+                ),
+                _LIMIT,
             ],
+            "Top",
         ),
         "/badge.svg": _badge(
             "The seed's badge URL: counts a hit for `repo`, shows the total",
+            [],
             [_param("repo", required=True)],
             _SVG,
         ),
         "/badge.json": _badge(
             "The seed's badge URL as shields.io's endpoint JSON; counts only with increment=1",
+            [],
             [_param("repo", required=True)],
             _ENDPOINT,
         ),
-        "/badge/{id}.svg": _badge("A badge: counts a view, shows the chosen figure", [_ID], _SVG),
+        "/badge/{id}.svg": _badge(
+            "A badge: counts a view, shows the chosen figure", [_ID], [], _SVG
+        ),
         "/badge/{id}.json": _badge(
             "shields.io's endpoint JSON for the figure; counts only with increment=1",
             [_ID],
+            [],
             _ENDPOINT,
         ),
         "/openapi.json": {
             "get": {
                 "summary": "This document",
-                "responses": {"200": {"description": "OpenAPI 3.1", "headers": _CORS}},
+                "responses": {
+                    "200": {
+                        "description": "OpenAPI 3.1",
+                        "headers": _CORS,
+                        "content": _json({"type": "object", "required": ["openapi", "paths"]}),
+                    }
+                },
             },
             "options": _READ_PREFLIGHT,
         },
         "/healthz": {
             "get": {
                 "summary": "Liveness and store health",
-                "responses": {"200": {"description": "ok"}, "503": _ERR},
+                "responses": {
+                    "200": {"description": "ok", "content": _json(_ref("Health"))},
+                    "503": {
+                        "description": "the store fails",
+                        "content": _json({"allOf": [_ref("Health"), _ref("Error")]}),
+                    },
+                },
             }
         },
         "/metrics": {
             "get": {
                 "summary": "Prometheus metrics",
-                "responses": {"200": {"description": "text format"}},
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
             }
         },
     },
@@ -302,26 +409,65 @@ DOCUMENT: dict[str, Any] = {
             },
             "Event": {
                 "type": "object",
+                "description": "the Bootic shape (type, data.account) or the flat one "
+                "(event, account); time: Unix seconds, or ISO 8601 / RFC 3339 (a fraction "
+                "up to nanoseconds, Z, +02:00 or +0200, T or a space), or Ruby's "
+                "2013-09-05 09:04:16 -0400, from 1970 to 9999",
+                "anyOf": [
+                    {
+                        "required": ["type", "data"],
+                        "properties": {
+                            "type": _EVENT_NAME,
+                            "data": {
+                                "type": "object",
+                                "required": ["account"],
+                                "properties": {"account": _ACCOUNT},
+                            },
+                        },
+                    },
+                    {
+                        "required": ["event", "account"],
+                        "properties": {
+                            "event": _EVENT_NAME,
+                            "account": _ACCOUNT,
+                            "data": {"not": {"type": "object", "required": ["account"]}},
+                        },
+                    },
+                ],
                 "properties": {
-                    "type": {"type": "string"},
-                    "event": {"type": "string"},
-                    "account": {"type": "string"},
-                    "data": {"type": "object", "properties": {"account": {"type": "string"}}},
-                    "time": {"oneOf": [{"type": "string"}, {"type": "number"}]},
-                    "id": {"type": "string"},
+                    "time": {
+                        "oneOf": [
+                            {"type": "number", "minimum": 0, "maximum": MAX_TIME},
+                            {"type": "string", "pattern": _TIME},
+                        ]
+                    },
+                    "id": {
+                        "oneOf": [
+                            {"type": "string", "maxLength": MAX_NAME},
+                            {"type": "integer"},
+                        ],
+                        "description": "the same account and id within --dedup-window "
+                        "count once; empty: no id",
+                    },
                     "seq": {"type": "integer"},
                 },
             },
             "IngestResult": {
                 "type": "object",
+                "required": ["accepted", "duplicates", "rejected", "errors"],
                 "properties": {
-                    "accepted": {"type": "integer"},
-                    "duplicates": {"type": "integer"},
-                    "rejected": {"type": "integer"},
+                    "accepted": {"type": "integer", "minimum": 0},
+                    "duplicates": {"type": "integer", "minimum": 0},
+                    "rejected": {"type": "integer", "minimum": 0},
+                    "stored": {
+                        "type": "boolean",
+                        "description": "with wait=flush: whether the events are in the store",
+                    },
                     "errors": {
                         "type": "array",
                         "items": {
                             "type": "object",
+                            "required": ["index", "reason", "detail"],
                             "properties": {
                                 "index": {"type": "integer"},
                                 "reason": {"type": "string"},
@@ -333,16 +479,126 @@ DOCUMENT: dict[str, Any] = {
             },
             "Period": {
                 "type": "object",
+                "required": [
+                    "account",
+                    "event",
+                    "year",
+                    "month",
+                    "day",
+                    "hour",
+                    "total",
+                    "data",
+                    "links",
+                ],
                 "properties": {
                     "account": {"type": "string"},
                     "event": {"type": "string"},
-                    "year": {"type": ["integer", "null"]},
-                    "month": {"type": ["integer", "null"]},
-                    "day": {"type": ["integer", "null"]},
-                    "hour": {"type": ["integer", "null"]},
-                    "total": {"type": "integer"},
-                    "data": {"type": "object", "additionalProperties": {"type": "integer"}},
-                    "links": {"type": "object"},
+                    "year": _PART,
+                    "month": _PART,
+                    "day": _PART,
+                    "hour": _PART,
+                    "total": {"type": "integer", "minimum": 0},
+                    "data": _COUNTS,
+                    "links": {
+                        "type": "object",
+                        "required": ["self", "up", "segments"],
+                        "properties": {
+                            "self": {"type": "string"},
+                            "up": {"type": "string"},
+                            "segments": _NAMES,
+                        },
+                    },
+                },
+            },
+            "Funnel": {
+                "type": "object",
+                "required": ["account", "event", "year", "month", "total", "data"],
+                "properties": {
+                    "account": {"type": "string"},
+                    "event": {"type": "string"},
+                    "year": {"type": "integer"},
+                    "month": _PART,
+                    "total": {"type": "integer", "minimum": 0},
+                    "data": _COUNTS,
+                },
+            },
+            "Events": {
+                "type": "object",
+                "required": ["events"],
+                "properties": {"events": _NAMES},
+            },
+            "AccountEvents": {
+                "type": "object",
+                "required": ["account", "events"],
+                "properties": {"account": {"type": "string"}, "events": _NAMES},
+            },
+            "Series": {
+                "type": "object",
+                "required": ["account", "event", "interval", "from", "to", "total", "points"],
+                "properties": {
+                    "account": {"type": "string"},
+                    "event": {"type": "string"},
+                    "interval": {"enum": list(INTERVALS)},
+                    "from": {"type": "string"},
+                    "to": {"type": "string"},
+                    "timezone": {"type": "string"},
+                    "total": {"type": "integer", "minimum": 0},
+                    "points": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "required": ["time", "count"],
+                            "properties": {
+                                "time": {"type": "string"},
+                                "count": {"type": "integer", "minimum": 0},
+                            },
+                        },
+                    },
+                },
+            },
+            "Accounts": {
+                "type": "object",
+                "required": ["event", "prefix", "accounts", "next"],
+                "properties": {
+                    "event": {"type": "string"},
+                    "prefix": {"type": "string"},
+                    "accounts": _NAMES,
+                    "next": {
+                        "type": ["string", "null"],
+                        "description": "the after= of the next page; null on the last",
+                    },
+                },
+            },
+            "Top": {
+                "type": "object",
+                "required": ["event", "period", "date", "top"],
+                "properties": {
+                    "event": {"type": "string"},
+                    "period": {"enum": ["day", "month"]},
+                    "date": {"type": "string"},
+                    "top": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["account", "count"],
+                            "properties": {
+                                "account": {"type": "string"},
+                                "count": {"type": "integer", "minimum": 0},
+                            },
+                        },
+                    },
+                },
+            },
+            "Health": {
+                "type": "object",
+                "required": ["status", "store", "pending_cells", "last_flush", "time"],
+                "properties": {
+                    "status": {"enum": ["ok", "degraded"]},
+                    "store": {"type": "string"},
+                    "pending_cells": {"type": "integer", "minimum": 0},
+                    "last_flush": {"type": ["number", "null"]},
+                    "time": {"type": "number"},
                 },
             },
         }
