@@ -77,6 +77,10 @@ class Unflushed:
 NOTHING = Unflushed({}, 1, {}, 0)
 
 
+class NotDurable(Overloaded):
+    """The journal cannot be written: nothing can be acknowledged until it can."""
+
+
 class _Record:
     """Cells counted in one turn of the event loop, on their way into the journal."""
 
@@ -236,6 +240,16 @@ class Aggregator:
 
     def open_journal(self, journal: Journal) -> None:
         self.journal = journal
+        self.metrics.counter(
+            "tallyd_journal_fsyncs_total",
+            "Groups of journal records written and fsync'd (--durable).",
+            lambda: journal.groups,
+        )
+        self.metrics.counter(
+            "tallyd_journal_bytes_total",
+            "Bytes written to the journal (--durable).",
+            lambda: journal.synced_bytes,
+        )
 
     def on_synced(self, number: int) -> None:
         """The journal's writer has everything up to record `number` on disk
@@ -341,7 +355,7 @@ class Aggregator:
         """Raise `Overloaded` when the store has fallen too far behind, or the
         journal cannot take what would be acknowledged."""
         if self.journal is not None and self.journal.error is not None:
-            raise Overloaded(str(self._journal_failed()))
+            raise NotDurable(str(self._journal_failed()))
         if len(self.pending) >= self.max_pending_cells:
             raise Overloaded(
                 f"{len(self.pending)} cells are waiting for the store ({self.last_error or 'slow'})"

@@ -266,6 +266,11 @@ class Config:
             raise ValueError("--flush-interval must be positive")
         if self.wait_timeout <= 0:
             raise ValueError("--wait-timeout must be positive")
+        if self.dedup_window <= 0:
+            raise ValueError("--dedup-window must be positive")
+        journal = self.journal_dir
+        if journal and os.path.exists(journal) and not os.path.isdir(journal):
+            raise ValueError(f"--journal-dir {journal!r} is not a directory")
         for name in ("header_timeout", "keepalive_timeout", "max_connections", "max_body_buffered"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive")

@@ -28,13 +28,16 @@ files in the same framing, one file per de-duplication window.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
+import re
 import struct
 import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,24 +76,38 @@ class Record:
 
 
 def read_records(data: bytes) -> tuple[list[Record], str | None]:
-    """The records of a segment's bytes, up to the first damage, and what it was."""
+    """The records of a segment's bytes that are whole and pass their checksum,
+    and what was wrong with the rest (None: nothing).
+
+    A record failing its checksum under a sound header (its length fits, its kind
+    is known) is skipped alone: the next one starts where its length says. A
+    header that is not sound, or a record running past the end (a torn write),
+    ends the good part: nothing after it can be framed with confidence.
+    """
     records: list[Record] = []
+    problems: list[str] = []
     pos, end = 0, len(data)
     size = HEADER.size
     while pos < end:
         if end - pos < size:
-            return records, f"a torn record header at byte {pos}"
+            problems.append(f"a torn record header at byte {pos} ({end - pos} bytes dropped)")
+            break
         crc, length, number, kind = HEADER.unpack_from(data, pos)
         if length > MAX_RECORD or kind not in KINDS:
-            return records, f"a damaged record header at byte {pos}"
+            problems.append(f"a damaged record header at byte {pos} ({end - pos} bytes dropped)")
+            break
         if pos + size + length > end:
-            return records, f"a torn record at byte {pos} ({end - pos} of {size + length} bytes)"
+            problems.append(
+                f"a torn record at byte {pos} ({end - pos} of {size + length} bytes; dropped)"
+            )
+            break
         body_at = pos + size
         if zlib.crc32(data[body_at : body_at + length], zlib.crc32(data[pos + 4 : body_at])) != crc:
-            return records, f"a record failing its checksum at byte {pos}"
-        records.append(Record(number, kind, data[body_at : body_at + length]))
+            problems.append(f"a record failing its checksum at byte {pos} (dropped)")
+        else:
+            records.append(Record(number, kind, data[body_at : body_at + length]))
         pos = body_at + length
-    return records, None
+    return records, "; ".join(problems) or None
 
 
 def pack_data(cells: dict[Cell, int], ids: list[tuple[str, str]]) -> bytes:
@@ -201,20 +218,27 @@ def plan(node: str, records: list[Record], damage: list[str]) -> Replay:
         for cell, n in cells.items():
             group[cell] = group.get(cell, 0) + n
     for (seq, _), cells in zip(order, groups, strict=False):
-        replay.batches.append((seq, cells))
+        if cells:  # a cut with nothing (a segment's opening one, say) writes nothing
+            replay.batches.append((seq, cells))
     if groups[-1]:
         replay.batches.append(((order[-1][0] if order else 0) + 1, groups[-1]))
     replay.events = sum(sum(c.values()) for _, c in replay.batches)
     return replay
 
 
+# `<node>.<index>.wal`: tallyd's node ids are 16 hex digits. Other files are not
+# ours: left alone, never read or deleted.
+SEGMENT_NAME = re.compile(r"([0-9a-f]{16})\.(\d{8})\.wal")
+IDS_NAME = re.compile(r"ids\.(\d+)\.([0-9a-f]{16})(?:-replayed)?\.log")
+
+
 def segments(directory: Path) -> dict[str, list[Path]]:
     """Segment files by node, oldest first."""
     found: dict[str, list[tuple[int, Path]]] = {}
-    for p in directory.glob(f"*{SUFFIX}"):
-        node, _, index = p.name[: -len(SUFFIX)].rpartition(".")
-        if node and index.isdigit():
-            found.setdefault(node, []).append((int(index), p))
+    for p in directory.iterdir():
+        m = SEGMENT_NAME.fullmatch(p.name)
+        if m and p.is_file():
+            found.setdefault(m[1], []).append((int(m[2]), p))
     return {n: [p for _, p in sorted(ps)] for n, ps in found.items()}
 
 
@@ -225,15 +249,17 @@ def read_node(node: str, paths: list[Path]) -> Replay:
         got, problem = read_records(p.read_bytes())
         records.extend(got)
         if problem:
-            damage.append(f"{p.name}: {problem}; the rest of that file is dropped")
+            damage.append(f"{p.name}: {problem}")
     return plan(node, records, damage)
 
 
 def recent_ids(directory: Path, since: float) -> Iterator[tuple[str, str]]:
-    """Ids from id files started since `since`; older files are deleted."""
-    for p in sorted(directory.glob(f"{IDS_PREFIX}*.log")):
-        started = p.name[len(IDS_PREFIX) :].split(".", 1)[0]
-        if not started.isdigit() or int(started) < since:
+    """Ids from id files started since `since`; older ones of ours are deleted."""
+    for p in sorted(directory.iterdir()):
+        m = IDS_NAME.fullmatch(p.name)
+        if not m or not p.is_file():
+            continue
+        if int(m[1]) < since:
             p.unlink(missing_ok=True)
             continue
         records, problem = read_records(p.read_bytes())
@@ -295,6 +321,10 @@ class Journal:
     since its last turn, writes it, calls fdatasync once for the group, and tells
     the loop which number is now on disk (`on_synced`). Packing the cells to bytes
     happens on the writer thread, so a record's cells must not change once appended.
+
+    Event ids reach the id files only once their records are in the store
+    (`release`): an id file never names an event that a damaged journal could have
+    lost, so re-sending such an event counts it, once.
     """
 
     def __init__(
@@ -312,18 +342,18 @@ class Journal:
         self._ids_every = ids_every
         self._number = 0
         self._queue: list[tuple[int, int, Any]] = []
-        self._ids: list[tuple[str, str]] = []
         self._release = 0
-        self._last_cut = (0, 0)
         self._cond = threading.Condition()
         self._closing = False
         # Set (by the writer) once a write failed; nothing is written after it.
         self.error: BaseException | None = None
         # Writer-thread state.
+        self._last_cut = (0, 0)
         self._index = 0
         self._seg: Any = None
         self._seg_size = 0
         self._seg_max: list[tuple[Path, int]] = []  # (segment, highest data number in it)
+        self._unreleased_ids: deque[tuple[int, list[tuple[str, str]]]] = deque()
         self._ids_file: Any = None
         self._ids_started = 0.0
         self.synced_bytes = 0
@@ -334,17 +364,15 @@ class Journal:
     # -- the loop's side -----------------------------------------------------
 
     def append_data(self, cells: dict[Cell, int], ids: list[tuple[str, str]]) -> int:
-        return self._append(DATA, (cells, ids), ids)
+        return self._append(DATA, (cells, ids))
 
     def append_cut(self, seq: int, upto: int) -> int:
-        return self._append(CUT, (seq, upto), None)
+        return self._append(CUT, (seq, upto))
 
-    def _append(self, kind: int, body: Any, ids: list[tuple[str, str]] | None) -> int:
+    def _append(self, kind: int, body: Any) -> int:
         self._number += 1
         with self._cond:
             self._queue.append((self._number, kind, body))
-            if ids:
-                self._ids.extend(ids)
             self._cond.notify()
         return self._number
 
@@ -362,65 +390,83 @@ class Journal:
             self._closing = True
             self._cond.notify()
         self._thread.join()
-        if applied_all and self._seg is None:
-            sync_dir(self.directory)
 
     # -- the writer thread ---------------------------------------------------
 
     def _writer(self) -> None:
+        released = 0
         while True:
             with self._cond:
-                while not (self._queue or self._ids or self._closing or self._deletable()):
+                while not (self._queue or self._closing or self._release > released):
                     self._cond.wait()
                 queue, self._queue = self._queue, []
-                ids, self._ids = self._ids, []
                 release, closing = self._release, self._closing
             try:
-                if queue or ids:
-                    self._write(queue, ids)
-                self._delete_applied(release, closing)
+                if queue:
+                    self._write(queue)
+                if release > released or closing:
+                    self._keep_released_ids(release)
+                    self._delete_applied(release, closing)
+                    released = release
             except BaseException as exc:  # a full disk, a removed directory: tell the loop
                 log.error("journal: cannot write: %s", exc)
                 self.error = exc
-                self._loop.call_soon_threadsafe(self._on_synced, -1)
+                self._tell(-1)
                 return
             if closing:
                 with self._cond:
-                    if not self._queue and not self._ids:
+                    if not self._queue:
                         if self._ids_file is not None:
                             self._ids_file.close()
+                        if self._seg is not None:
+                            self._seg.close()
                         return
 
-    def _deletable(self) -> bool:
-        return len(self._seg_max) > 1 and self._seg_max[0][1] <= self._release
-
-    def _write(self, queue: list[tuple[int, int, Any]], ids: list[tuple[str, str]]) -> None:
+    def _write(self, queue: list[tuple[int, int, Any]]) -> None:
         out = []
         top_data = 0
         for number, kind, body in queue:
             if kind == DATA:
-                out.append(frame(number, DATA, pack_data(*body)))
+                cells, ids = body
+                out.append(frame(number, DATA, pack_data(cells, ids)))
                 top_data = number
+                if ids:
+                    self._unreleased_ids.append((number, ids))
             else:
                 self._last_cut = body
                 out.append(frame(number, CUT, pack_cut(*body)))
-        if out:
-            if self._seg is None or self._seg_size >= SEGMENT_BYTES:
-                self._roll()
-            blob = b"".join(out)
-            self._seg.write(blob)
-            self._seg.flush()
-            os.fdatasync(self._seg.fileno())
-            self._seg_size += len(blob)
-            self.synced_bytes += len(blob)
-            if top_data:
-                path, _ = self._seg_max[-1]
-                self._seg_max[-1] = (path, top_data)
-        if ids:
-            self._write_ids(ids)
+        if self._seg is None or self._seg_size >= SEGMENT_BYTES:
+            self._roll()
+        self._check_segment()
+        blob = b"".join(out)
+        self._seg.write(blob)
+        self._seg.flush()
+        os.fdatasync(self._seg.fileno())
+        self._seg_size += len(blob)
+        self.synced_bytes += len(blob)
         self.groups += 1
-        if queue:
-            self._loop.call_soon_threadsafe(self._on_synced, queue[-1][0])
+        if top_data:
+            path, _ = self._seg_max[-1]
+            self._seg_max[-1] = (path, top_data)
+        self._tell(queue[-1][0])
+
+    def _tell(self, number: int) -> None:
+        """Hand the loop the number now on disk (-1: the journal failed)."""
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+            self._loop.call_soon_threadsafe(self._on_synced, number)
+
+    def _check_segment(self) -> None:
+        """Raise unless the open segment is still the file at its path: writes to a
+        file deleted (or a directory moved) under tallyd would be acknowledged and
+        then found by no start."""
+        path = self._seg_max[-1][0]
+        try:
+            on_disk = os.stat(path)
+        except FileNotFoundError:
+            raise OSError(f"the journal file {path.name} was deleted") from None
+        mine = os.fstat(self._seg.fileno())
+        if (on_disk.st_dev, on_disk.st_ino) != (mine.st_dev, mine.st_ino):
+            raise OSError(f"the journal file {path.name} was replaced")
 
     def _roll(self) -> None:
         if self._seg is not None:
@@ -436,7 +482,14 @@ class Journal:
         self._seg_max.append((path, 0))
         sync_dir(self.directory)
 
-    def _write_ids(self, ids: list[tuple[str, str]]) -> None:
+    def _keep_released_ids(self, release: int) -> None:
+        """Move the ids of records now in the store to the id file, on disk."""
+        ids: list[tuple[str, str]] = []
+        pending = self._unreleased_ids
+        while pending and pending[0][0] <= release:
+            ids.extend(pending.popleft()[1])
+        if not ids:
+            return
         now = time.time()
         if self._ids_file is None or now - self._ids_started >= self._ids_every:
             if self._ids_file is not None:
@@ -445,17 +498,18 @@ class Journal:
             name = f"{IDS_PREFIX}{int(now)}.{self.node}.log"
             self._ids_file = open(self.directory / name, "ab")  # noqa: SIM115
             sync_dir(self.directory)
-            # Files older than two windows are of no more use.
-            for p in self.directory.glob(f"{IDS_PREFIX}*.log"):
-                started = p.name[len(IDS_PREFIX) :].split(".", 1)[0]
-                if started.isdigit() and int(started) < now - 2 * self._ids_every - 60:
+            # Id files older than two windows are of no more use.
+            for p in self.directory.iterdir():
+                m = IDS_NAME.fullmatch(p.name)
+                if m and int(m[1]) < now - 2 * self._ids_every - 60:
                     p.unlink(missing_ok=True)
         self._ids_file.write(frame(0, IDS, msgpack.packb(ids)))
         self._ids_file.flush()
         os.fdatasync(self._ids_file.fileno())
 
     def _delete_applied(self, release: int, closing: bool) -> None:
-        """Delete segments, oldest first, whose data records are all in the store."""
+        """Delete segments, oldest first, whose data records are all in the store
+        (and so their ids in an id file)."""
         gone = False
         while self._seg_max and self._seg_max[0][1] <= release:
             current = len(self._seg_max) == 1

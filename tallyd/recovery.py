@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import cast
 
 from tallyd.aggregator import Aggregator
-from tallyd.journal import Journal, keep_ids, read_node, recent_ids, segments, sync_dir
+from tallyd.journal import Journal, Lock, keep_ids, read_node, recent_ids, segments, sync_dir
 from tallyd.stores.base import Batch, StoreError
 
 log = logging.getLogger("tallyd.journal")
@@ -28,6 +28,66 @@ class Recovered:
     already: int = 0  # batches the store had applied before the crash
     events: int = 0
     ids: int = 0
+    damage: int = 0
+
+
+async def open_journal(
+    directory: Path, agg: Aggregator, durable: bool, store: str, wait: float
+) -> tuple[Journal, Lock] | None:
+    """Settle what `directory` holds and, with `durable`, start this run's journal.
+
+    A journal left by an earlier durable run is replayed whatever the flags (a
+    start without --durable must not leave acknowledged events behind, nor refuse
+    their re-sending as duplicates); its directory is locked meanwhile. `store`
+    names the store the counts go to: a journal written for another is refused.
+    """
+    owed = directory.is_dir() and bool(segments(directory))
+    if not durable and not owed:
+        if directory.is_dir():
+            remembered = await asyncio.to_thread(remember_ids, directory, agg)
+            if remembered:
+                log.info("%d event id(s) remembered from %s", remembered, directory)
+        return None
+    lock = Lock(directory)
+    try:
+        if owed:
+            check_store(directory, store)
+        done = await recover(directory, agg, wait)
+        agg.metrics.counter(
+            "tallyd_journal_replayed_batches_total",
+            "Batches replayed from an earlier run's journal at start.",
+            lambda: done.batches,
+        )
+        agg.metrics.counter(
+            "tallyd_journal_damage_total",
+            "Damaged or torn places found in the journal at start (never counted).",
+            lambda: done.damage,
+        )
+        if not durable:
+            lock.release()
+            return None
+        (directory / STORE_FILE).write_text(store + "\n")
+        sync_dir(directory)
+        return start(directory, agg), lock
+    except BaseException:
+        lock.release()
+        raise
+
+
+# The store a journal's counts belong to, written beside them.
+STORE_FILE = "store"
+
+
+def check_store(directory: Path, store: str) -> None:
+    try:
+        theirs = (directory / STORE_FILE).read_text().strip()
+    except FileNotFoundError:
+        return
+    if theirs != store:
+        raise OSError(
+            f"the journal in {directory} holds counts for {theirs}, not {store}: start with "
+            "that store to write them, or move the journal away"
+        )
 
 
 async def recover(directory: Path, agg: Aggregator, wait: float) -> Recovered:
@@ -40,6 +100,7 @@ async def recover(directory: Path, agg: Aggregator, wait: float) -> Recovered:
         replay = await asyncio.to_thread(read_node, node, paths)
         for problem in replay.damage:
             log.warning("journal: %s", problem)
+        out.damage += len(replay.damage)
         for seq, cells in replay.batches:
             batch = await asyncio.to_thread(agg.expander.build, node, seq, cells)
             applied = await _apply(agg, batch, wait)
@@ -82,8 +143,7 @@ def remember_ids(directory: Path, agg: Aggregator) -> int:
     seen = agg.dedup.seen
     n = 0
     for key in recent_ids(directory, time.time() - 2 * agg.dedup.window):
-        seen(key)
-        n += 1
+        n += not seen(key)  # each id once, though two files may both hold it
     return n
 
 

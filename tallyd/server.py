@@ -31,12 +31,10 @@ from tallyd.httpd import HTTPServer, Limits
 from tallyd.ingest.syslog import SyslogSource
 from tallyd.ingest.zmq import ZmqSource
 from tallyd.intake import Intake
-from tallyd.journal import Journal, Lock
 from tallyd.keys import KeySpace
 from tallyd.metrics import Metrics
 from tallyd.periods import Clock
-from tallyd.recovery import recover, remember_ids, save_ids
-from tallyd.recovery import start as start_journal
+from tallyd.recovery import open_journal, save_ids
 from tallyd.retention import Retention
 from tallyd.stats import Stats
 from tallyd.stores import Store, StoreError, kind, open_store, open_when_ready, redact
@@ -83,6 +81,23 @@ def assemble(cfg: Config) -> Parts:
     # /healthz names the kind of store only: its address is nobody's business outside.
     app = App(stats, aggregator, intake, metrics, badges, cfg.max_body, kind(cfg.store), cors)
     return Parts(cfg, store, metrics, aggregator, intake, stats, app)
+
+
+def _plainly(exc: BaseException) -> str:
+    """An error in words, without Python's `[Errno 17]` decoration."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc)
+
+
+def store_identity(cfg: Config) -> str:
+    """The store counts go to, as a journal records it: an SQLite file by its real
+    path, any other store by its URL (without a password) and key prefix."""
+    if cfg.store.startswith("sqlite:"):
+        from tallyd.stores.sqlite import path_of
+
+        return "sqlite:" + os.path.realpath(path_of(cfg.store))
+    return f"{redact(cfg.store)} prefix={cfg.key_prefix!r}"
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -175,25 +190,17 @@ async def serve(cfg: Config) -> int:
             log.error("%s", exc)
             return 1
         log.info("store %s open; counting in %s", redact(cfg.store), cfg.timezone)
-        journal: Journal | None = None
-        lock: Lock | None = None
         directory = Path(cfg.journal_path)
-        if not cfg.durable and directory.is_dir():
-            # The ids a graceful stop saved: re-sent events stay counted once.
-            remembered = await asyncio.to_thread(remember_ids, directory, parts.aggregator)
-            if remembered:
-                log.info("%d event id(s) remembered from %s", remembered, directory)
-        if cfg.durable:
-            try:
-                lock = Lock(directory)
-                await recover(directory, parts.aggregator, cfg.store_wait)
-            except (OSError, StoreError) as exc:
-                log.error("--durable: %s", exc)
-                if lock is not None:
-                    lock.release()
-                await parts.store.close()
-                return 1
-            journal = start_journal(directory, parts.aggregator)
+        try:
+            durable = await open_journal(
+                directory, parts.aggregator, cfg.durable, store_identity(cfg), cfg.store_wait
+            )
+        except (OSError, StoreError) as exc:
+            log.error("journal %s: %s", directory, _plainly(exc))
+            await parts.store.close()
+            return 1
+        journal, lock = durable if durable is not None else (None, None)
+        if journal is not None:
             log.info("durable: journaling to %s", directory)
         zmq_source: ZmqSource | None = None
         if cfg.zmq or cfg.zmq_bind:

@@ -328,3 +328,67 @@ def test_an_id_is_forgotten_after_the_window(server_factory: type[Server], tmp_p
     time.sleep(0.6)
     assert server.post(event).json()["accepted"] == 1
     assert total(server, "acme", "signup") == 3
+
+
+def test_a_damaged_record_is_dropped_alone_and_its_events_can_be_sent_again(
+    server_factory: type[Server], tmp_path: Path
+) -> None:
+    from tallyd.journal import HEADER
+
+    server = server_factory(tmp_path, "--durable", "--flush-interval", "60").start()
+    events = [{"event": "pageview", "id": f"j{i}", "account": "a", "time": T} for i in range(20)]
+    for e in events:
+        assert server.post([e]).status_code == 202
+    kill(server)
+    [segment] = list(Path(f"{server.db}.journal").glob("*.wal"))
+    data = bytearray(segment.read_bytes())
+    starts = _record_starts(bytes(data))
+    assert len(starts) == 21  # the segment's opening cut, then one record a request
+    data[starts[5] + HEADER.size + 3] ^= 0x40  # inside the fifth request's record
+    segment.write_bytes(bytes(data))
+    server.start()
+    assert total(server) == 19
+    assert "failing its checksum" in server.log.read_text()
+    # Its event was never counted, and its id never remembered: sent again, it counts.
+    again = server.post(events).json()
+    assert again["accepted"] == 1 and again["duplicates"] == 19
+    assert total(server) == 20
+    metrics = server.get("/metrics").text
+    assert "tallyd_journal_damage_total 1" in metrics
+
+
+def test_a_journal_deleted_under_tallyd_stops_acknowledging(
+    server_factory: type[Server], tmp_path: Path
+) -> None:
+    server = server_factory(tmp_path, "--durable").start()
+    assert server.post([{"event": "pageview", "account": "a", "time": T}]).status_code == 202
+    for p in Path(f"{server.db}.journal").glob("*.wal"):
+        p.unlink()
+    r = server.post([{"event": "pageview", "account": "a", "time": T}])
+    assert r.status_code == 503 and r.json()["error"] == "not_durable"
+    assert server.get("/healthz").status_code == 503
+    r = server.post([{"event": "pageview", "account": "a", "time": T}])
+    assert r.status_code == 503 and r.json()["error"] == "not_durable"
+    assert "Traceback" not in server.log.read_text()
+
+
+def test_a_journal_is_replayed_into_its_own_store_only(
+    server_factory: type[Server], tmp_path: Path
+) -> None:
+    journal = tmp_path / "journal"
+    first = server_factory(
+        tmp_path, "--durable", "--journal-dir", str(journal), "--flush-interval", "60"
+    ).start()
+    assert first.post([{"event": "pageview", "account": "a", "time": T}] * 5).status_code == 202
+    kill(first)
+    other = server_factory(
+        tmp_path, "--durable", "--journal-dir", str(journal), db=tmp_path / "other.db"
+    )
+    with pytest.raises(RuntimeError, match="holds counts for sqlite:"):
+        other.start()
+    # Started again without --durable on its own store, the journal is still written.
+    first.args = ["--journal-dir", str(journal)]
+    first.start()
+    assert total(first) == 5
+    assert not list(journal.glob("*.wal"))
+    assert "5 event(s) in all" in first.log.read_text()

@@ -102,17 +102,26 @@ def test_a_torn_tail_keeps_exactly_the_whole_records(
 
 
 @given(journals(), st.data())
-def test_a_changed_byte_drops_its_record_and_all_after(
+def test_a_changed_byte_drops_its_record_and_never_counts_damage(
     written: list[tuple[int, int, bytes]], data: st.DataObject
 ) -> None:
     blob = bytearray(encode(written))
     at = data.draw(st.integers(0, len(blob) - 1))
     blob[at] ^= data.draw(st.integers(1, 255))
     records, problem = read_records(bytes(blob))
-    hit = next(i for i, end in enumerate(_ends(written)) if at < end)
-    # CRC-32 detects every change within 4 bytes: the record it hit is never read.
-    assert [(r.number, r.kind, r.payload) for r in records] == written[:hit]
+    ends = _ends(written)
+    hit = next(i for i, end in enumerate(ends) if at < end)
+    got = [(r.number, r.kind, r.payload) for r in records]
     assert problem is not None
+    # CRC-32 catches every change within 4 bytes: the record hit is never read,
+    # every one before it is, and whatever is read is a record as written.
+    assert written[hit] not in got
+    assert got[:hit] == written[:hit]
+    assert all(g in written for g in got)
+    offset = at - (ends[hit - 1] if hit else 0)
+    if offset not in (4, 5, 6, 7, 16):
+        # Its length and kind intact, the reader steps over it to the next record.
+        assert got == written[:hit] + written[hit + 1 :]
 
 
 @given(journals(), st.randoms(use_true_random=False))
@@ -196,7 +205,7 @@ def test_the_writer_thread_round_trip(
             if n == last:
                 done.set()
 
-        journal = Journal(directory, "node1", loop, on_synced, 600.0)
+        journal = Journal(directory, "0123456789abcdef", loop, on_synced, 600.0)
         last = 0
         seq = 0
         for cells_ in batches:
@@ -213,3 +222,45 @@ def test_the_writer_thread_round_trip(
     replay = read_node(node, paths)
     assert not replay.damage
     assert total(replay.batches) == total([(0, c) for c in batches])
+
+
+def test_ids_reach_the_id_file_only_once_their_records_are_in_the_store(tmp_path: Path) -> None:
+    """An id file never names an event a damaged journal could lose: re-sending
+    such an event must count it."""
+    from tallyd.journal import recent_ids
+
+    async def run() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        loop = asyncio.get_running_loop()
+        synced = asyncio.Event()
+        journal = Journal(tmp_path, "0123456789abcdef", loop, lambda n: synced.set(), 600.0)
+        first = journal.append_data({("a", "e", 1, None): 1}, [("a", "id-1")])
+        journal.append_data({("a", "e", 1, None): 1}, [("a", "id-2")])
+        await asyncio.wait_for(synced.wait(), 5)
+        before = list(recent_ids(tmp_path, 0))
+        journal.release(first)
+        await asyncio.to_thread(journal.close, False)
+        return before, list(recent_ids(tmp_path, 0))
+
+    before, after = asyncio.run(run())
+    assert before == []
+    assert after == [("a", "id-1")]
+    # The record not in the store stays in the journal, its id with it.
+    [(node, paths)] = segments(tmp_path).items()
+    assert read_node(node, paths).ids == [("a", "id-1"), ("a", "id-2")]
+
+
+def test_files_that_are_not_ours_are_left_alone(tmp_path: Path) -> None:
+    from tallyd.journal import recent_ids
+
+    for name in ("zz.00000002.wal", "ids.notanumber.log", "ids.123.x.log", "notes.txt"):
+        (tmp_path / name).write_bytes(b"junk")
+    (tmp_path / "0123456789abcdef.00000001.wal").mkdir()
+    assert segments(tmp_path) == {}
+    assert list(recent_ids(tmp_path, 10**12)) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "0123456789abcdef.00000001.wal",
+        "ids.123.x.log",
+        "ids.notanumber.log",
+        "notes.txt",
+        "zz.00000002.wal",
+    ]

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from tallyd.aggregator import Overloaded
+from tallyd.aggregator import NotDurable, Overloaded
 from tallyd.events import Rejected, decoded
 from tallyd.intake import Intake
 from tallyd.web import HTTPError, Response, json_response
@@ -37,6 +37,8 @@ async def post_events(intake: Intake, body: bytes, wait: bool) -> Response:
     """Count a body's events; 202 with what was accepted, 400 if none was."""
     try:
         intake.aggregator.check_capacity()
+    except NotDurable as exc:
+        raise HTTPError(503, "not_durable", str(exc), [(b"retry-after", b"5")]) from None
     except Overloaded as exc:
         raise HTTPError(503, "overloaded", str(exc), [(b"retry-after", b"1")]) from None
     # Read in place when the body allows it; decoded whole (and its errors told) if not.
