@@ -179,6 +179,18 @@ class Config:
         600.0, "seconds an event id is remembered for de-duplication", NUMBER
     )
     dedup_max_ids: int = _opt(1_000_000, "most event ids remembered at once", INTEGER)
+    max_new_ids_per_minute: int = _opt(
+        100_000,
+        "accounts, event types and badge ids new to tallyd counted per minute; past it "
+        "events are refused (429, and counted as rejected on the bus) (0: no limit)",
+        INTEGER,
+    )
+    badge_rate: int = _opt(
+        0,
+        "badge views counted per client and id each minute (e.g. 3); more are drawn, not "
+        "counted; GitHub's image proxy is exempt (0: no limit)",
+        INTEGER,
+    )
     wait_timeout: float = _opt(
         10.0,
         'seconds POST /api/events?wait=flush waits for the store before answering "stored": false',
@@ -266,6 +278,8 @@ class Config:
             raise ValueError("--flush-interval must be positive")
         if self.wait_timeout <= 0:
             raise ValueError("--wait-timeout must be positive")
+        if self.max_new_ids_per_minute < 0 or self.badge_rate < 0:
+            raise ValueError("--max-new-ids-per-minute and --badge-rate must be 0 or more")
         if self.dedup_window <= 0:
             raise ValueError("--dedup-window must be positive")
         journal = self.journal_dir

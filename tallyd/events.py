@@ -10,6 +10,7 @@ import logging
 import math
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC
 from typing import Any, TypeGuard
 
@@ -187,16 +188,25 @@ Cell = tuple[str, str, int, str | None]
 # Names remembered as valid. Past this, one old name makes room for each new one
 # (a name forgotten is checked again once), so no workload drops them all at once.
 MAX_KNOWN = 200_000
+NEW_NAME_LIMIT = Rejected(
+    "new_name_limit", "too many accounts or event types new this minute; send it again later"
+)
 
 
 def parse_many(
-    items: list[tuple[int, Any]], breakdowns: dict[str, str], now: float, known: set[str]
+    items: list[tuple[int, Any]],
+    breakdowns: dict[str, str],
+    now: float,
+    known: set[str],
+    admit: Callable[[str], bool] | None = None,
 ) -> tuple[list[Cell], list[Event], list[tuple[int, Rejected]]]:
     """Fully check `(index, value)` items the fast path passed over.
 
     Returns the cells of events without an id, the events with one (for
     de-duplication), and the rejections by index. Names that pass are added to
-    `known`, so later events with them take the fast path (`hotpath.Counter`).
+    `known`, so later events with them take the fast path (`hotpath.Counter`);
+    `admit`, when given, decides whether a name not known yet may be counted (and
+    remembers it): past a limit on new names, the event is `new_name_limit`.
     """
     cells: list[Cell] = []
     with_ids: list[Event] = []
@@ -211,17 +221,22 @@ def parse_many(
         except Rejected as err:
             rejected.append((i, err))
             continue
+        # "all" and "owner/*" are valid event names but never accounts: keep them out
+        # of the shared set, so the fast paths, which count only known names, refuse them.
+        if admit is not None:
+            if not all(reserved(n) or admit(n) for n in ev[:2]):
+                rejected.append((i, NEW_NAME_LIMIT))
+                continue
+        else:
+            for name in ev[:2]:
+                if name not in known and not reserved(name):
+                    if len(known) >= MAX_KNOWN:
+                        known.pop()
+                    known.add(name)
         if ev[4] is None:
             cells.append(ev[:4])
         else:
             with_ids.append(ev)
-        # "all" and "owner/*" are valid event names but never accounts: keep them out
-        # of the shared set, so the fast paths, which count only known names, refuse them.
-        for name in ev[:2]:
-            if name not in known and not reserved(name):
-                if len(known) >= MAX_KNOWN:
-                    known.pop()
-                known.add(name)
     return cells, with_ids, rejected
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from tallyd.aggregator import Aggregator
 from tallyd.events import Cell, Event, Rejected, RejectLog, decoded, parse_many
 from tallyd.hotpath import Counter, NameCache, count_body, count_objs
+from tallyd.limits import NewNames
 from tallyd.metrics import Metrics
 
 MAX_COARSE = 100_000
@@ -29,7 +30,11 @@ class Counted:
 
 class Intake:
     def __init__(
-        self, aggregator: Aggregator, metrics: Metrics, breakdowns: dict[str, str]
+        self,
+        aggregator: Aggregator,
+        metrics: Metrics,
+        breakdowns: dict[str, str],
+        new_per_minute: int = 0,
     ) -> None:
         self.aggregator = aggregator
         self.metrics = metrics
@@ -37,6 +42,13 @@ class Intake:
         self.reject_log = RejectLog()
         # Names that passed full validation once: later events with them take the fast path.
         self.known: set[str] = set()
+        # Names new to the process, at most so many a minute (badges share it).
+        self.new_names = NewNames(self.known, new_per_minute)
+        metrics.counter(
+            "tallyd_new_names_refused_total",
+            "Events and badge views refused: too many new accounts or event types that minute.",
+            lambda: self.new_names.refused,
+        )
         self._names = NameCache()
         # Event minute → the minute it is counted at (`Expander.coarse_minute`). Past
         # retention stays past, but what is kept today may not be tomorrow: renewed.
@@ -90,7 +102,9 @@ class Intake:
     ) -> Counted:
         """Finish what a fast pass left: the events it queued for de-duplication
         (`counter.ids`) and those it passed over (`slow`, parsed here)."""
-        cells, with_ids, rejected = parse_many(slow, self.breakdowns, now, self.known)
+        cells, with_ids, rejected = parse_many(
+            slow, self.breakdowns, now, self.known, self.new_names.admit
+        )
         for _, err in rejected:
             self.reject(source, err)
         agg = self.aggregator

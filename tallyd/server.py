@@ -32,6 +32,7 @@ from tallyd.ingest.syslog import SyslogSource
 from tallyd.ingest.zmq import ZmqSource
 from tallyd.intake import Intake
 from tallyd.keys import KeySpace
+from tallyd.limits import ClientRate
 from tallyd.metrics import Metrics
 from tallyd.periods import Clock
 from tallyd.recovery import open_journal, save_ids
@@ -74,9 +75,17 @@ def assemble(cfg: Config) -> Parts:
         dedup=Dedup(cfg.dedup_window, cfg.dedup_max_ids),
         wait_timeout=cfg.wait_timeout,
     )
-    intake = Intake(aggregator, metrics, cfg.breakdowns)
+    intake = Intake(aggregator, metrics, cfg.breakdowns, cfg.max_new_ids_per_minute)
     stats = Stats(store, keys, clock, aggregator, retention=retention)
-    badges = BadgeCounts(stats, aggregator, metrics, Visitors(cfg.unique_secret), cfg.badge_refresh)
+    badges = BadgeCounts(
+        stats,
+        aggregator,
+        metrics,
+        Visitors(cfg.unique_secret),
+        cfg.badge_refresh,
+        new_names=intake.new_names,
+        rate=ClientRate(cfg.badge_rate),
+    )
     cors = Cors(cfg.cors_origin, cfg.cors_ingest)
     # /healthz names the kind of store only: its address is nobody's business outside.
     app = App(stats, aggregator, intake, metrics, badges, cfg.max_body, kind(cfg.store), cors)

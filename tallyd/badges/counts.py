@@ -27,6 +27,7 @@ from tallyd.badges import windows
 from tallyd.badges.params import SPARKS
 from tallyd.badges.visitors import Visitors
 from tallyd.keys import escape
+from tallyd.limits import ClientRate, Limited, NewNames, seconds_to_next_minute
 from tallyd.metrics import Metrics
 from tallyd.rules import prefix_rollup
 from tallyd.stats import Stats
@@ -73,8 +74,19 @@ class BadgeCounts:
         visitors: Visitors | None = None,
         refresh: float = 5.0,
         max_entries: int = 100_000,
+        new_names: NewNames | None = None,
+        rate: ClientRate | None = None,
     ) -> None:
         self.visitors = visitors or Visitors()
+        # A view of an id new to the process is refused past the new-names limit;
+        # views past a client's rate are drawn but not counted.
+        self.new_names = new_names or NewNames(set(), 0)
+        self.rate = rate or ClientRate(0)
+        metrics.counter(
+            "tallyd_badge_views_not_counted_total",
+            "Badge views drawn but not counted: past --badge-rate for their client and id.",
+            lambda: self.rate.limited,
+        )
         self.stats = stats
         self.aggregator = aggregator
         self.metrics = metrics
@@ -88,12 +100,12 @@ class BadgeCounts:
         self._stale: dict[tuple[_Id, _Figure], None] = {}
         self._refresher: asyncio.Future[None] | None = None
         # The current minute, its day and the period of each metric (see `_now`), and
-        # today's visitor hashes by (address, agent).
+        # today's visitor hashes by the in-memory hash of (address, agent).
         self._minute = -1
         self._day: tuple[str, ...] = ()
         self._figures: dict[str, _Figure] = {}
         self._plans: dict[tuple[_Figure, int], windows.Plan] = {}
-        self._visitors_today: dict[tuple[str, bytes], str] = {}
+        self._visitors_today: dict[int, str] = {}
         # Account → its owner's rollup (`owner/*`), whose figures a view also bumps.
         self._owners: dict[str, str | None] = {}
 
@@ -126,7 +138,15 @@ class BadgeCounts:
         return entry.shown
 
     def view(self, account: str, event: str, client: str, user_agent: bytes) -> str:
-        """Count one view: a hit and a visitor of the day. Returns the visitor's hash."""
+        """Count one view: a hit and a visitor of the day. Returns the visitor's hash
+        (empty when the view is past its client's rate). Raises `Limited` for an id
+        new to the process past the limit on new names."""
+        if not self.new_names.admit(account):
+            raise Limited(
+                "new_id_limit",
+                "too many badge ids new this minute; try again later",
+                seconds_to_next_minute(),
+            )
         now, minute = self._now()
         figures = self._shown.get((account, event))
         return self._count(account, event, figures, now, minute, client, user_agent)
@@ -141,16 +161,21 @@ class BadgeCounts:
         client: str,
         user_agent: bytes,
     ) -> str:
+        if not self.rate.allow(client, account, user_agent):
+            return ""
         agg = self.aggregator
         agg.count((account, event, minute, None))
         self.metrics.accept(SOURCE)
         day = self._day
-        visitor = self._visitors_today.get((client, user_agent))
+        # Keyed by Python's hash of the pair (SipHash under a key random per process),
+        # never by the address and user agent themselves: only salted hashes are kept.
+        seen_as = hash((client, user_agent))
+        visitor = self._visitors_today.get(seen_as)
         if visitor is None:
             if len(self._visitors_today) >= self.max_entries:
                 self._visitors_today.clear()
             visitor = self.visitors.hash("/".join(day), client, user_agent)
-            self._visitors_today[client, user_agent] = visitor
+            self._visitors_today[seen_as] = visitor
         expire_at = int(now) + UNIQUE_KEEP
         agg.add_unique(self.unique_key(account, event, day), visitor, expire_at)
         # Every figure drawn lately for this id takes the view, so badges of one id

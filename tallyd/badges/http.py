@@ -21,6 +21,7 @@ from tallyd.badges.metrics import normalize_color
 from tallyd.badges.params import BadgeParams, check_id, fallback, format_count, parse_params
 from tallyd.badges.render import clean, template
 from tallyd.badges.spark import sparkline
+from tallyd.limits import Limited, is_camo
 from tallyd.rules import reserved
 from tallyd.stores import StoreError
 from tallyd.web import JSON, Headers, HTTPError, Request, Response, client_address, split_path
@@ -71,11 +72,6 @@ def _target(ident: str, kind: str, params: BadgeParams) -> Target:
     count = params.increment if params.increment is not None else kind == "svg"
     count = count and not reserved(ident)
     return Target(ident, kind, params, draw, count, params.figure, params.count == "github")
-
-
-def is_camo(user_agent: bytes) -> bool:
-    """GitHub's image proxy: it fetches README images as `github-camo (<build hash>)`."""
-    return user_agent[:11].lower() == b"github-camo"
 
 
 @lru_cache(maxsize=16_384)
@@ -151,6 +147,7 @@ def error_badge(err: HTTPError, raw_path: bytes, query: bytes, headers: Headers)
     message = error_message(err.error)
     color = INPUT_ERROR if err.status < 500 else SERVER_ERROR
     headers = [*headers, (b"x-tallyd-error", err.error.encode("latin-1", "replace"))]
+    headers += [(k, v) for k, v in err.headers if k == b"retry-after"]
     if raw_path.rstrip(b"/").endswith(b".json"):
         body = _endpoint_json(label, message, color, None, error=True)
         return Response(200, body, JSON, headers)
@@ -183,6 +180,9 @@ def _view(counts: BadgeCounts, t: Target, client: str, user_agent: bytes) -> str
         return counts.view(t.ident, t.params.event, client, user_agent)
     except Overloaded as exc:
         raise _busy(exc) from None
+    except Limited as exc:
+        retry = [(b"retry-after", str(exc.retry_after).encode())]
+        raise HTTPError(429, exc.reason, exc.detail, retry) from None
 
 
 def _busy(exc: Overloaded) -> HTTPError:

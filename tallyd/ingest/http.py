@@ -8,8 +8,9 @@ from typing import Any
 import orjson
 
 from tallyd.aggregator import NotDurable, Overloaded
-from tallyd.events import Rejected, decoded
+from tallyd.events import NEW_NAME_LIMIT, Rejected, decoded
 from tallyd.intake import Intake
+from tallyd.limits import seconds_to_next_minute
 from tallyd.web import HTTPError, Response, json_response
 
 SOURCE = "http"
@@ -46,17 +47,17 @@ async def post_events(intake: Intake, body: bytes, wait: bool) -> Response:
     if counted is None:
         counted = intake.count_many(decode(body), SOURCE)
     accepted, duplicates, rejected = counted.accepted, counted.duplicates, len(counted.rejected)
-    errors = [
-        {"index": i, "reason": err.reason, "detail": err.detail}
-        for i, err in counted.rejected[:MAX_ERRORS]
-    ]
+    limited = any(err is NEW_NAME_LIMIT for _, err in counted.rejected)
+    # Past the limit on new names, every refusal is listed: the client resends those.
+    listed = counted.rejected if limited else counted.rejected[:MAX_ERRORS]
+    errors = [{"index": i, "reason": err.reason, "detail": err.detail} for i, err in listed]
     answer: dict[str, Any] = {
         "accepted": accepted,
         "duplicates": duplicates,
         "rejected": rejected,
         "errors": errors,
     }
-    if rejected and not accepted and not duplicates:
+    if rejected and not accepted and not duplicates and not limited:
         answer["error"] = "rejected"
         answer["detail"] = "no event in the body could be counted"
         return json_response(answer, 400)
@@ -75,4 +76,10 @@ async def post_events(intake: Intake, body: bytes, wait: bool) -> Response:
             await agg.acknowledged()
     except OSError as exc:
         raise HTTPError(503, "not_durable", str(exc), [(b"retry-after", b"5")]) from None
+    if limited:
+        # Some events wait for the next minute: 429, and `errors` lists which to resend.
+        answer["error"] = NEW_NAME_LIMIT.reason
+        answer["detail"] = NEW_NAME_LIMIT.detail
+        retry = str(seconds_to_next_minute()).encode()
+        return json_response(answer, 429, [(b"retry-after", retry)])
     return json_response(answer, 202)

@@ -1,0 +1,119 @@
+"""Abuse limits: new names per minute, counted badge views per client (SPEC §8)."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+import zmq
+
+from tallyd.limits import ClientRate, NewNames
+from tests.conftest import Server
+from tests.test_zmq import connected, ctx, total, wait_total
+
+__all__ = ["ctx"]
+
+pytestmark = pytest.mark.timeout(60)
+
+T = 1_378_389_787
+CAMO = "github-camo (876b6c1c)"
+
+
+def metric(server: Server, name: str) -> float:
+    m = re.search(rf"^{re.escape(name)} (\S+)$", server.get("/metrics").text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_new_accounts_past_the_limit_get_a_429_naming_each_event(
+    server_factory: type[Server], tmp_path: Path
+) -> None:
+    server = server_factory(tmp_path, "--max-new-ids-per-minute", "100").start()
+    events = [{"event": "pageview", "account": f"new{i}", "time": T} for i in range(300)]
+    r = server.post(events)
+    assert r.status_code == 429
+    assert 1 <= int(r.headers["retry-after"]) <= 60
+    body = r.json()
+    assert body["error"] == "new_name_limit"
+    refused = [e["index"] for e in body["errors"]]
+    assert all(e["reason"] == "new_name_limit" for e in body["errors"])
+    # The event type is a new name too: 99 accounts fit in this minute's 100.
+    assert body["accepted"] == 99 and len(refused) == 201 == body["rejected"]
+    assert refused == list(range(99, 300))
+    # The accepted are counted; accounts already known go on being counted.
+    assert server.post(events[:99]).status_code == 202
+    assert total(server) == 198
+    assert metric(server, "tallyd_new_names_refused_total") == 201
+    text = server.get("/metrics").text
+    assert 'tallyd_events_rejected_total{source="http",reason="new_name_limit"} 201' in text
+
+
+def test_the_bus_drops_and_counts_past_the_limit(
+    server_factory: type[Server], tmp_path: Path, ctx: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    server, pub = connected(server_factory, tmp_path, ctx, "--max-new-ids-per-minute", "50")
+    for i in range(200):
+        event = {"type": "pageview", "data": {"account": f"bus{i}"}, "time": T}
+        pub.send(b"events " + orjson.dumps(event))
+    assert wait_total(server, 49) == 49
+    rejected = 'tallyd_events_rejected_total{source="zmq",reason="new_name_limit"}'
+    deadline = time.monotonic() + 10
+    while rejected + " 151" not in server.get("/metrics").text and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert rejected + " 151" in server.get("/metrics").text
+    time.sleep(0.3)
+    assert total(server) == 49
+
+
+def test_new_badge_ids_past_the_limit_get_an_error_badge(
+    server_factory: type[Server], tmp_path: Path
+) -> None:
+    server = server_factory(tmp_path, "--max-new-ids-per-minute", "5").start()
+    answers = [server.get(f"/badge/o/n{i}.svg") for i in range(8)]
+    assert all(r.status_code == 200 for r in answers)  # images, as GitHub's proxy needs
+    refused = [r for r in answers if r.headers.get("x-tallyd-error") == "new_id_limit"]
+    assert len(refused) == 3
+    assert all(1 <= int(r.headers["retry-after"]) <= 60 for r in refused)
+    assert all("new id limit" in r.text for r in refused)
+    # An id counted before is not new: it keeps counting.
+    assert "x-tallyd-error" not in server.get("/badge/o/n0.svg").headers
+
+
+def test_a_client_past_its_badge_rate_is_drawn_not_counted(
+    server_factory: type[Server], tmp_path: Path
+) -> None:
+    server = server_factory(tmp_path, "--badge-rate", "3").start()
+    for _ in range(20):
+        assert server.get("/badge/o/flood.svg").status_code == 200
+    # GitHub's image proxy views for every reader at once: never limited per client.
+    for _ in range(20):
+        r = server.client.get("/badge/o/flood.svg", headers={"user-agent": CAMO})
+        assert r.status_code == 200
+    time.sleep(0.5)
+    got = server.get("/api/stats/track/o%2Fflood/hit").json()["total"]
+    assert got == 3 + 20
+    assert metric(server, "tallyd_badge_views_not_counted_total") == 17
+
+
+def test_the_client_rate_table_is_bounded_and_forgets_each_minute(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [6000.0]
+    monkeypatch.setattr("tallyd.limits.time.monotonic", lambda: now[0])
+    rate = ClientRate(burst=2, max_entries=100)
+    assert [rate.allow("10.0.0.1", "o/n", b"curl") for _ in range(4)] == [1, 1, 0, 0]
+    for i in range(300):  # a flood of addresses: the table stays at its bound
+        rate.allow(f"10.1.{i // 256}.{i % 256}", "o/n", b"curl")
+    assert len(rate._views) <= 100 and rate.overflows > 0
+    now[0] += 60
+    assert rate.allow("10.0.0.1", "o/n", b"curl")
+    assert len(rate._views) == 1
+
+
+def test_new_names_admits_known_names_past_the_limit() -> None:
+    known: set[str] = set()
+    names = NewNames(known, per_minute=2)
+    assert [names.admit(n) for n in ("a", "b", "c", "a", "b")] == [1, 1, 0, 1, 1]
+    assert known == {"a", "b"} and names.refused == 1
