@@ -180,9 +180,10 @@ class Config:
     )
     dedup_max_ids: int = _opt(1_000_000, "most event ids remembered at once", INTEGER)
     max_new_ids_per_minute: int = _opt(
-        100_000,
-        "accounts, event types and badge ids new to tallyd counted per minute; past it "
-        "events are refused (429, and counted as rejected on the bus) (0: no limit)",
+        0,
+        "accounts, event types and badge ids new to this tallyd process counted per "
+        "minute; past it events are refused (429, and counted as rejected on the bus); "
+        "set it above the names active in a minute after a restart (0: no limit)",
         INTEGER,
     )
     badge_rate: int = _opt(
