@@ -251,7 +251,7 @@ class Connection(asyncio.Protocol):
 
     def idle_since(self) -> float | None:
         """When the connection last did anything, if it is idle between requests."""
-        if self.task is not None or self.queue or self.closing or self.state == BODY:
+        if self.task is not None or self.queue or self.closing or self.state in (BODY, RAW_BODY):
             return None
         return self.head_since if self.state == HEAD else self.last_active
 
@@ -702,6 +702,8 @@ class HTTPServer:
         self._sweeper = asyncio.create_task(self._sweep(), name="http-idle")
 
     def _refusal(self) -> bytes | None:
+        # Connections accepted in the same wake-up are not counted yet: the cap can
+        # be passed by one batch of accepts (listener.ACCEPT_BATCH) at most.
         if len(self.connections) < self.limits.max_connections:
             return None
         busy = HTTPError(

@@ -387,6 +387,16 @@ async def test_pipelined_requests_pause_reading_until_their_turn() -> None:
     assert t.written.index(b"slow") < t.written.index(b"fast")
 
 
+async def test_a_bad_request_behind_a_slow_one_is_refused_in_its_turn() -> None:
+    conn, t, app = await connect()
+    conn.data_received(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nNOT HTTP\r\n\r\n")
+    await settle()
+    assert t.statuses() == [] and not t.closed
+    app.gate.set()
+    await settle()
+    assert t.statuses() == [200, 400] and t.closed
+
+
 async def test_a_full_write_buffer_pauses_reading_apart_from_pipelining() -> None:
     conn, t, app = await connect(room=500)
     conn.data_received(GET * 50)
