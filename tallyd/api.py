@@ -39,13 +39,17 @@ def _required(q: dict[str, str], name: str) -> str:
 
 
 def _when(text: str, clock: Clock, name: str) -> datetime:
-    """A date or date-time in the configured zone; an explicit offset is converted."""
+    """A date or date-time in the configured zone, as its naive wall-clock time; an
+    explicit offset is converted (so `from` and `to` compare whichever has one)."""
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:
         raise HTTPError(400, f"bad_{name}", f"{name} must be ISO 8601, like 2013-09-05") from None
     if dt.tzinfo is not None:
-        dt = dt.astimezone(clock.tz)
+        try:
+            dt = dt.astimezone(clock.tz).replace(tzinfo=None)
+        except OverflowError:  # 0001-01-01T00:00+14:00 is before year 1 in UTC
+            raise HTTPError(400, f"bad_{name}", f"{name} is out of range") from None
     return dt
 
 
@@ -84,6 +88,9 @@ async def series(stats: Stats, req: Request) -> Response:
         answer = await stats.series(account, event, start, end, interval)
     except ValueError as exc:
         raise HTTPError(400, "bad_range", str(exc)) from None
+    except OverflowError:
+        # Stepping from the last interval of year 9999 leaves what datetime can hold.
+        raise HTTPError(400, "bad_range", "the range reaches past year 9999") from None
     fmt = q.get("format", "json")
     if fmt == "csv":
         out = io.StringIO()
