@@ -12,7 +12,7 @@ from tallyd.badges.params import COUNTS, FORMATS, MAX_BASE, MAX_LABEL, METRICS
 from tallyd.badges.render import STYLES, THEMES
 from tallyd.periods import MAX_YEAR, MIN_YEAR
 from tallyd.rules import MAX_NAME, MAX_TIME, ROLLUP
-from tallyd.stats import INTERVALS
+from tallyd.stats import INTERVALS, MAX_SERIES_POINTS
 from tallyd.web import CALLBACK, INGEST_METHODS, MAX_CALLBACK, READ_METHODS
 
 
@@ -108,8 +108,14 @@ _ACC = _param("account", "path", minLength=1)
 _EV = _param("event", "path", minLength=1)
 _Y = _param("year", "path", type="integer", minimum=MIN_YEAR, maximum=MAX_YEAR)
 _M = _param("month", "path", type="integer", minimum=1, maximum=12)
-# Past the month's last day is a 400 (bad_period).
-_D = _param("day", "path", type="integer", minimum=1, maximum=31)
+_D = _param(
+    "day",
+    "path",
+    description="past the month's last day: 400",
+    type="integer",
+    minimum=1,
+    maximum=31,
+)
 _H = _param("hour", "path", type="integer", minimum=0, maximum=23)
 _T = "/api/stats/track/{account}/{event}"
 # Dates of the read API: a day in 1970..9999 (past the month's end is a 400).
@@ -278,7 +284,8 @@ DOCUMENT: dict[str, Any] = {
                     "from",
                     required=True,
                     description="ISO 8601 date or date-time (in the server's --timezone; "
-                    "with an offset, converted to it); at most 20,000 points to `to`",
+                    f"with an offset, converted to it); from..to is at most {MAX_SERIES_POINTS} "
+                    "intervals, else 400",
                     pattern=_DATE_TIME,
                 ),
                 _param("to", description="as from; default: now", pattern=_DATE_TIME),
@@ -307,8 +314,8 @@ DOCUMENT: dict[str, Any] = {
                 _param("period", enum=["day", "month"]),
                 _param(
                     "date",
-                    description="2013-09-05 for a day, 2013-09 (or a day in it) for a month; "
-                    "default: today",
+                    description="a day (2013-09-05) for period=day, a month (2013-09) or a "
+                    "day in it for period=month; default: today",
                     pattern=_DAY_OR_MONTH,
                 ),
                 _LIMIT,
