@@ -141,3 +141,32 @@ def test_redis_outage_loses_nothing(server_factory: type[Server], tmp_path: Path
         assert acked > 500
     finally:
         rs.stop()
+
+
+async def test_the_batch_script_names_every_key_it_writes(redis_url: str) -> None:
+    """Redis's scripting contract: a script touches only the keys given in KEYS
+    (proxies and managed services refuse others; a cluster routes by them)."""
+    from tallyd.events import Cell
+    from tallyd.expand import Expander
+    from tallyd.keys import KeySpace
+    from tallyd.periods import Clock
+    from tallyd.retention import Retention
+    from tallyd.stores.redis import RedisStore, script_call, tables
+
+    minute = 1_378_389_787 // 60
+    cells: dict[Cell, int] = {
+        ("acme", "order", minute, "paid"): 3,
+        ("benwilber/bashids", "hit", minute + 90, None): 2,
+    }
+    batch = Expander(KeySpace(), Clock("UTC"), Retention(7, 400)).build("n1", 1, cells)
+    batch.uniques = {"uniques:x": ["00ff00ff00ff00ff"]}
+    store = RedisStore(redis_url)
+    await store.open()
+    try:
+        assert await store.apply(batch)
+    finally:
+        await store.close()
+    keys, _ = script_call(store.batches, *tables(batch))
+    written = {k if isinstance(k, str) else k.decode() for k in client(redis_url).keys("*")}
+    assert written and written <= set(keys)
+    assert any(k.startswith("benwilber%2F%2A/hit") for k in written), sorted(written)

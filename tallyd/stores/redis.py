@@ -10,7 +10,7 @@ timeout or a reconnect is applied exactly once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -21,44 +21,76 @@ from redis.exceptions import RedisError
 
 from tallyd.stores.base import Batch, Snapshot, StoreError
 
-# ARGV: node, seq, then counters, indexes, rankings, expiries and HyperLogLog
-# additions as JSON documents.
-# One JSON argument per table instead of three arguments per cell: encoding
-# hundreds of thousands of arguments was most of a flush's time, client-side.
+# KEYS: the batch marker, then every key the batch touches (Redis's scripting
+# contract: a script names its keys in KEYS, so a cluster, a proxy or a managed
+# Redis can tell where it runs). ARGV: node, seq, then counters, indexes,
+# rankings, expiries and HyperLogLog additions as JSON documents of
+# [position in KEYS, data] pairs. One JSON argument per table instead of three
+# arguments per cell: encoding hundreds of thousands of arguments was most of a
+# flush's time, client-side.
 APPLY = """
 local last = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 if last >= tonumber(ARGV[2]) then return 0 end
-for key, fields in pairs(cjson.decode(ARGV[3])) do
-  for field, n in pairs(fields) do redis.call('HINCRBY', key, field, n) end
+for _, e in ipairs(cjson.decode(ARGV[3])) do
+  local key = KEYS[e[1]]
+  for field, n in pairs(e[2]) do redis.call('HINCRBY', key, field, n) end
 end
-for key, members in pairs(cjson.decode(ARGV[4])) do
-  for _, member in ipairs(members) do redis.call('ZADD', key, 0, member) end
+for _, e in ipairs(cjson.decode(ARGV[4])) do
+  local key = KEYS[e[1]]
+  for _, member in ipairs(e[2]) do redis.call('ZADD', key, 0, member) end
 end
-for key, scores in pairs(cjson.decode(ARGV[5])) do
-  for member, n in pairs(scores) do redis.call('ZINCRBY', key, n, member) end
+for _, e in ipairs(cjson.decode(ARGV[5])) do
+  local key = KEYS[e[1]]
+  for member, n in pairs(e[2]) do redis.call('ZINCRBY', key, n, member) end
 end
-for key, hashes in pairs(cjson.decode(ARGV[7])) do
+for _, e in ipairs(cjson.decode(ARGV[7])) do
+  local key, hashes = KEYS[e[1]], e[2]
   for i = 1, #hashes, 500 do
     redis.call('PFADD', key, unpack(hashes, i, math.min(i + 499, #hashes)))
   end
 end
-for key, at in pairs(cjson.decode(ARGV[6])) do redis.call('EXPIREAT', key, at) end
+for _, e in ipairs(cjson.decode(ARGV[6])) do redis.call('EXPIREAT', KEYS[e[1]], e[2]) end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
 
-def script_args(b: Batch) -> list[Any]:
-    """The batch as the script reads it."""
-    return [
-        b.node,
-        b.seq,
-        orjson.dumps(b.counters),
-        orjson.dumps({k: list(ms) for k, ms in b.indexes.items()}),
-        orjson.dumps(b.rankings),
-        orjson.dumps(b.expire_at),
-        orjson.dumps(b.uniques),
+def tables(b: Batch) -> tuple[Any, ...]:
+    """A batch's number and tables, in `script_call`'s order after the marker."""
+    return (b.node, b.seq, b.counters, b.indexes, b.rankings, b.expire_at, b.uniques)
+
+
+def script_call(
+    marker: str,
+    node: str,
+    seq: int,
+    counters: dict[str, dict[str, int]],
+    indexes: Mapping[str, Iterable[str]],
+    rankings: dict[str, dict[str, int]],
+    expire_at: dict[str, int],
+    uniques: dict[str, list[str]],
+) -> tuple[list[str], list[Any]]:
+    """(KEYS, ARGV) of the apply script for these tables, behind `marker`."""
+    keys = [marker]
+    position: dict[str, int] = {}
+
+    def at(key: str) -> int:
+        i = position.get(key)
+        if i is None:
+            keys.append(key)
+            i = position[key] = len(keys)
+        return i
+
+    args = [
+        node,
+        seq,
+        orjson.dumps([(at(k), f) for k, f in counters.items()]),
+        orjson.dumps([(at(k), list(ms)) for k, ms in indexes.items()]),
+        orjson.dumps([(at(k), s) for k, s in rankings.items()]),
+        orjson.dumps([(at(k), t) for k, t in expire_at.items()]),
+        orjson.dumps([(at(k), h) for k, h in uniques.items()]),
     ]
+    return keys, args
 
 
 def to_ints(h: dict[bytes, bytes]) -> dict[str, int]:
@@ -141,9 +173,10 @@ class RedisStore(RedisCommands):
 
     async def apply(self, batch: Batch) -> bool:
         if batch.encoded is None:
-            batch.encoded = script_args(batch)
+            batch.encoded = script_call(self.batches, *tables(batch))
+        keys, args = batch.encoded
         try:
-            applied = await self._apply(keys=[self.batches], args=batch.encoded)
+            applied = await self._apply(keys=keys, args=args)
         except RedisError as exc:
             raise StoreError(f"redis: {exc}") from exc
         return bool(applied)

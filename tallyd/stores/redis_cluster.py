@@ -18,13 +18,12 @@ from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import NoScriptError, RedisError
 
 from tallyd.stores.base import Batch, Snapshot, StoreError
-from tallyd.stores.redis import APPLY, RedisCommands, to_ints
+from tallyd.stores.redis import APPLY, RedisCommands, script_call, to_ints
 
 # KEYS: the slot's marker, then the hashes; returns the marker and each HGETALL.
 CONCURRENCY = 64
@@ -217,16 +216,17 @@ class RedisClusterStore(RedisCommands):
     def _calls(self, batch: Batch) -> list[tuple[str, list[str], list[Any]]]:
         calls: list[tuple[str, list[str], list[Any]]] = []
         for slot, g in by_slot(batch).items():
-            args = [
+            keys, args = script_call(
+                self.marker(slot),
                 batch.node,
                 batch.seq,
-                orjson.dumps(g.counters),
-                orjson.dumps(g.indexes),
-                orjson.dumps(g.rankings),
-                orjson.dumps(g.expire_at),
-                orjson.dumps(g.uniques),
-            ]
-            calls.append(("apply", [self.marker(slot)], args))
+                g.counters,
+                g.indexes,
+                g.rankings,
+                g.expire_at,
+                g.uniques,
+            )
+            calls.append(("apply", keys, args))
         return calls
 
     async def read(self, keys: Sequence[str], node: str) -> Snapshot:
