@@ -1,4 +1,5 @@
-"""Soak: kill -9 `tallyd serve --durable` again and again under HTTP and ZeroMQ load.
+"""Soak: kill -9 `tallyd serve --durable` again and again under HTTP and ZeroMQ load;
+then a flood of new accounts and of one client's badge views past the limits.
 
     python bench/soak.py [--quick] [--store sqlite|redis] [--kills N]
 
@@ -14,11 +15,18 @@ SIGKILL and started again on the same store and journal. After the last kill:
   then exactly what was sent: the journal lost nothing, ids counted nothing twice.
 
 Figures: events acknowledged, kills, replays, and the time each restart took.
+
+The flood: `--max-new-ids-per-minute 20000 --badge-rate 3`; two clients post
+bodies of 1,000 new accounts as fast as they can and one views one badge
+nonstop, while an honest client (10-event bodies of known accounts, a badge view)
+measures its p99 against its own figure before the flood. Reported: the answers
+(202 / 429), the views counted, tallyd's peak RSS, the honest p99 ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import random
 import shutil
 import signal
@@ -149,6 +157,150 @@ class Posters:
                     self.acked += len(events)
 
 
+def honest_latencies(url: str, seconds: float, out: list[float]) -> None:
+    """An honest client: a 10-event body of known accounts and a badge view, in turn."""
+    events = http_events(0, 10)
+    with httpx.Client(base_url=url, timeout=30) as c:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            t0 = time.perf_counter()
+            c.post("/api/events", json=events)
+            out.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            c.get("/badge/honest/readme.svg")
+            out.append(time.perf_counter() - t0)
+            time.sleep(0.01)
+
+
+def honest_process(url: str, seconds: float, out: Any) -> None:
+    """`honest_latencies` in a process of its own: the flood's client threads must
+    not add their GIL waits to the honest client's figures."""
+    samples: list[float] = []
+    honest_latencies(url, seconds, samples)
+    out.put(samples)
+
+
+def measure_honest(url: str, seconds: float) -> Any:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    proc = ctx.Process(target=honest_process, args=(url, seconds, q))
+    proc.start()
+    return proc, q
+
+
+def p99(samples: list[float]) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, int(len(s) * 0.99))] * 1000
+
+
+def flood(work: Path, quick: bool) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    """New accounts as fast as two clients can post them, and one client viewing one
+    badge nonstop, past `--max-new-ids-per-minute` and `--badge-rate`, while an
+    honest client's latency is measured against its figure before the flood."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = work / "flood.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "tallyd",
+        "serve",
+        "--store",
+        f"sqlite:///{work}/flood.db",
+        "--http",
+        f"127.0.0.1:{port}",
+        "--max-new-ids-per-minute",
+        "20000",
+        "--badge-rate",
+        "3",
+    ]
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        seconds = 5.0 if quick else 15.0
+        proc_before, q_before = measure_honest(url, seconds)
+        before: list[float] = q_before.get()
+        proc_before.join()
+        statuses: dict[int, int] = {}
+        new_accounts = 0
+        badge_views = 0
+        peak_rss = 0.0
+        stop = threading.Event()
+        lock = threading.Lock()
+
+        def post_new(first: int) -> None:
+            nonlocal new_accounts
+            with httpx.Client(base_url=url, timeout=30) as c:
+                i = first
+                while not stop.is_set() and i < first + 1_000_000:
+                    body = [
+                        {"event": "signup", "account": f"flood{j}", "time": 1_378_389_787}
+                        for j in range(i, i + 1000)
+                    ]
+                    r = c.post("/api/events", json=body)
+                    i += 2000
+                    with lock:
+                        statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+                        new_accounts += 1000
+
+        def view_one() -> None:
+            nonlocal badge_views
+            with httpx.Client(base_url=url, timeout=30) as c:
+                while not stop.is_set():
+                    c.get("/badge/abuser/target.svg")
+                    badge_views += 1
+
+        threads = [threading.Thread(target=post_new, args=(k * 1000,)) for k in range(2)]
+        threads.append(threading.Thread(target=view_one))
+        for t in threads:
+            t.start()
+        sampler, q_during = measure_honest(url, seconds)
+        deadline = time.monotonic() + seconds + 10
+        while sampler.is_alive() and q_during.empty() and time.monotonic() < deadline:
+            with open(f"/proc/{proc.pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        peak_rss = max(peak_rss, int(line.split()[1]) / 1024)
+            time.sleep(0.2)
+        during: list[float] = q_during.get(timeout=60)
+        sampler.join()
+        stop.set()
+        for t in threads:
+            t.join(30)
+        time.sleep(1.0)
+        counted_views = httpx.get(f"{url}/api/stats/track/abuser%2Ftarget/hit").json()["total"]
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    ratio = p99(during) / p99(before)
+    rows = [
+        ("flood: new accounts posted", f"{new_accounts:,} (answers {statuses})"),
+        ("flood: one client's views of one badge", f"{badge_views:,}, counted {counted_views}"),
+        ("flood: tallyd peak RSS", f"{peak_rss:.0f} MB (target ≤ 400)"),
+        (
+            "flood: honest client p99",
+            f"{p99(before):.1f} ms before, {p99(during):.1f} ms during: {ratio:.2f}x (target ≤ 2)",
+        ),
+    ]
+    figures = {
+        "flood_new_accounts": new_accounts,
+        "flood_statuses": statuses,
+        "flood_badge_views": badge_views,
+        "flood_badge_counted": counted_views,
+        "flood_peak_rss_mb": round(peak_rss),
+        "honest_p99_ms_before": round(p99(before), 2),
+        "honest_p99_ms_during": round(p99(during), 2),
+        "honest_p99_ratio": round(ratio, 2),
+    }
+    return rows, figures
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="5 kills instead of 20")
@@ -274,7 +426,14 @@ def main() -> None:
         "replays": replays,
         "problems": problems,
     }
-    report("soak", rows, figures, {"exact": 1.0 if not problems else 0.0})
+    flood_rows, flood_figures = flood(work, args.quick)
+    rows += flood_rows
+    figures |= flood_figures
+    ratios = {
+        "exact": 1.0 if not problems else 0.0,
+        "honest_p99_ratio": figures["honest_p99_ratio"],
+    }
+    report("soak", rows, figures, ratios)
     shutil.rmtree(work, ignore_errors=True)
     if problems:
         raise SystemExit(1)
