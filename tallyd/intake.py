@@ -7,6 +7,7 @@ the same on bad input.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,8 @@ from tallyd.limits import NewNames
 from tallyd.metrics import Metrics
 
 MAX_COARSE = 100_000
+# Events parsed in one go before the event loop gets a turn (`settle_fairly`).
+SLICE = 256
 COARSE_RENEW = 60.0
 
 
@@ -78,9 +81,18 @@ class Intake:
         counter = self.counter(now)
         slow: list[tuple[int, Any]] = []
         fast = count_objs(counter, objs, slow)
-        return self.settle(source, counter, fast, slow, now)
+        return self.settle(source, counter.ids, fast, slow, now)
 
-    def count_body(self, body: bytes, source: str) -> Counted | None:
+    async def count_many_fairly(self, objs: list[Any], source: str) -> Counted:
+        """`count_many` for a large body: what the fast path passes over is parsed in
+        slices, yielding to the event loop between them (see `settle_fairly`)."""
+        now = time.time()
+        counter = self.counter(now)
+        slow: list[tuple[int, Any]] = []
+        fast = count_objs(counter, objs, slow)
+        return await self.settle_fairly(source, counter.ids, fast, slow, now)
+
+    async def count_body(self, body: bytes, source: str) -> Counted | None:
         """Count the events of an HTTP body read in place (one event, an array or
         NDJSON); None when the body must be decoded whole, and nothing was counted."""
         now = time.time()
@@ -94,14 +106,41 @@ class Intake:
         for k, v in cells.items():
             into[k] = into.get(k, 0) + v
             fast += v
-        slow = [(i, decoded(item, "this event")) for i, item in raw]
-        return self.settle(source, counter, fast, slow, now)
+        return await self.settle_fairly(source, counter.ids, fast, raw, now, decode=True)
+
+    async def settle_fairly(
+        self,
+        source: str,
+        ids: list[Event],
+        fast: int,
+        slow: list[tuple[int, Any]],
+        now: float,
+        decode: bool = False,
+    ) -> Counted:
+        """`settle` in slices of SLICE events, with a turn of the event loop between
+        them: a body of events the fast path cannot take (new names, odd shapes)
+        costs some microseconds an event, and other clients must not wait for all
+        of it at once. With `decode`, `slow` holds raw JSON items, decoded per slice."""
+        out = Counted(fast, 0, [])
+        for start in range(0, max(len(slow), 1), SLICE):
+            if start:
+                await asyncio.sleep(0)
+            part = slow[start : start + SLICE]
+            if decode:
+                part = [(i, decoded(item, "this event")) for i, item in part]
+            got = self.settle(source, ids if not start else [], 0, part, now)
+            out.accepted += got.accepted
+            out.duplicates += got.duplicates
+            out.rejected += got.rejected
+        if fast:
+            self.metrics.accept(source, fast)
+        return out
 
     def settle(
-        self, source: str, counter: Counter, fast: int, slow: list[tuple[int, Any]], now: float
+        self, source: str, ids: list[Event], fast: int, slow: list[tuple[int, Any]], now: float
     ) -> Counted:
         """Finish what a fast pass left: the events it queued for de-duplication
-        (`counter.ids`) and those it passed over (`slow`, parsed here)."""
+        (`ids`, the counter's) and those it passed over (`slow`, parsed here)."""
         cells, with_ids, rejected = parse_many(
             slow, self.breakdowns, now, self.known, self.new_names.admit
         )
@@ -112,7 +151,8 @@ class Intake:
             into = agg.cells()
             for k in cells:
                 into[k] = into.get(k, 0) + 1
-        ids: list[Event] = counter.ids + with_ids if with_ids else counter.ids
+        if with_ids:
+            ids = ids + with_ids
         added = agg.counted(ids)
         accepted = fast + len(cells) + added
         if accepted:

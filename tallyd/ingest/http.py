@@ -43,9 +43,9 @@ async def post_events(intake: Intake, body: bytes, wait: bool) -> Response:
     except Overloaded as exc:
         raise HTTPError(503, "overloaded", str(exc), [(b"retry-after", b"1")]) from None
     # Read in place when the body allows it; decoded whole (and its errors told) if not.
-    counted = intake.count_body(body, SOURCE)
+    counted = await intake.count_body(body, SOURCE)
     if counted is None:
-        counted = intake.count_many(decode(body), SOURCE)
+        counted = await intake.count_many_fairly(decode(body), SOURCE)
     accepted, duplicates, rejected = counted.accepted, counted.duplicates, len(counted.rejected)
     limited = any(err is NEW_NAME_LIMIT for _, err in counted.rejected)
     # Past the limit on new names, every refusal is listed: the client resends those.

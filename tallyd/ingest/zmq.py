@@ -206,7 +206,7 @@ class ZmqSource:
         if received:
             self.received += received
             slow = list(enumerate(objs))
-            intake.settle(SOURCE, counter, fast, slow, now)
+            intake.settle(SOURCE, counter.ids, fast, slow, now)
         return received
 
     async def stop(self) -> None:
