@@ -120,7 +120,10 @@ _H = _param("hour", "path", type="integer", minimum=0, maximum=23)
 _T = "/api/stats/track/{account}/{event}"
 # Dates of the read API: a day in 1970..9999 (past the month's end is a 400).
 _DAY = "(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
-_DATE_TIME = f"^{_DAY}(?:T(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9])?)?$"
+_DATE_TIME = (
+    f"^{_DAY}(?:T(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9])?"
+    "(?:Z|[+-](?:0[0-9]|1[0-4]):[0-5][0-9])?)?$"
+)
 _DAY_OR_MONTH = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:0[1-9]|1[0-2])(?:-(?:0[1-9]|[12][0-9]|3[01]))?$"
 _LIMIT = _param("limit", type="integer", minimum=1, maximum=MAX_PAGE)
 _ID = _param("id", "path", description="the counted account; may contain /", minLength=1)
