@@ -255,6 +255,12 @@ DOCUMENT: dict[str, Any] = {
                     },
                     "413": _ERR,
                     "415": _ERR,
+                    "429": {
+                        "description": "past --max-new-ids-per-minute: the events that fit "
+                        "are counted, `errors` lists every one refused (new_name_limit) to "
+                        "send again after Retry-After",
+                        "content": _json(_ref("IngestResult")),
+                    },
                     "503": _ERR,
                 },
             },
@@ -473,6 +479,8 @@ DOCUMENT: dict[str, Any] = {
                         "type": "boolean",
                         "description": "with wait=flush: whether the events are in the store",
                     },
+                    "error": {"type": "string", "description": "on a 429: new_name_limit"},
+                    "detail": {"type": "string"},
                     "errors": {
                         "type": "array",
                         "items": {

@@ -75,7 +75,7 @@ def test_a_full_disk_loses_nothing_and_says_so(
 
 
 def test_a_deleted_database_file_is_noticed(server_factory: type[Server], tmp_path: Path) -> None:
-    server = server_factory(tmp_path).start()
+    server = server_factory(tmp_path, "--shutdown-timeout", "2").start()
     with Producer(server, threads=1, batch=100, accounts=50):
         time.sleep(0.5)
         server.db.unlink()
