@@ -19,7 +19,7 @@ from tallyd.intake import Intake
 from tallyd.metrics import Metrics
 from tallyd.openapi import DOCUMENT
 from tallyd.stats import Stats
-from tallyd.stores import StoreError
+from tallyd.stores import StoreError, public_error
 from tallyd.web import (
     BADGE,
     INTERNAL,
@@ -92,7 +92,8 @@ class App:
             resp = self.refused(err, scope)
         except StoreError as exc:
             # Counting goes on in memory; reading needs the store.
-            unavailable = HTTPError(503, "store_unavailable", str(exc), [(b"retry-after", b"1")])
+            detail = public_error(str(exc))  # the log may name hosts; a client may not
+            unavailable = HTTPError(503, "store_unavailable", detail, [(b"retry-after", b"1")])
             resp = self.refused(unavailable, scope)
         except Exception:
             # Never a stack trace to the client: log it, answer a plain 500.
@@ -218,7 +219,9 @@ class App:
             "time": time.time(),
         }
         if not agg.healthy:
-            body["error"] = "store_unavailable"
+            journal = agg.journal
+            failed = journal is not None and journal.error is not None
+            body["error"] = "journal_unavailable" if failed else "store_unavailable"
             body["detail"] = agg.last_error
             return json_response(body, 503, [NO_STORE])
         return json_response(body, 200, [NO_STORE])

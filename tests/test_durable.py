@@ -366,7 +366,8 @@ def test_a_journal_deleted_under_tallyd_stops_acknowledging(
         p.unlink()
     r = server.post([{"event": "pageview", "account": "a", "time": T}])
     assert r.status_code == 503 and r.json()["error"] == "not_durable"
-    assert server.get("/healthz").status_code == 503
+    health = server.get("/healthz")
+    assert health.status_code == 503 and health.json()["error"] == "journal_unavailable"
     r = server.post([{"event": "pageview", "account": "a", "time": T}])
     assert r.status_code == 503 and r.json()["error"] == "not_durable"
     assert "Traceback" not in server.log.read_text()

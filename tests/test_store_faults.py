@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import time
@@ -184,3 +185,20 @@ def test_wait_flush_answers_within_the_wait_timeout(
     assert str(own_redis.port) not in r.text
     own_redis.start()
     assert wait_until(lambda: total(server), 2, timeout=30) == 2
+
+
+@pytest.mark.parametrize(
+    "error, shown",
+    [
+        ("Error 111 connecting to 127.0.0.1:6379. Connection refused.", "connecting to …."),
+        ("Error connecting to redis.internal:6380", "Error connecting to …"),
+        ("[::1]:7000 refused", "… refused"),
+        ("sqlite: unable to open database file /var/lib/tallyd/x.db", "database file …"),
+        ("sqlite: database or disk is full", "sqlite: database or disk is full"),
+    ],
+)
+def test_a_store_error_shown_to_clients_names_no_address(error: str, shown: str) -> None:
+    from tallyd.stores import public_error
+
+    assert shown in public_error(error)
+    assert not re.search(r"\d+\.\d+\.\d+\.\d+|:\d{2,5}\b|/var/", public_error(error))

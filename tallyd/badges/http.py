@@ -23,7 +23,7 @@ from tallyd.badges.render import clean, template
 from tallyd.badges.spark import sparkline
 from tallyd.limits import Limited, is_camo
 from tallyd.rules import reserved
-from tallyd.stores import StoreError
+from tallyd.stores import StoreError, public_error
 from tallyd.web import JSON, Headers, HTTPError, Request, Response, client_address, split_path
 
 SVG: Final = b"image/svg+xml; charset=utf-8"
@@ -137,7 +137,7 @@ async def badge(counts: BadgeCounts, headers: Headers, req: Request) -> Response
         figure = await counts.read(t.ident, t.params.event, t.figure, visitor)
     except StoreError as exc:
         # The view is counted in memory; the figure needs the store.
-        raise HTTPError(503, "store_unavailable", str(exc)) from None
+        raise HTTPError(503, "store_unavailable", public_error(str(exc))) from None
     return _answer(t, figure, headers)
 
 
