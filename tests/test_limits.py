@@ -117,3 +117,17 @@ def test_new_names_admits_known_names_past_the_limit() -> None:
     names = NewNames(known, per_minute=2)
     assert [names.admit(n) for n in ("a", "b", "c", "a", "b")] == [1, 1, 0, 1, 1]
     assert known == {"a", "b"} and names.refused == 1
+
+
+def test_the_rollup_of_every_account_is_no_badge(
+    server_factory: type[Server], tmp_path: Path
+) -> None:
+    server = server_factory(tmp_path).start()
+    server.post([{"event": "hit", "account": "o/n", "time": T}])
+    for path, params in (("/badge/all.svg", {}), ("/badge.svg", {"repo": "all"})):
+        r = server.get(path, **params)
+        assert r.status_code == 200 and r.headers["x-tallyd-error"] == "reserved_id"
+    r = server.get("/badge/all.json")
+    assert r.json()["isError"] is True
+    assert server.post([{"event": "hit", "account": "all", "time": T}]).status_code == 400
+    assert "all" not in server.get("/api/accounts", event="hit").json()["accounts"]

@@ -22,7 +22,7 @@ from tallyd.badges.params import BadgeParams, check_id, fallback, format_count, 
 from tallyd.badges.render import clean, template
 from tallyd.badges.spark import sparkline
 from tallyd.limits import Limited, is_camo
-from tallyd.rules import reserved
+from tallyd.rules import ROLLUP, reserved
 from tallyd.stores import StoreError, public_error
 from tallyd.web import JSON, Headers, HTTPError, Request, Response, client_address, split_path
 
@@ -64,6 +64,9 @@ class Target:
 
 
 def _target(ident: str, kind: str, params: BadgeParams) -> Target:
+    if ident == ROLLUP:
+        # Every account's sum is the service's, not a project's: no badge shows it.
+        raise HTTPError(400, "reserved_id", "`all` is the rollup of every account, not an id")
     draw = template(
         params.style, params.label, params.color, params.label_color, params.logo, params.theme
     )
