@@ -410,8 +410,13 @@ class Aggregator:
         t0 = time.perf_counter()
         try:
             # The cut is on disk before the batch goes to the store: a batch the
-            # store may hold is one the journal can rebuild exactly.
-            await self._on_disk(self._inflight_cut)
+            # store may hold is one the journal can rebuild exactly. If the journal
+            # failed (OSError), nothing reaches its disk any more, so this batch holds
+            # every record that did, and a replay would rebuild exactly it as the batch
+            # after the last cut on disk, under this same number: writing it is safe,
+            # and the only way its acknowledged events are not lost.
+            with contextlib.suppress(OSError):
+                await self._on_disk(self._inflight_cut)
             applied = await self.store.apply(batch)
         except Exception as exc:
             self.metrics.store_errors += 1

@@ -200,6 +200,12 @@ def plan(node: str, records: list[Record], damage: list[str]) -> Replay:
             data.append((r.number, r.payload))
     replay = Replay(node, damage=damage)
     order = sorted(cuts.items())
+    seqs = [seq for seq, _ in order if seq]
+    missing = sorted(set(range(seqs[0], seqs[-1] + 1)) - set(seqs)) if seqs else []
+    if missing:
+        # Both copies of a cut lost: the records of the batches around it cannot be
+        # told apart, and are counted with the next cut's, which may count twice.
+        damage.append(f"cut(s) {missing[:5]} unreadable: the batches around them may be wrong")
     bounds = [upto for _, upto in order]
     groups: list[dict[Cell, int]] = [{} for _ in range(len(order) + 1)]
     seen: set[int] = set()
@@ -434,7 +440,10 @@ class Journal:
                     self._unreleased_ids.append((number, ids))
             else:
                 self._last_cut = body
-                out.append(frame(number, CUT, pack_cut(*body)))
+                # Twice: a cut places every record before it, and one damaged
+                # copy must not leave a batch's records to be guessed at.
+                cut = frame(number, CUT, pack_cut(*body))
+                out += (cut, cut)
         if self._seg is None or self._seg_size >= SEGMENT_BYTES:
             self._roll()
         self._check_segment()

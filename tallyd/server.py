@@ -17,6 +17,7 @@ import signal
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import zmq
 
@@ -106,7 +107,9 @@ def store_identity(cfg: Config) -> str:
         from tallyd.stores.sqlite import path_of
 
         return "sqlite:" + os.path.realpath(path_of(cfg.store))
-    return f"{redact(cfg.store)} prefix={cfg.key_prefix!r}"
+    parts = urlsplit(cfg.store)
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return f"{bare} prefix={cfg.key_prefix!r}"  # a password may change; the store does not
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -20,6 +20,7 @@ from tallyd.events import Cell
 from tallyd.journal import (
     CUT,
     DATA,
+    HEADER,
     Journal,
     Record,
     frame,
@@ -264,3 +265,43 @@ def test_files_that_are_not_ours_are_left_alone(tmp_path: Path) -> None:
         "notes.txt",
         "zz.00000002.wal",
     ]
+
+
+def test_a_damaged_copy_of_a_cut_changes_nothing() -> None:
+    """Cuts are written twice: one copy failing its checksum leaves every record in
+    its batch (a lost cut would put them in the next one, or number them anew)."""
+    cut = frame(2, CUT, pack_cut(1, 1))
+    blob = (
+        frame(1, DATA, pack_data({("a", "e", 1, None): 2}, [("a", "x")]))
+        + cut
+        + cut
+        + frame(3, DATA, pack_data({("a", "e", 1, None): 5}, []))
+    )
+    whole = plan("n", read_records(blob)[0], []).batches
+    at = len(blob) - len(cut) * 2 - len(frame(3, DATA, pack_data({("a", "e", 1, None): 5}, [])))
+    for copy in (0, 1):
+        damaged = bytearray(blob)
+        damaged[at + copy * len(cut) + HEADER.size] ^= 0xFF
+        records, problem = read_records(bytes(damaged))
+        assert problem is not None
+        assert (
+            plan("n", records, []).batches
+            == whole
+            == [
+                (1, {("a", "e", 1, None): 2}),
+                (2, {("a", "e", 1, None): 5}),
+            ]
+        )
+
+
+def test_a_missing_cut_is_said() -> None:
+    records = [
+        Record(1, DATA, pack_data({("a", "e", 1, None): 1}, [])),
+        Record(2, CUT, pack_cut(1, 1)),
+        Record(3, DATA, pack_data({("a", "e", 1, None): 1}, [])),
+        Record(5, DATA, pack_data({("a", "e", 1, None): 1}, [])),
+        Record(6, CUT, pack_cut(3, 5)),
+    ]
+    damage: list[str] = []
+    plan("n", records, damage)
+    assert any("cut(s) [2] unreadable" in d for d in damage)
