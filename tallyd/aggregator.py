@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 import uuid
@@ -31,6 +32,8 @@ from tallyd.stores.base import Batch, Store
 log = logging.getLogger("tallyd.aggregator")
 
 PRUNE_EVERY = 60.0
+# The most cells one batch takes without a journal (see `_take`).
+MAX_FLUSH_CELLS = 50_000
 # The longest wait between two attempts at a failing store.
 MAX_BACKOFF = 5.0
 # New cells stopped coming this long ago: write them now (see `_until_flush`).
@@ -389,7 +392,7 @@ class Aggregator:
         if self._inflight is None:
             if not self.pending and not self.uniques:
                 return 0
-            cells, self.pending = self.pending, {}
+            cells, self.pending = self._take()
             uniques, self.uniques = self.uniques, {}
             expiry, self._unique_expiry = self._unique_expiry, {}
             self.seq += 1
@@ -452,6 +455,26 @@ class Aggregator:
         self.last_error = ""
         self.last_flush_at = time.time()
         return batch.cells
+
+    def _take(self) -> tuple[dict[Cell, int], dict[Cell, int]]:
+        """(the cells of the next batch, the cells left pending).
+
+        After an outage the backlog can hold a million cells; expanding them all in
+        one batch took hundreds of megabytes at once. Without a journal a batch takes
+        at most MAX_FLUSH_CELLS (both dicts are new: a reader's view holds the old).
+        With one, a batch must hold every record up to its cut, so it takes all.
+        """
+        pending = self.pending
+        if self.journal is not None or len(pending) <= MAX_FLUSH_CELLS:
+            return pending, {}
+        items = iter(pending.items())
+        taken = dict(itertools.islice(items, MAX_FLUSH_CELLS))
+        rest = dict(items)
+        self._wake.set()  # the rest goes next, without waiting out the interval
+        # A client waiting for this batch (?wait=flush) may have events in the rest.
+        upcoming = self.seq + 1
+        self._waiters = [(s + 1 if s == upcoming else s, f) for s, f in self._waiters]
+        return taken, rest
 
     async def run(self) -> None:
         """Flush every interval until `stop`; back off while the store fails."""

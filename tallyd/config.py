@@ -173,7 +173,9 @@ class Config:
     )
     max_batch_cells: int = _opt(10_000, "flush early once this many distinct cells wait", INTEGER)
     max_pending_cells: int = _opt(
-        2_000_000, "refuse new events (503) past this many waiting cells", INTEGER
+        1_000_000,
+        "refuse new events (503) past this many waiting cells (about 200 bytes each)",
+        INTEGER,
     )
     dedup_window: float = _opt(
         600.0, "seconds an event id is remembered for de-duplication", NUMBER

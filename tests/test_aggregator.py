@@ -175,3 +175,24 @@ async def test_owner_rollup_counts_at_flush_and_reads_unflushed(store: Store) ->
         "a",
         "b/y0",
     ]
+
+
+async def test_a_backlog_is_written_in_bounded_batches_and_waiters_wait_for_all(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tallyd.aggregator.MAX_FLUSH_CELLS", 10)
+    agg, stats = make(store)
+    agg.add_many([(f"a{i}", "pageview", MINUTE, None, None) for i in range(25)])
+    waiting = asyncio.create_task(agg.flushed())
+    await asyncio.sleep(0)
+    assert await agg.flush() == 10  # one bounded batch; the rest stays pending
+    assert len(agg.pending) == 15
+    await asyncio.sleep(0)
+    assert not waiting.done(), "its events are not all written yet"
+    # Reads count every cell once while the backlog drains.
+    assert (await stats.totals([("all", "pageview", ("2013",))]))[0] == 25
+    await agg.flush()
+    await agg.flush()
+    await asyncio.wait_for(waiting, 1)
+    assert not agg.pending
+    assert (await stats.totals([("all", "pageview", ("2013",))]))[0] == 25
