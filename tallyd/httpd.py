@@ -26,6 +26,7 @@ from typing import Any, Final, Protocol, cast
 import httptools
 
 from tallyd.listener import Listener, raise_fd_limit
+from tallyd.metrics import Histogram
 from tallyd.plainget import plain_get
 from tallyd.web import INTERNAL, Headers, HTTPError, Message, Response, Scope, too_large
 
@@ -136,6 +137,7 @@ class _Request:
         "headers",
         "keep_alive",
         "method",
+        "since",
         "size",
         "too_large",
         "upgrade",
@@ -144,7 +146,8 @@ class _Request:
         "waiter",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, since: float = 0.0) -> None:
+        self.since = since  # when its first byte was read (loop time)
         self.url = b""
         self.headers: Headers = []
         self.body: list[bytes] = []
@@ -186,6 +189,8 @@ class Connection(asyncio.Protocol):
         self.head_fed = 0  # an upper bound of the current head's bytes, at most PIECE over
         self.head_size = 0
         self.head_since = 0.0
+        # When the request being answered began (loop time; 0: not measured).
+        self.since = 0.0
         self.line_ended = False  # the request line of the current head was fed whole
         self.body_left = 0  # bytes of the current body still to come; -1: chunked
         self.queue: deque[_Request] = deque()
@@ -269,6 +274,7 @@ class Connection(asyncio.Protocol):
     # -- reading -------------------------------------------------------------------
 
     def _consume(self, data: bytes) -> None:
+        received = self.loop.time()
         start = 0
         size = len(data)
         if self.state == IDLE and self.task is None and not self.queue:
@@ -282,6 +288,7 @@ class Connection(asyncio.Protocol):
                 resp = self.app.fast_get(path, query, agent, forwarded, self.peer)
                 if resp is None:
                     break
+                self.since = received
                 self._send(resp, keep, False)
                 start = end
         # httptools is fed at most PIECE bytes at a time, or exactly the rest of a
@@ -404,7 +411,7 @@ class Connection(asyncio.Protocol):
         self.begun += 1
         self.head_since = self.loop.time()
         self.line_ended = False
-        self.current = _Request()
+        self.current = _Request(self.head_since)
         self.head_size = 0
 
     def on_url(self, url: bytes) -> None:
@@ -555,6 +562,7 @@ class Connection(asyncio.Protocol):
             self.active = req
             self.task = self.loop.create_task(self._run(scope, req))
             return
+        self.since = req.since
         self._send(fast, self._keep(req), req.method == "HEAD")
         self._forget(req)
 
@@ -606,6 +614,7 @@ class Connection(asyncio.Protocol):
             start.clear()
         head = req.method == "HEAD"
         keep = self._keep(req)
+        self.since = req.since
         if start:
             content_type = b"application/octet-stream"
             headers: Headers = []
@@ -635,6 +644,7 @@ class Connection(asyncio.Protocol):
         """Answer an error and close the connection."""
         where = {"method": req.method or "-", "path": req.url[:200].decode("latin-1")}
         self._forget(req)
+        self.since = req.since
         self._send(self.app.refused(err, where), CLOSE, False)
 
     def _send(self, resp: Response, keep: int, head: bool) -> None:
@@ -652,6 +662,9 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
+        if self.since:
+            self.server.latency.observe(self.loop.time() - self.since)
+            self.since = 0.0
         if not keep or self.closing:
             headers = [*headers, (b"connection", b"close")]
         elif keep == KEEP_ALIVE_1_0:
@@ -688,9 +701,12 @@ class Limits:
 
 
 class HTTPServer:
-    def __init__(self, app: Application, limits: Limits | None = None) -> None:
+    def __init__(
+        self, app: Application, limits: Limits | None = None, latency: Histogram | None = None
+    ) -> None:
         self.app = app
         self.limits = limits or Limits()
+        self.latency = latency or Histogram()
         self.connections: set[Connection] = set()
         self.body_bytes = 0  # request body bytes held, across connections
         self._listener: Listener | None = None

@@ -238,7 +238,7 @@ async def serve(cfg: Config) -> int:
         limits = Limits(
             cfg.header_timeout, cfg.keepalive_timeout, cfg.max_connections, cfg.max_body_buffered
         )
-        http = HTTPServer(parts.app, limits)
+        http = HTTPServer(parts.app, limits, parts.metrics.http_latency)
         sock.listen(2048)
         await http.start(sock)
         log.info("listening on http://%s", cfg.http)
