@@ -43,7 +43,7 @@ import orjson
 import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import binary, free_port, report
+from common import Tallyd, binary, free_port, report
 
 BURST = 1000
 
@@ -193,36 +193,14 @@ def p99(samples: list[float]) -> float:
     return s[min(len(s) - 1, int(len(s) * 0.99))] * 1000
 
 
-def flood(work: Path, quick: bool) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+def flood(quick: bool) -> tuple[list[tuple[str, str]], dict[str, Any]]:
     """New accounts as fast as two clients can post them, and one client viewing one
     badge nonstop, past `--max-new-ids-per-minute` and `--badge-rate`, while an
     honest client's latency is measured against its figure before the flood."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = work / "flood.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "tallyd",
-        "serve",
-        "--store",
-        f"sqlite:///{work}/flood.db",
-        "--http",
-        f"127.0.0.1:{port}",
-        "--max-new-ids-per-minute",
-        "20000",
-        "--badge-rate",
-        "3",
-    ]
-    with open(log, "ab") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
+    tallyd = Tallyd("--max-new-ids-per-minute", "20000", "--badge-rate", "3")
+    url = f"http://127.0.0.1:{tallyd.port}"
+    proc = tallyd.proc
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
         seconds = 5.0 if quick else 15.0
         proc_before, q_before = measure_honest(url, seconds)
         before: list[float] = q_before.get()
@@ -276,8 +254,7 @@ def flood(work: Path, quick: bool) -> tuple[list[tuple[str, str]], dict[str, Any
         time.sleep(1.0)
         counted_views = httpx.get(f"{url}/api/stats/track/abuser%2Ftarget/hit").json()["total"]
     finally:
-        proc.terminate()
-        proc.wait(60)
+        tallyd.stop()
     ratio = p99(during) / p99(before)
     rows = [
         ("flood: new accounts posted", f"{new_accounts:,} (answers {statuses})"),
@@ -426,7 +403,7 @@ def main() -> None:
         "replays": replays,
         "problems": problems,
     }
-    flood_rows, flood_figures = flood(work, args.quick)
+    flood_rows, flood_figures = flood(args.quick)
     rows += flood_rows
     figures |= flood_figures
     ratios = {
