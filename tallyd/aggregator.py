@@ -292,12 +292,17 @@ class Aggregator:
             rec.done.set_result(None)
             return
         assert self.journal is not None
-        if self.journal.error is not None:
+        if self.journal_down:
             rec.done.set_exception(self._journal_failed())
             rec.done.exception()
             return
         rec.number = self.journal.append_data(rec.cells, rec.ids)
         self._unsynced.append(rec)
+
+    @property
+    def journal_down(self) -> bool:
+        """Whether there is a journal and it can no longer be written."""
+        return self.journal is not None and self.journal.error is not None
 
     def _journal_failed(self) -> OSError:
         return OSError(f"the journal cannot be written: {self.journal and self.journal.error}")
@@ -305,7 +310,7 @@ class Aggregator:
     async def _on_disk(self, number: int) -> None:
         if self._synced >= number:
             return
-        if self.journal is not None and self.journal.error is not None:
+        if self.journal_down:
             raise self._journal_failed()
         fut = self._synced_waiters.get(number)
         if fut is None:
@@ -347,7 +352,7 @@ class Aggregator:
         ingest (a batch in flight and another full one waiting), or too many cells
         wait in all. A source that waits keeps memory to about two batches."""
         pending = len(self.pending)
-        if self.journal is not None and self.journal.error is not None:
+        if self.journal_down:
             return True  # nothing read now could be made durable: leave it queued
         # `_inflight_cells` is set from the moment a flush takes the pending cells.
         return pending >= self.max_pending_cells or (
@@ -357,7 +362,7 @@ class Aggregator:
     def check_capacity(self) -> None:
         """Raise `Overloaded` when the store has fallen too far behind, or the
         journal cannot take what would be acknowledged."""
-        if self.journal is not None and self.journal.error is not None:
+        if self.journal_down:
             raise NotDurable(str(self._journal_failed()))
         if len(self.pending) >= self.max_pending_cells:
             raise Overloaded(
@@ -447,7 +452,7 @@ class Aggregator:
                 else:
                     still.append((seq, fut))
             self._waiters = still
-        if self.journal is not None and self.journal.error is not None:
+        if self.journal_down:
             return batch.cells  # still unhealthy: nothing new can be made durable
         if not self.healthy:
             log.warning("store is back: batch %d written", batch.seq)

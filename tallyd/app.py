@@ -219,9 +219,7 @@ class App:
             "time": time.time(),
         }
         if not agg.healthy:
-            journal = agg.journal
-            failed = journal is not None and journal.error is not None
-            body["error"] = "journal_unavailable" if failed else "store_unavailable"
+            body["error"] = "journal_unavailable" if agg.journal_down else "store_unavailable"
             body["detail"] = agg.last_error
             return json_response(body, 503, [NO_STORE])
         return json_response(body, 200, [NO_STORE])

@@ -78,19 +78,22 @@ class Intake:
     def count_many(self, objs: list[Any], source: str, now: float | None = None) -> Counted:
         """Count decoded events; rejections are logged, metered and returned by index."""
         now = time.time() if now is None else now
-        counter = self.counter(now)
-        slow: list[tuple[int, Any]] = []
-        fast = count_objs(counter, objs, slow)
-        return self.settle(source, counter.ids, fast, slow, now)
+        return self.settle(source, *self._fast_pass(objs, now), now)
 
     async def count_many_fairly(self, objs: list[Any], source: str) -> Counted:
         """`count_many` for a large body: what the fast path passes over is parsed in
         slices, yielding to the event loop between them (see `settle_fairly`)."""
         now = time.time()
+        return await self.settle_fairly(source, *self._fast_pass(objs, now), now)
+
+    def _fast_pass(
+        self, objs: list[Any], now: float
+    ) -> tuple[list[Event], int, list[tuple[int, Any]]]:
+        """Count what the fast path takes: (ids it queued, events counted, the rest)."""
         counter = self.counter(now)
         slow: list[tuple[int, Any]] = []
         fast = count_objs(counter, objs, slow)
-        return await self.settle_fairly(source, counter.ids, fast, slow, now)
+        return counter.ids, fast, slow
 
     async def count_body(self, body: bytes, source: str) -> Counted | None:
         """Count the events of an HTTP body read in place (one event, an array or

@@ -261,12 +261,9 @@ def read_node(node: str, paths: list[Path]) -> Replay:
 
 def recent_ids(directory: Path, since: float) -> Iterator[tuple[str, str]]:
     """Ids from id files started since `since`; older ones of ours are deleted."""
+    forget_ids(directory, since)
     for p in sorted(directory.iterdir()):
-        m = IDS_NAME.fullmatch(p.name)
-        if not m or not p.is_file():
-            continue
-        if int(m[1]) < since:
-            p.unlink(missing_ok=True)
+        if not IDS_NAME.fullmatch(p.name) or not p.is_file():
             continue
         records, problem = read_records(p.read_bytes())
         if problem:
@@ -287,12 +284,28 @@ def keep_ids(directory: Path, node: str, ids: list[tuple[str, str]]) -> None:
     """
     if not ids:
         return
-    path = directory / f"{IDS_PREFIX}{int(time.time())}.{node}.log"
-    with open(path, "ab") as fh:
-        fh.write(frame(0, IDS, msgpack.packb(ids)))
-        fh.flush()
-        os.fdatasync(fh.fileno())
+    with open(ids_path(directory, node, time.time()), "ab") as fh:
+        append_ids(fh, ids)
     sync_dir(directory)
+
+
+def ids_path(directory: Path, node: str, started: float) -> Path:
+    return directory / f"{IDS_PREFIX}{int(started)}.{node}.log"
+
+
+def append_ids(fh: Any, ids: list[tuple[str, str]]) -> None:
+    """One record of ids at the end of an id file, on disk before this returns."""
+    fh.write(frame(0, IDS, msgpack.packb(ids)))
+    fh.flush()
+    os.fdatasync(fh.fileno())
+
+
+def forget_ids(directory: Path, before: float) -> None:
+    """Delete tallyd's id files started before `before` (others are left alone)."""
+    for p in directory.iterdir():
+        m = IDS_NAME.fullmatch(p.name)
+        if m and p.is_file() and int(m[1]) < before:
+            p.unlink(missing_ok=True)
 
 
 def sync_dir(directory: Path) -> None:
@@ -504,17 +517,11 @@ class Journal:
             if self._ids_file is not None:
                 self._ids_file.close()
             self._ids_started = now
-            name = f"{IDS_PREFIX}{int(now)}.{self.node}.log"
-            self._ids_file = open(self.directory / name, "ab")  # noqa: SIM115
+            self._ids_file = open(ids_path(self.directory, self.node, now), "ab")  # noqa: SIM115
             sync_dir(self.directory)
             # Id files older than two windows are of no more use.
-            for p in self.directory.iterdir():
-                m = IDS_NAME.fullmatch(p.name)
-                if m and int(m[1]) < now - 2 * self._ids_every - 60:
-                    p.unlink(missing_ok=True)
-        self._ids_file.write(frame(0, IDS, msgpack.packb(ids)))
-        self._ids_file.flush()
-        os.fdatasync(self._ids_file.fileno())
+            forget_ids(self.directory, now - 2 * self._ids_every - 60)
+        append_ids(self._ids_file, ids)
 
     def _delete_applied(self, release: int, closing: bool) -> None:
         """Delete segments, oldest first, whose data records are all in the store
