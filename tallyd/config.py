@@ -228,7 +228,9 @@ class Config:
         "the origin whose scripts may POST /api/events: none (default), *, or one origin",
         TEXT,
     )
-    shutdown_timeout: float = _opt(30.0, "seconds to keep retrying the final flush on stop", NUMBER)
+    shutdown_timeout: float = _opt(
+        30.0, "seconds a stop lets requests under way finish, then retries the last flush", NUMBER
+    )
     log_level: str = _opt("info", "debug, info, warning or error", TEXT)
 
     @property

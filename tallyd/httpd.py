@@ -95,12 +95,11 @@ def _check_headers(content_type: bytes, headers: Headers) -> None:
             raise BadHeader(name + b": " + value)
 
 
-def encode(status: int, content_type: bytes, headers: Headers, body: bytes, head: bool) -> bytes:
-    """A response on the wire; the fixed lines of each kind are joined once and kept.
+def _fixed(status: int, content_type: bytes, headers: Headers) -> bytes:
+    """The status line and headers of a kind of answer, joined once and kept.
 
-    A 204 (a CORS preflight) carries no body, so neither a type nor a length
-    (RFC 9110 §8.6: a 204 must not send Content-Length). Headers are checked
-    when the lines are joined (BadHeader), so a kept kind costs nothing more.
+    Headers are checked when the lines are joined (BadHeader), so a kept kind
+    costs nothing more.
     """
     key = (status, content_type, tuple(headers))
     fixed = _heads.get(key)
@@ -115,6 +114,16 @@ def encode(status: int, content_type: bytes, headers: Headers, body: bytes, head
         )
         if len(_heads) < 1024:
             _heads[key] = fixed
+    return fixed
+
+
+def encode(status: int, content_type: bytes, headers: Headers, body: bytes, head: bool) -> bytes:
+    """A whole response on the wire.
+
+    A 204 (a CORS preflight) carries no body, so neither a type nor a length
+    (RFC 9110 §8.6: a 204 must not send Content-Length).
+    """
+    fixed = _fixed(status, content_type, headers)
     if status == 204:
         return b"".join((fixed, _clock.date(), b"\r\n"))
     size = len(body)
@@ -124,6 +133,22 @@ def encode(status: int, content_type: bytes, headers: Headers, body: bytes, head
         if len(_lengths) < 4096:
             _lengths[size] = length
     return b"".join((fixed, _clock.date(), length, b"" if head else body))
+
+
+def encode_stream_head(status: int, content_type: bytes, headers: Headers, chunked: bool) -> bytes:
+    """The head of a response whose body follows in pieces: chunked for HTTP/1.1,
+    else delimited by closing the connection (the caller says `connection: close`)."""
+    framing = b"transfer-encoding: chunked\r\n\r\n" if chunked else b"\r\n"
+    return b"".join((_fixed(status, content_type, headers), _clock.date(), framing))
+
+
+def chunk(data: bytes) -> bytes:
+    """One piece of a chunked body (RFC 9112 §7.1); empty data ends the body."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+class ClientGone(ConnectionError):
+    """Raised by an ASGI `send` once the client has gone: a stream ends there."""
 
 
 class _Request:
@@ -204,6 +229,14 @@ class Connection(asyncio.Protocol):
         self.broken = False  # input after a refused request is not read
         self.last_active = self.loop.time()
         self.closing = False
+        # A stop is under way: the request being read or answered is finished, then
+        # the connection closes (`shutdown`).
+        self.draining = False
+        # Set when the client goes (or the server stops): a handler's second
+        # `receive()` waits on it, as ASGI has it, so a stream learns to end.
+        self.gone: asyncio.Future[None] | None = None
+        # Set when the client reads again after `pause_writing`: a stream waits on it.
+        self.drained: asyncio.Future[None] | None = None
 
     # -- the connection ----------------------------------------------------------
 
@@ -226,6 +259,8 @@ class Connection(asyncio.Protocol):
                     req.waiter.set_result(None)
         self.queue.clear()
         self.backlog = None
+        self._signal_gone()
+        self._signal_drained()
 
     def data_received(self, data: bytes) -> None:
         if self.closing or self.broken:
@@ -241,7 +276,31 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self._signal_drained()
         self._proceed()
+
+    def _signal_gone(self) -> None:
+        if self.gone is not None and not self.gone.done():
+            self.gone.set_result(None)
+
+    def _signal_drained(self) -> None:
+        if self.drained is not None and not self.drained.done():
+            self.drained.set_result(None)
+
+    async def until_gone(self) -> None:
+        """Wait until the client goes or the server stops."""
+        if self.closing or self.draining:
+            return
+        if self.gone is None or self.gone.done():
+            self.gone = self.loop.create_future()
+        await self.gone
+
+    async def until_drained(self) -> None:
+        """Wait while the client is not reading what was written (back-pressure)."""
+        while self.write_paused and not self.closing:
+            if self.drained is None or self.drained.done():
+                self.drained = self.loop.create_future()
+            await self.drained
 
     def check(self, now: float) -> None:
         """Close an idle connection, refuse a head that is late (the sweep's test)."""
@@ -266,9 +325,11 @@ class Connection(asyncio.Protocol):
             self.transport.close()
 
     def shutdown(self) -> None:
-        """Close now if idle, else after the answer in progress."""
-        self.closing = True
-        if self.task is None:
+        """Close now if idle or in the middle of a head; else once the request under
+        way (being answered, or its body being read: an upload) has its answer."""
+        self.draining = True
+        self._signal_gone()
+        if self.task is None and self.state in (IDLE, HEAD):
             self.close()
 
     # -- reading -------------------------------------------------------------------
@@ -577,10 +638,18 @@ class Connection(asyncio.Protocol):
         start: Message = {}
         chunks: list[bytes] = []
         sent_request = False
+        head = req.method == "HEAD"
+        keep = CLOSE  # how the connection goes on, known once the answer is written
+        # A body sent in pieces (`more_body`) is written as it comes: chunked, or
+        # for HTTP/1.0 delimited by closing. None: not streaming (yet).
+        stream: bool | None = None
+        ended = False
 
         async def receive() -> Message:
             nonlocal sent_request
             if sent_request:
+                # ASGI: once the body is read, the next receive waits for the end.
+                await self.until_gone()
                 return {"type": "http.disconnect"}
             sent_request = True
             if not req.complete and req.error is None and not req.too_large:
@@ -602,20 +671,54 @@ class Connection(asyncio.Protocol):
             return {"type": "http.request", "body": body, "more_body": False}
 
         async def send(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            nonlocal stream, ended, keep
+            kind = message["type"]
+            if kind == "http.response.start":
                 start.update(message)
-            elif message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
+                return
+            if kind != "http.response.body" or ended:
+                return
+            body: bytes = message.get("body", b"")
+            more = bool(message.get("more_body", False))
+            if stream is None and not more:
+                chunks.append(body)  # the common case: a whole answer, written below
+                return
+            transport = self.transport
+            if transport is None or transport.is_closing():
+                raise ClientGone("the client has gone")
+            if stream is None:
+                # HTTP/1.0 has no chunks: the body ends where the connection does.
+                chunked = req.version != "1.0"
+                keep = self._keep(req) if chunked else CLOSE
+                self.since = req.since
+                self._write_stream_head(start, b"".join(chunks), keep, head, chunked)
+                stream = chunked
+            if body and not head:
+                transport.write(chunk(body) if stream else body)
+            if not more:
+                ended = True
+                if stream and not head:
+                    transport.write(chunk(b""))
+            self.last_active = self.loop.time()
+            # Back-pressure: a client that does not read holds the stream, not memory.
+            await self.until_drained()
 
         try:
             await self.app(scope, receive, send)
+        except ClientGone:
+            pass
         except Exception:
             log.exception("error answering %s %s", req.method, scope["path"])
-            start.clear()
-        head = req.method == "HEAD"
-        keep = self._keep(req)
-        self.since = req.since
-        if start:
+            if stream is None:
+                start.clear()
+        if stream is not None:
+            if not ended or not keep or self.draining:
+                # A stream the handler never ended (or that failed) cannot be
+                # answered otherwise: the client sees it cut short.
+                self.close()
+        elif start:
+            keep = self._keep(req)
+            self.since = req.since
             content_type = b"application/octet-stream"
             headers: Headers = []
             for k, v in start.get("headers", ()):
@@ -626,12 +729,43 @@ class Connection(asyncio.Protocol):
             answer = b"".join(chunks)
             self._write(start["status"], content_type, headers, answer, keep, head)
         else:
-            self._send(self.app.refused(INTERNAL, scope), keep, head)
+            self.since = req.since
+            self._send(self.app.refused(INTERNAL, scope), self._keep(req), head)
         self._forget(req)
         self.task = None
         self.active = None
         self.last_active = self.loop.time()
         self._proceed()
+
+    def _write_stream_head(
+        self, start: Message, first: bytes, keep: int, head: bool, chunked: bool
+    ) -> None:
+        """Write a streamed answer's head, and any body sent before it in one piece."""
+        assert self.transport is not None
+        headers: Headers = []
+        content_type = b"application/octet-stream"
+        for k, v in start.get("headers", ()):
+            if k == b"content-type":
+                content_type = v
+            elif k not in (b"content-length", b"transfer-encoding", b"connection"):
+                headers.append((k, v))
+        if not keep or self.draining:
+            headers.append(CLOSE_HEADER)
+        elif keep == KEEP_ALIVE_1_0:
+            headers.append((b"connection", b"keep-alive"))
+        if self.since:
+            self.server.latency.observe(self.loop.time() - self.since)
+            self.since = 0.0
+        try:
+            data = encode_stream_head(start["status"], content_type, headers, chunked)
+        except BadHeader as exc:
+            # Nothing written yet: the handler's answer becomes a plain 500.
+            log.error("refusing to send a header with CR or LF: %r", exc.args[0][:200])
+            start.clear()
+            raise ClientGone("the answer's head is not valid") from None
+        self.transport.write(data)
+        if first and not head:
+            self.transport.write(chunk(first) if chunked else first)
 
     def _forget(self, req: _Request) -> None:
         """Drop a request's body from the count of bytes held across connections."""
@@ -665,8 +799,9 @@ class Connection(asyncio.Protocol):
         if self.since:
             self.server.latency.observe(self.loop.time() - self.since)
             self.since = 0.0
-        if not keep or self.closing:
-            headers = [*headers, (b"connection", b"close")]
+        if not keep or self.closing or self.draining:
+            keep = CLOSE
+            headers = [*headers, CLOSE_HEADER]
         elif keep == KEEP_ALIVE_1_0:
             headers = [*headers, (b"connection", b"keep-alive")]
         try:
@@ -681,7 +816,7 @@ class Connection(asyncio.Protocol):
             keep = CLOSE
         transport.write(data)
         self.last_active = self.loop.time()
-        if not keep or self.closing:
+        if not keep:
             self.closing = True
             transport.close()
 
@@ -754,16 +889,28 @@ class HTTPServer:
             for conn in list(self.connections):
                 conn.check(now)
 
-    async def stop(self, timeout: float = 10.0) -> None:
-        """Stop accepting, finish the answers in progress, close every connection."""
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Stop accepting; close idle connections at once; let the requests under way
+        (uploads too) finish for up to `timeout` seconds, then cancel the rest."""
         if self._listener is not None:
             self._listener.close()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
         for conn in list(self.connections):
             conn.shutdown()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # Each connection closes itself once its answer is written; a poll is enough
+        # for a stop, and the sweep still closes a body that stops arriving.
+        while self.connections and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self.connections:
+            busy = len(self.connections)
+            log.warning("%d connection(s) still busy after %g s: closing them", busy, timeout)
         tasks = [c.task for c in self.connections if c.task is not None]
-        if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
+        for task in tasks:
+            task.cancel()
         for conn in list(self.connections):
             conn.close()
+        if tasks:
+            await asyncio.wait(tasks)

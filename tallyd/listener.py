@@ -77,7 +77,10 @@ class Listener:
         self.loop.add_reader(sock.fileno(), self._accept)
 
     def close(self) -> None:
+        """Stop accepting and close the listening socket: connections not yet taken
+        are refused, not left waiting in the backlog while the server stops."""
         self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
         if self.retry is not None:
             self.retry.cancel()
         for task in self.pending:

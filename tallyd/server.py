@@ -1,8 +1,10 @@
 """`tallyd serve`: every part in one process, started and stopped in order.
 
-Start: store → aggregator → HTTP. Stop (SIGTERM or SIGINT): HTTP stops taking
-requests and finishes those under way → the aggregator's last flush → the
-store closes. A second signal forces the exit at once.
+Start: store → journal → flush loop → HTTP → bus → syslog, each a context
+manager. Stop (SIGTERM or SIGINT), in the reverse order: intake stops, HTTP stops
+taking requests and finishes those under way → the aggregator's last flush → the
+journal and the store close. A part that fails to start unwinds those before it
+the same way. A second signal forces the exit at once.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -157,8 +160,156 @@ def return_freed_memory() -> None:
         mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
+class StartFailed(Exception):
+    """A part could not start; its one log line is written already."""
+
+
+@dataclass
+class Outcome:
+    """What the stop found: cells the last flush could not write."""
+
+    lost: int = 0
+
+
+@contextlib.asynccontextmanager
+async def store_opened(parts: Parts, stop: asyncio.Event) -> AsyncIterator[bool]:
+    """The store, open (waiting up to --store-wait for it); yields False if a stop
+    came first. Closed last of all."""
+    cfg = parts.config
+    opening = asyncio.create_task(
+        open_when_ready(parts.store, cfg.store_wait, redact(cfg.store)), name="open store"
+    )
+    stopping = asyncio.create_task(stop.wait(), name="stop")
+    await asyncio.wait((opening, stopping), return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not opening.done():
+        # A stop while the store is not ready yet: nothing was taken in, nothing to flush.
+        opening.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StoreError):
+            await opening
+        yield False
+        return
+    try:
+        opening.result()
+    except StoreError as exc:
+        log.error("%s", exc)
+        raise StartFailed from exc
+    log.info("store %s open; counting in %s", redact(cfg.store), cfg.timezone)
+    try:
+        yield True
+    finally:
+        await parts.store.close()
+
+
+@contextlib.asynccontextmanager
+async def journaled(parts: Parts, outcome: Outcome) -> AsyncIterator[None]:
+    """An earlier run's journal replayed, and with --durable this run's opened; at
+    the end, closed (kept if cells were not written), or the ids saved."""
+    cfg = parts.config
+    directory = Path(cfg.journal_path)
+    try:
+        durable = await open_journal(
+            directory, parts.aggregator, cfg.durable, store_identity(cfg), cfg.store_wait
+        )
+    except (OSError, StoreError) as exc:
+        log.error("journal %s: %s", directory, _plainly(exc))
+        raise StartFailed from exc
+    if durable is not None:
+        log.info("durable: journaling to %s", directory)
+    try:
+        yield
+    finally:
+        if durable is not None:
+            journal, lock = durable
+            # Whatever did not reach the store stays journaled for the next start.
+            await asyncio.to_thread(journal.close, not outcome.lost)
+            lock.release()
+            if outcome.lost:
+                log.info("durable: the journal keeps them; the next start writes them")
+        elif len(parts.aggregator.dedup):
+            try:
+                await asyncio.to_thread(save_ids, directory, parts.aggregator)
+            except OSError as exc:
+                log.error("cannot save the event ids remembered to %s: %s", directory, exc)
+
+
+@contextlib.asynccontextmanager
+async def flushing(parts: Parts, outcome: Outcome) -> AsyncIterator[None]:
+    """The aggregator's flush loop; at the end, the last flush (retried for up to
+    --shutdown-timeout), what it could not write kept in `outcome`."""
+    flusher = asyncio.create_task(parts.aggregator.run(), name="flush")
+    try:
+        yield
+    finally:
+        parts.aggregator.stop()
+        await flusher
+        outcome.lost = await parts.aggregator.drain(parts.config.shutdown_timeout)
+
+
+@contextlib.asynccontextmanager
+async def http_serving(parts: Parts, sock: socket.socket) -> AsyncIterator[None]:
+    """The HTTP server on the bound socket; at the end, requests under way (uploads
+    too) finish for up to --shutdown-timeout, then the rest are cancelled."""
+    cfg = parts.config
+    limits = Limits(
+        cfg.header_timeout, cfg.keepalive_timeout, cfg.max_connections, cfg.max_body_buffered
+    )
+    http = HTTPServer(parts.app, limits, parts.metrics.http_latency)
+    sock.listen(2048)
+    await http.start(sock)
+    log.info("listening on http://%s", cfg.http)
+    try:
+        yield
+    finally:
+        await http.stop(cfg.shutdown_timeout)
+
+
+@contextlib.asynccontextmanager
+async def bus_reading(parts: Parts) -> AsyncIterator[None]:
+    """The ZeroMQ subscriber, if configured; stopped before HTTP."""
+    cfg = parts.config
+    if not (cfg.zmq or cfg.zmq_bind):
+        yield
+        return
+    source = ZmqSource(parts.intake, cfg.zmq, cfg.zmq_bind, cfg.zmq_topic, cfg.zmq_hwm)
+    try:
+        source.start()
+    except zmq.ZMQError as exc:
+        log.error("cannot open the ZeroMQ socket: %s", exc)
+        raise StartFailed from exc
+    try:
+        yield
+    finally:
+        await source.stop()
+
+
+@contextlib.asynccontextmanager
+async def syslog_reading(parts: Parts) -> AsyncIterator[None]:
+    """The syslog listener, if configured; stopped first."""
+    cfg = parts.config
+    if not cfg.syslog:
+        yield
+        return
+    source = SyslogSource(parts.intake, cfg.syslog, cfg.syslog_event)
+    try:
+        await source.start()
+    except (OSError, ValueError) as exc:
+        log.error("cannot open the syslog socket: %s", exc)
+        raise StartFailed from exc
+    try:
+        yield
+    finally:
+        await source.stop()
+
+
 async def serve(cfg: Config) -> int:
-    """Run until a signal; returns the process exit code."""
+    """Run until a signal; returns the process exit code.
+
+    Each part is a context manager entered in order — store, journal, flush loop,
+    HTTP, bus, syslog — and left in the reverse order, whatever failed: intake stops
+    first, then HTTP finishes what is under way, the last flush runs, the journal
+    closes, the store closes.
+    """
     return_freed_memory()
     parts = assemble(cfg)
     loop = asyncio.get_running_loop()
@@ -177,98 +328,31 @@ async def serve(cfg: Config) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
+    outcome = Outcome()
     try:
-        sock = bind(cfg.http_host, cfg.http_port)
-    except OSError as exc:
-        log.error("cannot listen on %s: %s", cfg.http, exc.strerror or exc)
+        try:
+            sock = bind(cfg.http_host, cfg.http_port)
+        except OSError as exc:
+            log.error("cannot listen on %s: %s", cfg.http, exc.strerror or exc)
+            return 1
+        async with contextlib.AsyncExitStack() as stack:
+            stack.callback(sock.close)
+            if not await stack.enter_async_context(store_opened(parts, stop)):
+                log.info("stopped before the store was ready")
+                return 0
+            await stack.enter_async_context(journaled(parts, outcome))
+            await stack.enter_async_context(flushing(parts, outcome))
+            await stack.enter_async_context(http_serving(parts, sock))
+            await stack.enter_async_context(bus_reading(parts))
+            await stack.enter_async_context(syslog_reading(parts))
+            await stop.wait()
+    except StartFailed:
         return 1
-    try:
-        opening = asyncio.create_task(
-            open_when_ready(parts.store, cfg.store_wait, redact(cfg.store)), name="open store"
-        )
-        stopping = asyncio.create_task(stop.wait(), name="stop")
-        await asyncio.wait((opening, stopping), return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if not opening.done():
-            # A stop while the store is not ready yet: nothing was taken in, nothing to flush.
-            opening.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StoreError):
-                await opening
-            log.info("stopped before the store was ready")
-            return 0
-        try:
-            opening.result()
-        except StoreError as exc:
-            log.error("%s", exc)
-            return 1
-        log.info("store %s open; counting in %s", redact(cfg.store), cfg.timezone)
-        directory = Path(cfg.journal_path)
-        try:
-            durable = await open_journal(
-                directory, parts.aggregator, cfg.durable, store_identity(cfg), cfg.store_wait
-            )
-        except (OSError, StoreError) as exc:
-            log.error("journal %s: %s", directory, _plainly(exc))
-            await parts.store.close()
-            return 1
-        journal, lock = durable if durable is not None else (None, None)
-        if journal is not None:
-            log.info("durable: journaling to %s", directory)
-        zmq_source: ZmqSource | None = None
-        if cfg.zmq or cfg.zmq_bind:
-            zmq_source = ZmqSource(parts.intake, cfg.zmq, cfg.zmq_bind, cfg.zmq_topic, cfg.zmq_hwm)
-            try:
-                zmq_source.start()
-            except zmq.ZMQError as exc:
-                log.error("cannot open the ZeroMQ socket: %s", exc)
-                await parts.store.close()
-                return 1
-        syslog_source: SyslogSource | None = None
-        if cfg.syslog:
-            syslog_source = SyslogSource(parts.intake, cfg.syslog, cfg.syslog_event)
-            try:
-                await syslog_source.start()
-            except (OSError, ValueError) as exc:
-                log.error("cannot open the syslog socket: %s", exc)
-                if zmq_source is not None:
-                    await zmq_source.stop()
-                await parts.store.close()
-                return 1
-        flusher = asyncio.create_task(parts.aggregator.run(), name="flush")
-        limits = Limits(
-            cfg.header_timeout, cfg.keepalive_timeout, cfg.max_connections, cfg.max_body_buffered
-        )
-        http = HTTPServer(parts.app, limits, parts.metrics.http_latency)
-        sock.listen(2048)
-        await http.start(sock)
-        log.info("listening on http://%s", cfg.http)
-        await stop.wait()
-        # Intake stops first: nothing new arrives while the last flush runs.
-        if zmq_source is not None:
-            await zmq_source.stop()
-        if syslog_source is not None:
-            await syslog_source.stop()
-        await http.stop()
-        parts.aggregator.stop()
-        await flusher
-        lost = await parts.aggregator.drain(cfg.shutdown_timeout)
-        if journal is not None and lock is not None:
-            # Whatever did not reach the store stays journaled for the next start.
-            await asyncio.to_thread(journal.close, not lost)
-            lock.release()
-            if lost:
-                log.info("durable: the journal keeps them; the next start writes them")
-        elif len(parts.aggregator.dedup):
-            try:
-                await asyncio.to_thread(save_ids, directory, parts.aggregator)
-            except OSError as exc:
-                log.error("cannot save the event ids remembered to %s: %s", directory, exc)
-        await parts.store.close()
-        accepted = ", ".join(f"{k}={v}" for k, v in sorted(parts.metrics.accepted.items()))
-        outcome = "every count written" if not lost else f"{lost} cells NOT written"
-        log.info("stopped: %s (accepted: %s)", outcome, accepted or "none")
-        return 2 if lost else 0
     finally:
-        sock.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+    accepted = ", ".join(f"{k}={v}" for k, v in sorted(parts.metrics.accepted.items()))
+    lost = outcome.lost
+    outcome_text = "every count written" if not lost else f"{lost} cells NOT written"
+    log.info("stopped: %s (accepted: %s)", outcome_text, accepted or "none")
+    return 2 if lost else 0

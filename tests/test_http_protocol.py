@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import h11
 import httpx
 import pytest
 
@@ -99,6 +100,38 @@ class FakeApp:
         self.gate = asyncio.Event()
         self.bodies: list[bytes] = []
         self.refusals: list[str] = []
+        self.pieces: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.streamed = 0  # pieces whose `send` has returned
+        self.stream_end = ""  # how the last stream ended
+
+    async def stream(self, send: Any, receive: Any, query: bytes) -> None:
+        """Server-sent events: each piece put in `pieces` is sent as it comes, None
+        ends the stream; with ?watch, the stream ends when the client goes."""
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
+        assert (await receive())["type"] == "http.request"
+        if query == b"watch":
+            await send({"type": "http.response.body", "body": b"data: hi\n\n", "more_body": True})
+            self.streamed += 1
+            self.stream_end = (await receive())["type"]
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        try:
+            while (piece := await self.pieces.get()) is not None:
+                if piece == b"!":
+                    return  # a handler that forgets to end its body
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+                self.streamed += 1
+        except ConnectionError as exc:
+            self.stream_end = type(exc).__name__
+            raise
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        self.stream_end = "ended"
 
     def fast(self, scope: Scope) -> Response | None:
         if scope["method"] in ("GET", "HEAD") and scope["path"] == "/fast":
@@ -131,6 +164,9 @@ class FakeApp:
                 body = await read_body(Request(scope), receive, self.max_body)
                 self.bodies.append(body)
                 resp = Response(200, b"got %d" % len(body), b"text/plain")
+            elif path == "/stream":
+                await self.stream(send, receive, scope["query_string"])
+                return
             elif path == "/bad-header":
                 resp = Response(200, b"secret", b"text/plain", [(b"x-a", b"1\r\nset-cookie: x=1")])
             else:
@@ -448,6 +484,176 @@ async def test_past_max_connections_a_503_with_retry_after() -> None:
     answer = server._refusal()
     assert answer is not None and answer.startswith(b"HTTP/1.1 503 ")
     assert b"retry-after: 1\r\n" in answer and b"connection: close" in answer
+
+
+# -- 7. streamed answers ---------------------------------------------------------------
+
+
+def read_answers(data: bytes, method: bytes = b"GET") -> list[tuple[int, bytes]]:
+    """The answers on the wire as an HTTP client library reads them (h11): status and
+    body of each, or an AssertionError if the framing is wrong."""
+    client = h11.Connection(h11.CLIENT)
+    client.receive_data(data)
+    answers: list[tuple[int, bytes]] = []
+    while True:
+        client.send(h11.Request(method=method, target="/", headers=[("host", "x")]))
+        client.send(h11.EndOfMessage())
+        event = client.next_event()
+        while isinstance(event, h11.InformationalResponse):
+            event = client.next_event()
+        if event is h11.NEED_DATA:
+            return answers
+        assert isinstance(event, h11.Response), event
+        status, body = event.status_code, b""
+        while not isinstance(event := client.next_event(), h11.EndOfMessage):
+            assert isinstance(event, h11.Data), f"the body did not end: {event}"
+            body += event.data
+        answers.append((status, body))
+        if client.their_state is not h11.DONE:  # the server said it closes
+            return answers
+        client.start_next_cycle()
+
+
+async def test_a_streamed_answer_is_chunked_and_keeps_the_connection() -> None:
+    conn, t, app = await connect()
+    conn.data_received(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n" + GET)
+    await settle()
+    assert t.written == b""  # the head goes with the first piece: it may still be whole
+    app.pieces.put_nowait(b"data: 1\n\n")
+    await settle()
+    head = bytes(t.written)
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"transfer-encoding: chunked\r\n" in head
+    assert b"content-length" not in head and not t.reading  # the GET behind it waits
+    for piece in (b"", b"data: 2\n\n"):
+        app.pieces.put_nowait(piece)
+        await settle()
+        assert t.written.endswith(piece + b"\r\n" if piece else b"data: 1\n\n\r\n")
+    app.pieces.put_nowait(None)
+    await settle()
+    answers = read_answers(bytes(t.written))
+    assert answers == [
+        (200, b"data: 1\n\ndata: 2\n\n"),
+        (200, b"fast"),
+    ]
+    assert not t.closed and app.stream_end == "ended"
+
+
+async def test_a_stream_to_http_1_0_ends_by_closing() -> None:
+    conn, t, app = await connect()
+    conn.data_received(b"GET /stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    await settle()
+    for piece in (b"data: 1\n\n", None):
+        app.pieces.put_nowait(piece)
+        await settle()
+    assert b"transfer-encoding" not in t.written and b"connection: close\r\n" in t.written
+    assert t.written.endswith(b"\r\n\r\ndata: 1\n\n") and t.closed
+
+
+async def test_head_of_a_stream_has_no_body() -> None:
+    conn, t, app = await connect()
+    conn.data_received(b"HEAD /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    for piece in (b"data: 1\n\n", None):
+        app.pieces.put_nowait(piece)
+        await settle()
+    assert t.written.endswith(b"transfer-encoding: chunked\r\n\r\n") and not t.closed
+    assert read_answers(bytes(t.written), b"HEAD")[0][0] == 200
+
+
+async def test_a_stream_waits_while_the_client_does_not_read() -> None:
+    conn, t, app = await connect(room=300)
+    conn.data_received(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    await settle()
+    for _ in range(10):
+        app.pieces.put_nowait(b"x" * 100)
+    await settle()
+    held = len(t.written)
+    assert t.write_paused and app.streamed <= 2 and held < 600  # not every piece written
+    t.drain()
+    await settle()
+    assert app.streamed > 2 and len(t.written) > held
+
+
+async def test_a_stream_learns_its_client_went() -> None:
+    conn, t, app = await connect()
+    conn.data_received(b"GET /stream?watch HTTP/1.1\r\nHost: x\r\n\r\n")
+    await settle()
+    assert app.streamed == 1 and app.stream_end == ""  # receive() waits, as in ASGI
+    t.close()
+    await settle()
+    assert app.stream_end == "http.disconnect" and conn.task is None
+
+
+async def test_sending_to_a_client_gone_ends_the_stream_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    conn, t, app = await connect()
+    conn.data_received(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    await settle()
+    t.close()
+    await settle()
+    app.pieces.put_nowait(b"data: late\n\n")
+    await settle()
+    assert app.stream_end == "ClientGone" and conn.task is None
+    assert b"late" not in t.written and "Traceback" not in caplog.text
+
+
+async def test_a_stream_the_handler_breaks_is_cut_short() -> None:
+    conn, t, app = await connect()
+    conn.data_received(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    app.pieces.put_nowait(b"data: 1\n\n")
+    await settle()
+    app.pieces.put_nowait(b"!")
+    await settle()
+    assert t.closed and not t.written.endswith(b"0\r\n\r\n")
+
+
+# -- 8. graceful stop ------------------------------------------------------------------
+
+
+async def test_a_stop_closes_idle_connections_and_heads_at_once() -> None:
+    idle, t1, _ = await connect()
+    idle.data_received(GET)
+    reading, t2, _ = await connect()
+    reading.data_received(b"GET /fast HTTP/1.1\r\nHo")
+    idle.shutdown()
+    reading.shutdown()
+    assert t1.closed and t2.closed and t1.statuses() == [200] and t2.written == b""
+
+
+async def test_a_stop_lets_an_upload_finish_and_answers_it() -> None:
+    conn, t, app = await connect()
+    conn.data_received(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello")
+    conn.shutdown()
+    await settle()
+    assert not t.closed and t.written == b""
+    conn.data_received(b"world" + GET)  # the body's end, then a request it will not answer
+    await settle()
+    assert app.bodies == [b"helloworld"] and t.statuses() == [200] and t.closed
+    assert b"connection: close\r\n" in t.written
+
+
+async def test_a_stop_ends_streams_through_receive() -> None:
+    conn, t, app = await connect()
+    conn.data_received(b"GET /stream?watch HTTP/1.1\r\nHost: x\r\n\r\n")
+    await settle()
+    conn.shutdown()
+    await settle()
+    assert app.stream_end == "http.disconnect" and t.closed
+    assert read_answers(bytes(t.written)) == [(200, b"data: hi\n\n")]
+
+
+async def test_a_stop_waits_its_timeout_then_cancels(caplog: pytest.LogCaptureFixture) -> None:
+    conn, t, app = await connect()
+    slow, t2, _ = await connect(app=app)
+    slow.server = conn.server
+    conn.server.connections.add(slow)
+    conn.data_received(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhel")
+    slow.data_received(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    began = time.monotonic()
+    await conn.server.stop(0.3)
+    assert 0.3 <= time.monotonic() - began < 1.0
+    assert t.closed and t2.closed and slow.task is not None and slow.task.cancelled()
+    assert "2 connection(s) still busy after 0.3 s" in caplog.text
 
 
 # -- real sockets ------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -46,3 +47,61 @@ def test_counts_survive_restarts(server_factory: type[Server], tmp_path: Path) -
         assert server.get("/api/stats/track/a/e/2013/09/05/14").json()["data"]["3"] == 5 * (
             round_ + 1
         )
+
+
+def upload(events: int) -> tuple[bytes, bytes]:
+    """A POST of `events` NDJSON pageviews: its head and its body."""
+    line = b'{"event": "pageview", "account": "up", "time": "2013-09-05T14:03:07Z"}\n'
+    body = line * events
+    head = (
+        b"POST /api/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+    return head, body
+
+
+def answer_of(sock: socket.socket) -> bytes:
+    got = b""
+    while chunk := sock.recv(65536):
+        got += chunk
+    return got
+
+
+def test_a_stop_during_an_upload_answers_it(server_factory: type[Server], tmp_path: Path) -> None:
+    server = server_factory(tmp_path).start()
+    assert server.proc is not None
+    head, body = upload(2000)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head + body[:1000])
+        time.sleep(0.3)
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        # Stopping: new connections are refused, the upload under way is read on.
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+        sock.sendall(body[1000:])
+        got = answer_of(sock)
+    assert got.startswith(b"HTTP/1.1 202 ") and b"connection: close\r\n" in got, got[:300]
+    assert server.proc.wait(30) == 0
+    assert "every count written" in server.log.read_text()
+    server.start()
+    assert server.get("/api/stats/track/up/pageview").json()["total"] == 2000
+
+
+def test_a_stop_waits_for_an_upload_at_most_the_shutdown_timeout(
+    server_factory: type[Server], tmp_path: Path
+) -> None:
+    server = server_factory(tmp_path, "--shutdown-timeout", "1").start()
+    assert server.proc is not None
+    head, body = upload(100)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head + body[:10])  # and never the rest
+        time.sleep(0.3)
+        began = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        assert answer_of(sock) == b""  # cut off, not answered: nothing was counted
+        assert server.proc.wait(30) == 0
+    assert time.monotonic() - began < 5
+    log = server.log.read_text()
+    assert "1 connection(s) still busy after 1 s: closing them" in log
+    assert "every count written" in log and "Traceback" not in log
