@@ -160,3 +160,35 @@ def test_a_store_that_never_answers_is_given_up_on_time() -> None:
     assert proc.returncode == 1, out
     assert 3 <= took < 6, took
     assert "no answer within" in out and "Traceback" not in out
+
+
+def test_a_part_failing_to_start_unwinds_the_parts_before_it(tmp_path: Path) -> None:
+    # The last part to start (syslog) cannot: everything started before it (store,
+    # journal, flush loop, HTTP, bus) is stopped in order, and nothing is left held.
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    db = tmp_path / "t.db"
+    args = [
+        "--store",
+        f"sqlite:///{db}",
+        "--durable",
+        "--zmq-bind",
+        f"tcp://127.0.0.1:{free_port()}",
+    ]
+    try:
+        proc = serve(*args, "--syslog", f"udp://127.0.0.1:{taken.getsockname()[1]}")
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        taken.close()
+    assert proc.returncode == 1, out
+    lines = out.splitlines()
+    assert all(LOG_LINE.match(line) for line in lines) and "Traceback" not in out, out
+    errors = [line for line in lines if " ERROR " in line]
+    assert len(errors) == 1 and "cannot open the syslog socket" in errors[0], out
+    assert "listening on http://" in out  # HTTP had started, and was stopped again
+    # The journal's lock was released and the store closed: the next start runs.
+    server = Server(tmp_path, *args[2:], db=db).start()
+    try:
+        count_one_event(server)
+    finally:
+        assert server.stop() == 0
