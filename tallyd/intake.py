@@ -20,7 +20,7 @@ from tallyd.metrics import Metrics
 
 MAX_COARSE = 100_000
 # Events parsed in one go before the event loop gets a turn (`settle_fairly`).
-SLICE = 256
+SLICE = 64
 COARSE_RENEW = 60.0
 
 

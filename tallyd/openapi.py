@@ -257,8 +257,8 @@ DOCUMENT: dict[str, Any] = {
                     "415": _ERR,
                     "429": {
                         "description": "past --max-new-ids-per-minute: the events that fit "
-                        "are counted, `errors` lists every one refused (new_name_limit) to "
-                        "send again after Retry-After",
+                        "are counted, `resend` lists the index of every one refused "
+                        "(new_name_limit) to send again after Retry-After",
                         "content": _json(_ref("IngestResult")),
                     },
                     "503": _ERR,
@@ -480,6 +480,12 @@ DOCUMENT: dict[str, Any] = {
                         "description": "with wait=flush: whether the events are in the store",
                     },
                     "error": {"type": "string", "description": "on a 429: new_name_limit"},
+                    "resend": {
+                        "type": "array",
+                        "items": {"type": "integer", "minimum": 0},
+                        "description": "on a 429: the index of every event refused by "
+                        "--max-new-ids-per-minute, to send again after Retry-After",
+                    },
                     "detail": {"type": "string"},
                     "errors": {
                         "type": "array",

@@ -47,16 +47,22 @@ async def post_events(intake: Intake, body: bytes, wait: bool) -> Response:
     if counted is None:
         counted = await intake.count_many_fairly(decode(body), SOURCE)
     accepted, duplicates, rejected = counted.accepted, counted.duplicates, len(counted.rejected)
-    limited = any(err is NEW_NAME_LIMIT for _, err in counted.rejected)
-    # Past the limit on new names, every refusal is listed: the client resends those.
-    listed = counted.rejected if limited else counted.rejected[:MAX_ERRORS]
-    errors = [{"index": i, "reason": err.reason, "detail": err.detail} for i, err in listed]
+    # Past the limit on new names, `resend` lists each refused event by its index
+    # alone: a flood's answer stays small (its `errors` once cost a 429 of 120 KB).
+    resend = [i for i, err in counted.rejected if err is NEW_NAME_LIMIT]
+    limited = bool(resend)
+    errors = [
+        {"index": i, "reason": err.reason, "detail": err.detail}
+        for i, err in counted.rejected[:MAX_ERRORS]
+    ]
     answer: dict[str, Any] = {
         "accepted": accepted,
         "duplicates": duplicates,
         "rejected": rejected,
         "errors": errors,
     }
+    if limited:
+        answer["resend"] = resend
     if rejected and not accepted and not duplicates and not limited:
         answer["error"] = "rejected"
         answer["detail"] = "no event in the body could be counted"
