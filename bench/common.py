@@ -255,22 +255,36 @@ class Nginx:
             os.kill(int(pid.read_text()), signal.SIGQUIT)
 
 
+# wrk's threads (`-t`): a script may need to know how many share the work.
+WRK_THREADS = 2
 # wrk picks one of `ids` badge paths at random for every request.
 WRK_SCRIPT = """
-local ids = %d
-local fmt = "%s"
+local ids = %(ids)d
+local fmt = "%(path)s"
 request = function()
   return wrk.format("GET", string.format(fmt, math.random(ids)))
 end
 """
 
 
-def wrk(url: str, seconds: float, ids: int, path_format: str) -> dict[str, float]:
-    """Requests/s, p99 latency and completed requests of one `wrk -t2 -c64` run."""
-    script = Path(tempfile.mkdtemp(prefix="tallyd-wrk-")) / "ids.lua"
-    script.write_text(WRK_SCRIPT % (ids, path_format))
+def wrk(
+    url: str, seconds: float, ids: int, path_format: str, script: str = WRK_SCRIPT
+) -> dict[str, float]:
+    """Requests/s, p99 latency and completed requests of one `wrk -t2 -c64` run;
+    `script` is Lua with `%(ids)d`, `%(path)s` and `%(threads)d` to fill in."""
+    lua = Path(tempfile.mkdtemp(prefix="tallyd-wrk-")) / "ids.lua"
+    lua.write_text(script % {"ids": ids, "path": path_format, "threads": WRK_THREADS})
     out = subprocess.run(
-        [binary("wrk"), "-t2", "-c64", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        [
+            binary("wrk"),
+            f"-t{WRK_THREADS}",
+            "-c64",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(lua),
+            url,
+        ],
         check=True,
         capture_output=True,
         text=True,
