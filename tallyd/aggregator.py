@@ -148,6 +148,8 @@ class Aggregator:
         # (seq, future): resolved once the batch numbered seq is in the store.
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._stopping = False
+        # Resolved with the batch number when the next batch is in the store (`next_flush`).
+        self._next_flush: asyncio.Future[int] | None = None
         self.healthy = True
         self.last_error = ""
         self.last_flush_at = 0.0
@@ -378,6 +380,17 @@ class Aggregator:
         self._wake.set()
         await fut
 
+    def next_flush(self) -> asyncio.Future[int]:
+        """A future resolved with its number when the next batch is in the store.
+
+        Shared by every caller until then: await it without cancelling it
+        (`asyncio.wait`, or `asyncio.shield`).
+        """
+        fut = self._next_flush
+        if fut is None or fut.done():
+            fut = self._next_flush = asyncio.get_running_loop().create_future()
+        return fut
+
     # -- reads --------------------------------------------------------------
 
     def unflushed(self) -> Unflushed:
@@ -452,6 +465,10 @@ class Aggregator:
                 else:
                     still.append((seq, fut))
             self._waiters = still
+        if self._next_flush is not None:
+            if not self._next_flush.done():
+                self._next_flush.set_result(batch.seq)
+            self._next_flush = None
         if self.journal_down:
             return batch.cells  # still unhealthy: nothing new can be made durable
         if not self.healthy:

@@ -13,6 +13,9 @@ from tallyd import api
 from tallyd.aggregator import Aggregator
 from tallyd.badges.counts import BadgeCounts
 from tallyd.badges.http import NO_CACHE, badge, badge_now, error_badge, visitor_headers
+from tallyd.dashboard import assets
+from tallyd.dashboard.live import Live
+from tallyd.dashboard.page import Dashboard
 from tallyd.events import Rejected, RejectLog
 from tallyd.ingest.http import post_events
 from tallyd.intake import Intake
@@ -32,6 +35,7 @@ from tallyd.web import (
     Response,
     Scope,
     Send,
+    Streamed,
     check_callback,
     client_address,
     error_response,
@@ -39,17 +43,13 @@ from tallyd.web import (
     jsonp,
     read_body,
     send_response,
+    send_stream,
     share_of,
 )
 
 log = logging.getLogger("tallyd.http")
 
 OPENAPI = orjson.dumps(DOCUMENT)
-LANDING = b"""<!doctype html><meta charset="utf-8"><title>tallyd</title>
-<h1>tallyd</h1><p>Counting. The API is described at <a href="/openapi.json">/openapi.json</a>;
-try <a href="/api/stats/track">/api/stats/track</a>, <a href="/healthz">/healthz</a>
-and <a href="/metrics">/metrics</a>. Badges: <code>/badge.svg?repo=owner/name</code>
-or <code>/badge/owner/name.svg?style=for-the-badge</code>.</p>"""
 
 
 @dataclass
@@ -66,9 +66,13 @@ class App:
     cors: Cors = field(default_factory=Cors)
     _refusals: RejectLog = field(init=False)
     _badge_headers: Headers = field(init=False)
+    dashboard: Dashboard = field(init=False)
+    live: Live = field(init=False)
 
     def __post_init__(self) -> None:
         self._refusals = RejectLog(log, what="refused")
+        self.dashboard = Dashboard(self.stats, self.intake.breakdowns)
+        self.live = Live(self.aggregator, self.metrics)
         # Every badge answer carries these; one list, so the server joins them once.
         self._badge_headers = [*NO_CACHE, *self.cors.headers(BADGE)]
 
@@ -84,7 +88,12 @@ class App:
             if req.method == "OPTIONS" and share is not None:
                 await send_response(send, self.cors.preflight(share, req.headers))
                 return
-            resp = await self.route(req, receive)
+            answer = await self.route(req, receive)
+            if isinstance(answer, Streamed):
+                answer.headers += self.cors.headers(share)
+                await send_stream(receive, send, answer)
+                return
+            resp = answer
             callback = req.query.get("callback") if req.query_string else None
             if callback is not None and resp.content_type == b"application/json":
                 resp = jsonp(resp, check_callback(callback))
@@ -153,7 +162,7 @@ class App:
             return error_badge(err, raw_path, query, self._badge_headers)
         return error_response(err)
 
-    async def route(self, req: Request, receive: Receive) -> Response:
+    async def route(self, req: Request, receive: Receive) -> Response | Streamed:
         seg = req.segments
         head = seg[0] if seg else ""
         if head == "badge" or (head in ("badge.svg", "badge.json") and len(seg) == 1):
@@ -177,10 +186,13 @@ class App:
                 return Response(200, OPENAPI)
         if not seg:
             _only(req, "GET", "HEAD")
-            return Response(200, LANDING, b"text/html; charset=utf-8")
+            return await self.dashboard.page(req)
+        if head == "dashboard" and len(seg) == 2:
+            _only(req, "GET", "HEAD")
+            return assets.serve(seg[1], req)
         raise HTTPError(404, "not_found", "no such path; see /openapi.json")
 
-    async def _api(self, req: Request, receive: Receive, seg: list[str]) -> Response:
+    async def _api(self, req: Request, receive: Receive, seg: list[str]) -> Response | Streamed:
         head = seg[0]
         if head == "events" and len(seg) == 1:
             _only(req, "POST")
@@ -207,6 +219,9 @@ class App:
         elif head == "top" and len(seg) == 1:
             _only(req, "GET", "HEAD")
             return await api.top(self.stats, req)
+        elif head == "live" and len(seg) == 1:
+            _only(req, "GET", "HEAD")
+            return self.live.answer(req)
         raise HTTPError(404, "not_found", "no such path; see /openapi.json")
 
     def health(self) -> Response:

@@ -10,6 +10,8 @@ from tallyd.badges.http import ENDPOINT_CACHE_SECONDS
 from tallyd.badges.logos import MAX_LOGO_BYTES
 from tallyd.badges.params import COUNTS, FORMATS, MAX_BASE, MAX_LABEL, METRICS
 from tallyd.badges.render import STYLES, THEMES
+from tallyd.dashboard.assets import TYPES
+from tallyd.dashboard.live import HEARTBEAT, MAX_STREAMS, MIN_GAP
 from tallyd.periods import MAX_YEAR, MIN_YEAR
 from tallyd.rules import MAX_NAME, MAX_TIME, ROLLUP
 from tallyd.stats import INTERVALS, MAX_SERIES_POINTS
@@ -213,6 +215,76 @@ _TIME = (
 )
 
 
+_TEXT = {"schema": {"type": "string"}}
+_HTML = {"text/html": _TEXT}
+_PAGE_HEADERS = {"Cache-Control": _STR, "Content-Security-Policy": _STR}
+_DASHBOARD = {
+    "get": {
+        "summary": "The dashboard: a period's counts as an HTML table; with JavaScript, bars, "
+        "drill-down and live updates",
+        "parameters": [
+            _param("account", description="default: all"),
+            _param("event", description="default: pageview, else the first event type"),
+            _param(
+                "period",
+                description="year[/month[/day[/hour]]], like 2013/09; empty: all time; "
+                "absent: the latest year with counts",
+            ),
+        ],
+        "responses": {
+            "200": {"description": "the page", "headers": _PAGE_HEADERS, "content": _HTML},
+            "400": {
+                "description": "the page, saying why the period cannot be shown",
+                "headers": _PAGE_HEADERS,
+                "content": _HTML,
+            },
+            "503": _ERR,
+        },
+    }
+}
+_ASSET = {
+    "get": {
+        "summary": "The dashboard's script and style sheet",
+        "parameters": [
+            _param("asset", "path", enum=list(TYPES)),
+            _param(
+                "v",
+                description="the file's version, as the page links it: then cached for good "
+                "(immutable); else revalidated with its ETag",
+            ),
+        ],
+        "responses": {
+            "200": {
+                "description": "the file",
+                "headers": {"Cache-Control": _STR, "ETag": _STR},
+                "content": {"text/javascript": _TEXT, "text/css": _TEXT},
+            },
+            "304": {"description": "not modified (If-None-Match)"},
+            "404": _ERR,
+        },
+    }
+}
+_LIVE = {
+    "get": {
+        "summary": "Live updates: server-sent events while events are counted",
+        "description": f"An `event: flush` after each batch written to the store (at most one "
+        f"per {MIN_GAP:g} s: closer flushes are sent as one), with `data` "
+        '`{"batch": N, "time": UNIX_SECONDS}`; a comment every '
+        f"{HEARTBEAT:g} s otherwise. The stream never ends on its own; it ends when the "
+        f"server stops. At most {MAX_STREAMS} streams at once.",
+        "responses": {
+            "200": {
+                "description": "the stream",
+                "headers": {**_CORS, "Cache-Control": _STR, "X-Accel-Buffering": _STR},
+                "content": {"text/event-stream": _TEXT},
+            },
+            "503": {**_ERR, "headers": {**_CORS, "Retry-After": _STR}},
+        },
+    },
+    "options": _READ_PREFLIGHT,
+}
+
+
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
@@ -221,6 +293,9 @@ DOCUMENT: dict[str, Any] = {
         "description": "Event counts per account and event type, by period.",
     },
     "paths": {
+        "/": _DASHBOARD,
+        "/dashboard/{asset}": _ASSET,
+        "/api/live": _LIVE,
         "/api/events": {
             "post": {
                 "summary": "Count events: one JSON object, a JSON array, or NDJSON",

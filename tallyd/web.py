@@ -8,8 +8,10 @@ like `owner/name` sent as `owner%2Fname` stays one path segment.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote
@@ -160,6 +162,57 @@ async def send_response(send: Send, resp: Response) -> None:
     await send({"type": "http.response.body", "body": resp.body})
 
 
+@dataclass
+class Streamed:
+    """An answer sent in pieces as `pieces` makes them (server-sent events), until it
+    ends, the client goes or the server stops; see `send_stream`."""
+
+    pieces: AsyncGenerator[bytes, None]
+    content_type: bytes
+    headers: Headers = field(default_factory=list)
+    status: int = 200
+
+
+async def send_stream(receive: Receive, send: Send, resp: Streamed) -> None:
+    """Send each piece as it comes; end the body when `pieces` ends or when a second
+    `receive()` says the client went or the server is stopping, and close `pieces`.
+
+    Never raises for a client that went (the server's `send` then raises a
+    ConnectionError): there is nobody left to answer.
+    """
+    pieces = resp.pieces
+    piece: asyncio.Future[bytes] | None = None
+    gone: asyncio.Future[Message] | None = None
+    try:
+        # Started first, so that its own clean-up (a `finally`) runs whatever follows.
+        first = await anext(pieces)
+        await receive()  # the request; the next receive waits for the end
+        headers = [(b"content-type", resp.content_type), *resp.headers]
+        await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+        gone = asyncio.ensure_future(receive())
+        while True:
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+            piece = asyncio.ensure_future(anext(pieces))
+            waits: set[asyncio.Future[Any]] = {piece, gone}
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            if gone.done():
+                break
+            try:
+                first = piece.result()
+            except StopAsyncIteration:
+                break
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except (ConnectionError, StopAsyncIteration):
+        pass
+    finally:
+        for task in (piece, gone):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await task
+        await pieces.aclose()
+
+
 # Which CORS policy covers a path (see `share_of`).
 BADGE, READ, INGEST = "badge", "read", "ingest"
 READ_METHODS = b"GET, HEAD, OPTIONS"
@@ -167,7 +220,7 @@ INGEST_METHODS = b"POST, OPTIONS"
 # Seconds a browser may reuse a preflight answer (browsers cap it lower anyway).
 PREFLIGHT_MAX_AGE = b"86400"
 ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]+")
-_READ_PATHS = frozenset({b"/api/accounts", b"/api/top", b"/openapi.json"})
+_READ_PATHS = frozenset({b"/api/accounts", b"/api/top", b"/api/live", b"/openapi.json"})
 
 
 def share_of(raw_path: bytes) -> str | None:
