@@ -155,7 +155,10 @@ class App:
         self.metrics.http_error(err.status, err.error)
         path: str = scope.get("path", "")
         if err.status < 500:
-            self._refusals(f"{scope.get('method')} {path[:200]}", Rejected(err.error, err.detail))
+            # One clock per kind of refusal, not per target: a crowd of slow heads, each
+            # with a target of its own, is one line a second, naming the latest.
+            where = f"({scope.get('method')} {path[:200]})"
+            self._refusals(f"HTTP {err.status}", Rejected(err.error, f"{err.detail} {where}"))
         raw_path: bytes = scope.get("raw_path") or path.encode("latin-1", "replace")
         if scope.get("method") in ("GET", "HEAD") and share_of(raw_path) == BADGE:
             query: bytes = scope.get("query_string", b"")

@@ -21,6 +21,7 @@ import h11
 import httpx
 import pytest
 
+from tallyd import httpd
 from tallyd.config import Config
 from tallyd.httpd import MAX_HEADERS, MAX_URL, PIECE, Connection, HTTPServer, Limits
 from tallyd.web import (
@@ -42,10 +43,12 @@ STATUS = re.compile(rb"HTTP/1\.[01] (\d{3})")
 class FakeTransport:
     """Records what the server writes; `room` bytes fit before it asks for a pause."""
 
-    def __init__(self, room: int | None = None) -> None:
+    def __init__(self, room: int | None = None, half_close: bool = False) -> None:
         self.protocol: Connection | None = None
         self.written = bytearray()
         self.closed = False
+        self.half_close = half_close  # whether it can end our side alone (write_eof)
+        self.eof = False
         self.reading = True
         self.room = room
         self.write_paused = False
@@ -73,6 +76,13 @@ class FakeTransport:
 
     def is_closing(self) -> bool:
         return self.closed
+
+    def can_write_eof(self) -> bool:
+        return self.half_close
+
+    def write_eof(self) -> None:
+        assert self.half_close and not self.closed
+        self.eof = True
 
     def close(self) -> None:
         if not self.closed:
@@ -486,6 +496,46 @@ async def test_past_max_connections_a_503_with_retry_after() -> None:
     assert b"retry-after: 1\r\n" in answer and b"connection: close" in answer
 
 
+async def test_a_refused_connection_lingers_before_closing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(httpd, "LINGER", 0.05)
+    conn, t, _ = await connect()
+    t.half_close = True
+    conn.data_received(b"NOT HTTP\r\n\r\n")
+    await settle()
+    # Our side ended, input still read (and dropped): no reset loses the answer.
+    assert t.statuses() == [400] and t.eof and t.reading and not t.closed
+    conn.data_received(b"more the client had sent")
+    assert t.statuses() == [400]
+    await asyncio.sleep(0.1)
+    assert t.closed
+
+
+async def test_the_sweep_refuses_a_crowd_of_late_heads_a_slice_at_a_time() -> None:
+    server = HTTPServer(FakeApp(), Limits(header_timeout=0.2, keepalive_timeout=5))
+    crowd = []
+    for _ in range(httpd.SWEEP_ACTIONS * 3):
+        conn = Connection(server)
+        t = FakeTransport()
+        t.protocol = conn
+        conn.connection_made(t)  # type: ignore[arg-type]
+        conn.data_received(b"GET / HTTP/1.1\r\nHo")
+        crowd.append(t)
+    sweep = asyncio.create_task(server._sweep())
+    try:
+        deadline = time.monotonic() + 3
+        turns = 0
+        while not all(t.closed for t in crowd) and time.monotonic() < deadline:
+            before = sum(t.closed for t in crowd)
+            await asyncio.sleep(0)
+            turns += 1
+            assert sum(t.closed for t in crowd) - before <= httpd.SWEEP_ACTIONS + 1
+        assert all(t.statuses() == [408] for t in crowd)
+    finally:
+        sweep.cancel()
+
+
 # -- 7. streamed answers ---------------------------------------------------------------
 
 
@@ -667,13 +717,14 @@ def rss_kb(pid: int) -> int:
 
 
 def flood_header(port: int, total: int, passed: list[float] | None = None) -> bytes:
-    """Send a head with one header of `total` bytes; the answer, when it comes."""
+    """Send a head with one header of `total` bytes, until an answer comes (as a
+    client reading while it sends would); the answer."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
         chunk = b"a" * 65536
         sent = 0
         try:
-            while sent < total:
+            while sent < total and not select.select([sock], [], [], 0)[0]:
                 sock.sendall(chunk)
                 sent += len(chunk)
                 if passed is not None and not passed and sent > MAX_HEADERS + 2 * PIECE:

@@ -83,11 +83,6 @@ def test_slowloris_heads_get_a_408_at_the_deadline_while_badges_are_served(
     assert "header_timeout" in server.log.read_text()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="App.refused rate-limits its log lines per method and target (RejectLog, "
-    "1,000 sources): heads with targets of their own are logged a line each",
-)
 def test_slow_heads_refused_are_logged_at_most_once_a_second(
     server_factory: type[Server], tmp_path: Path
 ) -> None:
