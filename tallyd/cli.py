@@ -1,4 +1,4 @@
-"""The `tallyd` command: serve, query, emit, check."""
+"""The `tallyd` command: serve, query, emit, check, render-badges, export, import."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import orjson
 
@@ -19,6 +19,7 @@ from tallyd.stores import StoreError, open_when_ready, redact
 
 if TYPE_CHECKING:
     from tallyd.server import Parts
+    from tallyd.stores.base import Transferable
 
 STORE_FLAGS = {"store", "redishost", "store_wait", "timezone", "key_prefix"}
 # check and query answer about now: they try the store once unless --store-wait is set.
@@ -124,6 +125,111 @@ def cmd_render_badges(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from tallyd.records import make_filter
+    from tallyd.transfer import export
+
+    cfg = _config(args, AT_ONCE)
+    try:
+        flt = make_filter(args.account or [], args.event or [], args.start, args.end)
+    except ValueError as exc:
+        print(f"tallyd export: {exc}", file=sys.stderr)
+        return 2
+
+    async def run() -> str:
+        async with _store(cfg) as store:
+            with _output(args.out) as out:
+                _, summary = await export(store, cfg.store, out, cfg.key_prefix, flt)
+        return summary
+
+    return _transfer("export", run)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from tallyd.seeds_import import import_seed
+    from tallyd.transfer import import_file
+
+    cfg = _config(args, AT_ONCE)
+    if (args.file is None) == (args.from_redis is None):
+        print("tallyd import: name a FILE or --from-redis URL (one of the two)", file=sys.stderr)
+        return 2
+    if args.from_redis is not None and (args.layout is None or args.mode != "add"):
+        print(
+            "tallyd import: --from-redis needs --layout ghit|bootic-go, and adds (--mode add)",
+            file=sys.stderr,
+        )
+        return 2
+
+    async def run() -> list[str]:
+        async with _store(cfg) as store:
+            if args.file is not None:
+                return await import_file(
+                    store, cfg.store, args.file, args.mode, args.force, cfg.key_prefix
+                )
+            from tallyd.keys import KeySpace
+            from tallyd.periods import Clock
+            from tallyd.retention import Retention
+
+            return await import_seed(
+                store,
+                args.from_redis,
+                args.layout,
+                args.event,
+                KeySpace(cfg.key_prefix),
+                Clock(cfg.timezone),
+                Retention(cfg.retention_minutes, cfg.retention_hours),
+                args.force,
+            )
+
+    return _transfer("import", run)
+
+
+def _transfer(command: str, run: Any) -> int:
+    """Run an export or import; every failure is one line on stderr, never a traceback."""
+    from tallyd.seeds_import import SeedError
+    from tallyd.transfer import BadLine, Refused
+
+    try:
+        said = _run(run())
+    except KeyboardInterrupt:
+        print(f"tallyd {command}: interrupted", file=sys.stderr)
+        return 130
+    except (StoreError, SeedError, BadLine, Refused) as exc:
+        print(f"tallyd {command}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"tallyd {command}: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
+    for line in [said] if isinstance(said, str) else said:
+        print(line, file=sys.stderr)
+    return 0
+
+
+@contextlib.asynccontextmanager
+async def _store(cfg: Config) -> AsyncIterator[Transferable]:
+    """The configured store alone, open (waiting up to --store-wait), then closed."""
+    from tallyd.stores import open_store
+
+    store = cast("Transferable", open_store(cfg.store, cfg.key_prefix))
+    await open_when_ready(store, cfg.store_wait, redact(cfg.store))
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[BinaryIO]:
+    """The file to export to (made anew), or stdout."""
+    if path is None or path == "-":
+        yield sys.stdout.buffer
+        sys.stdout.flush()
+        return
+    with open(path, "wb") as out:
+        yield out
+
+
 @contextlib.asynccontextmanager
 async def _opened(cfg: Config) -> AsyncIterator[Parts]:
     """The service's parts with the store open (waiting up to --store-wait), then closed."""
@@ -174,6 +280,36 @@ def parser() -> argparse.ArgumentParser:
     edge_arguments(r)
     add_arguments(r, {*STORE_FLAGS, "log_level"})
     r.set_defaults(func=cmd_render_badges)
+
+    x = sub.add_parser(
+        "export", help="write the store's counts as JSON Lines (docs/export-import.md)"
+    )
+    x.add_argument("--account", action="append", help="only this account (repeatable)")
+    x.add_argument("--event", action="append", help="only this event type (repeatable)")
+    x.add_argument(
+        "--from", dest="start", metavar="DATE", help="from this day: YYYY, YYYY-MM or YYYY-MM-DD"
+    )
+    x.add_argument("--to", dest="end", metavar="DATE", help="to this day, included")
+    x.add_argument("--out", metavar="FILE", help="the file to write (default: stdout)")
+    add_arguments(x, STORE_FLAGS)
+    x.set_defaults(func=cmd_export)
+
+    i = sub.add_parser("import", help="add or set counts from an export, or from a seed's Redis")
+    i.add_argument("file", nargs="?", metavar="FILE", help="a file written by tallyd export")
+    i.add_argument(
+        "--mode",
+        choices=("add", "set"),
+        default="add",
+        help="add the file's counts to the store's, or set them (default: add)",
+    )
+    i.add_argument(
+        "--force", action="store_true", help="add a file (or seed) already added to this store"
+    )
+    i.add_argument("--from-redis", metavar="URL", help="a seed's Redis, redis://HOST:PORT/DB")
+    i.add_argument("--layout", choices=("ghit", "bootic-go"), help="the seed's key layout")
+    i.add_argument("--event", default="hit", help="the event of ghit's hits (default: hit)")
+    add_arguments(i, {*STORE_FLAGS, "retention_minutes", "retention_hours"})
+    i.set_defaults(func=cmd_import)
 
     c = sub.add_parser("check", help="check the configuration and that the store answers")
     add_arguments(c)

@@ -8,7 +8,7 @@ rollups, escaping — is decided before a `Batch` reaches the store.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -93,3 +93,44 @@ class Store(Protocol):
 
     async def close(self) -> None:
         """Release connections; pending work is the caller's to flush first."""
+
+
+@dataclass
+class Contents:
+    """Part of what a store holds, in a form every store shares: what an export
+    reads and an import writes (tallyd.transfer).
+
+    Keys are the store's own, key prefix included. `registers` holds HyperLogLog
+    sketches as `tallyd.hll.dump` writes them, whatever the store keeps natively.
+    A store that cannot tell an index from a ranking by its kind (Redis keeps both
+    as sorted sets) puts both in `rankings`; the reader sorts them out by key.
+    """
+
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    indexes: dict[str, set[str]] = field(default_factory=dict)
+    rankings: dict[str, dict[str, int]] = field(default_factory=dict)
+    registers: dict[str, bytes] = field(default_factory=dict)
+    expire_at: dict[str, int] = field(default_factory=dict)
+    # Rows or keys the store went through to find these (progress of a scan).
+    scanned: int = 0
+
+
+class Transferable(Store, Protocol):
+    """What export and import need from a store, besides the `Store` contract."""
+
+    async def size(self) -> int:
+        """Roughly how many rows or keys `scan` will go through (for progress)."""
+
+    def scan(self, wanted: Callable[[str], bool]) -> AsyncIterator[Contents]:
+        """Everything whose key is `wanted`, in parts of bounded size, page by page."""
+
+    async def write(self, part: Contents, mode: str, run: str, seq: int) -> bool:
+        """Write `part` atomically, adding its counts (`mode` "add") or setting
+        them (`mode` "set"); False (and no change) if part `seq` of import `run`
+        was written before. Sketches are merged ("add") or replaced ("set")."""
+
+    async def imported(self, fingerprint: str) -> dict[str, Any] | None:
+        """What the store remembers of an import, or None."""
+
+    async def remember_import(self, fingerprint: str, entry: dict[str, Any]) -> None:
+        """Remember an import (its file's or source's fingerprint → `entry`)."""

@@ -10,7 +10,8 @@ timeout or a reconnect is applied exactly once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -19,7 +20,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import parse_url
 from redis.exceptions import RedisError
 
-from tallyd.stores.base import Batch, Snapshot, StoreError
+from tallyd import hll
+from tallyd.stores import hll_codec
+from tallyd.stores.base import Batch, Contents, Snapshot, StoreError
 
 # KEYS: the batch marker, then every key the batch touches (Redis's scripting
 # contract: a script names its keys in KEYS, so a cluster, a proxy or a managed
@@ -55,6 +58,52 @@ return 1
 """
 
 
+# An import's part (tallyd.transfer): the apply script's tables, written as
+# increments (ARGV[8] "add") or as absolute values ("set"), behind a marker of
+# the import's run. Sketches: ARGV[7] pairs a key's position in KEYS with the
+# position in ARGV of its registers in Redis's own encoding; "add" merges them
+# into the key's (PFMERGE, through the scratch key KEYS[#KEYS], which is in the
+# same slot), "set" puts them in its place.
+WRITE = """
+local last = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if last >= tonumber(ARGV[2]) then return 0 end
+local add, scratch = ARGV[8] == 'add', KEYS[#KEYS]
+for _, e in ipairs(cjson.decode(ARGV[3])) do
+  local key = KEYS[e[1]]
+  for field, n in pairs(e[2]) do
+    if add then redis.call('HINCRBY', key, field, n) else redis.call('HSET', key, field, n) end
+  end
+end
+for _, e in ipairs(cjson.decode(ARGV[4])) do
+  local key = KEYS[e[1]]
+  for _, member in ipairs(e[2]) do redis.call('ZADD', key, 0, member) end
+end
+for _, e in ipairs(cjson.decode(ARGV[5])) do
+  local key = KEYS[e[1]]
+  for member, n in pairs(e[2]) do
+    if add then redis.call('ZINCRBY', key, n, member) else redis.call('ZADD', key, n, member) end
+  end
+end
+for _, e in ipairs(cjson.decode(ARGV[7])) do
+  local key, sketch = KEYS[e[1]], ARGV[e[2][1]]
+  if add and redis.call('EXISTS', key) == 1 then
+    redis.call('SET', scratch, sketch)
+    redis.call('PFMERGE', key, scratch)
+    redis.call('DEL', scratch)
+  else
+    redis.call('SET', key, sketch, 'KEEPTTL')
+  end
+end
+for _, e in ipairs(cjson.decode(ARGV[6])) do redis.call('EXPIREAT', KEYS[e[1]], e[2]) end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+# ARGV position of the first sketch's bytes in WRITE.
+FIRST_SKETCH = 9
+# Keys a SCAN call asks for at a time, during an export.
+SCAN_COUNT = 1000
+
+
 def tables(b: Batch) -> tuple[Any, ...]:
     """A batch's number and tables, in `script_call`'s order after the marker."""
     return (b.node, b.seq, b.counters, b.indexes, b.rankings, b.expire_at, b.uniques)
@@ -68,7 +117,7 @@ def script_call(
     indexes: Mapping[str, Iterable[str]],
     rankings: dict[str, dict[str, int]],
     expire_at: dict[str, int],
-    uniques: dict[str, list[str]],
+    uniques: Mapping[str, Sequence[object]],
 ) -> tuple[list[str], list[Any]]:
     """(KEYS, ARGV) of the apply script for these tables, behind `marker`."""
     keys = [marker]
@@ -91,6 +140,24 @@ def script_call(
         orjson.dumps([(at(k), h) for k, h in uniques.items()]),
     ]
     return keys, args
+
+
+def write_call(
+    marker: str,
+    scratch: str,
+    run: str,
+    seq: int,
+    mode: str,
+    part: Contents,
+) -> tuple[list[str], list[Any]]:
+    """(KEYS, ARGV) of the write script for an import's part."""
+    refs = {k: [FIRST_SKETCH + i] for i, k in enumerate(part.registers)}
+    keys, args = script_call(
+        marker, run, seq, part.counters, part.indexes, part.rankings, part.expire_at, refs
+    )
+    keys.append(scratch)
+    sketches = [hll_codec.to_redis(hll.load(b)) for b in part.registers.values()]
+    return keys, [*args, mode, *sketches]
 
 
 def to_ints(h: dict[bytes, bytes]) -> dict[str, int]:
@@ -136,6 +203,97 @@ class RedisCommands:
             raise StoreError(f"redis: {exc}") from exc
         return sorted(((m.decode(), int(s)) for m, s in found), key=lambda ms: (-ms[1], ms[0]))
 
+    # -- export and import (tallyd.transfer) -----------------------------------
+
+    ledger: str  # the hash of imports done: fingerprint → JSON
+
+    async def _call(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+        """Run `fn`, any Redis error made a StoreError."""
+        try:
+            return await fn()
+        except RedisError as exc:
+            raise StoreError(f"redis: {exc}") from exc
+
+    async def _targets(self) -> list[Any]:
+        """What to SCAN one after the other: the server (None), or each master."""
+        return [None]
+
+    async def _scan_page(self, target: Any, cursor: int) -> tuple[int, list[bytes]]:
+        cursor, keys = await self._r.scan(cursor, count=SCAN_COUNT)
+        return int(cursor), keys
+
+    async def _dbsize(self, target: Any) -> int:
+        return int(await self._r.dbsize())
+
+    def _pipeline(self) -> Any:
+        return self._r.pipeline(transaction=False)
+
+    async def size(self) -> int:
+        total = 0
+        for target in await self._call(self._targets):
+            total += await self._call(partial(self._dbsize, target))
+        return total
+
+    async def scan(self, wanted: Callable[[str], bool]) -> AsyncIterator[Contents]:
+        # SCAN returns every key that exists for the whole scan at least once; a key
+        # comes back twice only if Redis shrinks its table meanwhile (most keys
+        # deleted during the export).
+        for target in await self._call(self._targets):
+            cursor = 0
+            while True:
+                cursor, found = await self._call(partial(self._scan_page, target, cursor))
+                names = [k for k in (n.decode() for n in found) if wanted(k)]
+                part: Contents = await self._call(partial(self._fetch, names))
+                part.scanned = len(found)
+                yield part
+                if cursor == 0:
+                    break
+
+    async def _fetch(self, names: list[str]) -> Contents:
+        """The contents of these keys: hashes, sorted sets (in `rankings`), sketches."""
+        part = Contents()
+        if not names:
+            return part
+        async with self._pipeline() as p:
+            for k in names:
+                p.type(k)
+            kinds = [t.decode() if isinstance(t, bytes) else t for t in await p.execute()]
+        read = [
+            (k, t) for k, t in zip(names, kinds, strict=True) if t in ("hash", "zset", "string")
+        ]
+        async with self._pipeline() as p:
+            for k, t in read:
+                if t == "hash":
+                    p.hgetall(k)
+                elif t == "zset":
+                    p.zrange(k, 0, -1, withscores=True)
+                else:
+                    p.get(k)
+                p.expiretime(k)
+            values = await p.execute()
+        for (k, t), value, at in zip(read, values[::2], values[1::2], strict=True):
+            if not value:  # gone since it was listed
+                continue
+            if t == "hash":
+                part.counters[k] = to_ints(value)
+            elif t == "zset":
+                part.rankings[k] = {m.decode(): int(s) for m, s in value}
+            else:
+                try:
+                    part.registers[k] = hll.dump(hll_codec.from_redis(value))
+                except hll_codec.NotASketch:
+                    continue  # a string that is no sketch: not tallyd's
+            if at > 0:
+                part.expire_at[k] = int(at)
+        return part
+
+    async def imported(self, fingerprint: str) -> dict[str, Any] | None:
+        entry = await self._call(lambda: self._r.hget(self.ledger, fingerprint))
+        return orjson.loads(entry) if entry else None
+
+    async def remember_import(self, fingerprint: str, entry: dict[str, Any]) -> None:
+        await self._call(lambda: self._r.hset(self.ledger, fingerprint, orjson.dumps(entry)))
+
     async def prune(self, now: int) -> int:
         # Redis expires keys itself (EXPIREAT in every batch).
         return 0
@@ -163,10 +321,14 @@ class RedisStore(RedisCommands):
     def __init__(self, url: str, key_prefix: str = "") -> None:
         self.url = url
         self.batches = f"{key_prefix}tallyd:batches"
+        self.ledger = f"{key_prefix}tallyd:imports"
+        self.runs = f"{key_prefix}tallyd:import-runs"
+        self.scratch = f"{key_prefix}tallyd:scratch"
         self._r: aioredis.Redis = aioredis.Redis.from_url(
             url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
         )
         self._apply = self._r.register_script(APPLY)
+        self._write = self._r.register_script(WRITE)
 
     async def open(self) -> None:
         await self.ping()
@@ -192,3 +354,8 @@ class RedisStore(RedisCommands):
         except RedisError as exc:
             raise StoreError(f"redis: {exc}") from exc
         return Snapshot([to_ints(h) for h in hashes], int(seq or 0))
+
+    async def write(self, part: Contents, mode: str, run: str, seq: int) -> bool:
+        keys, args = write_call(self.runs, self.scratch, run, seq, mode, part)
+        written = await self._call(lambda: self._write(keys=keys, args=args))
+        return bool(written)

@@ -22,8 +22,16 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import NoScriptError, RedisError
 
-from tallyd.stores.base import Batch, Snapshot, StoreError
-from tallyd.stores.redis import APPLY, RedisCommands, script_call, to_ints
+from tallyd.stores.base import Batch, Contents, Snapshot, StoreError
+from tallyd.stores.redis import (
+    APPLY,
+    SCAN_COUNT,
+    WRITE,
+    RedisCommands,
+    script_call,
+    to_ints,
+    write_call,
+)
 
 # KEYS: the slot's marker, then the hashes; returns the marker and each HGETALL.
 CONCURRENCY = 64
@@ -65,7 +73,7 @@ def nodes_of(url: str) -> list[ClusterNode]:
 class Group:
     """The part of a batch that falls in one slot."""
 
-    __slots__ = ("counters", "expire_at", "indexes", "rankings", "uniques")
+    __slots__ = ("counters", "expire_at", "indexes", "rankings", "registers", "uniques")
 
     def __init__(self) -> None:
         self.counters: dict[str, dict[str, int]] = {}
@@ -73,9 +81,14 @@ class Group:
         self.rankings: dict[str, dict[str, int]] = {}
         self.expire_at: dict[str, int] = {}
         self.uniques: dict[str, list[str]] = {}
+        self.registers: dict[str, bytes] = {}
+
+    def contents(self) -> Contents:
+        indexes = {k: set(ms) for k, ms in self.indexes.items()}
+        return Contents(self.counters, indexes, self.rankings, self.registers, self.expire_at)
 
 
-def by_slot(b: Batch) -> dict[int, Group]:
+def by_slot(b: Batch | Contents) -> dict[int, Group]:
     groups: dict[int, Group] = {}
 
     def group(key: str) -> Group:
@@ -93,8 +106,12 @@ def by_slot(b: Batch) -> dict[int, Group]:
         group(key).rankings[key] = scores
     for key, at in b.expire_at.items():
         group(key).expire_at[key] = at
-    for key, hashes in b.uniques.items():
-        group(key).uniques[key] = hashes
+    if isinstance(b, Batch):
+        for key, hashes in b.uniques.items():
+            group(key).uniques[key] = hashes
+    else:
+        for key, blob in b.registers.items():
+            group(key).registers[key] = blob
     return groups
 
 
@@ -109,8 +126,9 @@ class RedisClusterStore(RedisCommands):
         self._r = self._client()
         # Not initialised yet: the first call (open) starts from a new client.
         self._broken = True
-        self._apply_sha = ""
-        self._read_sha = ""
+        # Script name → its SHA on the masters, loaded with each new client.
+        self._shas: dict[str, str] = {}
+        self.ledger = f"{key_prefix}tallyd:imports"
 
     def _client(self) -> RedisCluster:
         return RedisCluster(
@@ -121,8 +139,9 @@ class RedisClusterStore(RedisCommands):
             require_full_coverage=False,
         )
 
-    def marker(self, slot: int) -> str:
-        return f"{self.prefix}tallyd:batches:{{{slot_tags()[slot]}}}"
+    def marker(self, slot: int, name: str = "batches") -> str:
+        """A bookkeeping key of tallyd's in `slot`: the batch marker, by default."""
+        return f"{self.prefix}tallyd:{name}:{{{slot_tags()[slot]}}}"
 
     async def open(self) -> None:
         """Connect, and raise StoreError unless every slot is served by a cluster in state ok.
@@ -170,11 +189,11 @@ class RedisClusterStore(RedisCommands):
 
     async def _load_scripts(self) -> None:
         # The cluster client sends SCRIPT LOAD to every primary.
-        self._apply_sha = await self._r.script_load(APPLY)
-        self._read_sha = await self._r.script_load(READ)
+        for name, script in (("apply", APPLY), ("read", READ), ("write", WRITE)):
+            self._shas[name] = await self._r.script_load(script)
 
     async def _scripts(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
-        """Run (sha, keys, args) script calls concurrently, each routed to its slot's node.
+        """Run (script name, keys, args) calls concurrently, each routed to its slot's node.
 
         The cluster client does not pipeline scripts, so calls go concurrently,
         bounded below the client's connection pool. A node that restarted has
@@ -191,10 +210,7 @@ class RedisClusterStore(RedisCommands):
             # Resolve the SHA at call time: a reload replaces it.
             return list(
                 await asyncio.gather(
-                    *(
-                        one(self._apply_sha if sha == "apply" else self._read_sha, keys, args)
-                        for sha, keys, args in calls
-                    )
+                    *(one(self._shas[name], keys, args) for name, keys, args in calls)
                 )
             )
 
@@ -246,3 +262,32 @@ class RedisClusterStore(RedisCommands):
                 applied[i] = seq
                 hashes[i] = to_ints(dict(zip(flat[::2], flat[1::2], strict=True)))
         return Snapshot(hashes, min(applied, default=0), applied)
+
+    # -- export and import (tallyd.transfer) -----------------------------------
+
+    async def _call(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+        return await self._guarded(fn)
+
+    async def _targets(self) -> list[Any]:
+        return list(self._r.get_primaries())
+
+    async def _scan_page(self, target: Any, cursor: int) -> tuple[int, list[bytes]]:
+        cursors, keys = await self._r.scan(cursor, count=SCAN_COUNT, target_nodes=target)
+        return int(cursors[target.name]), keys
+
+    async def _dbsize(self, target: Any) -> int:
+        return int(await self._r.execute_command("DBSIZE", target_nodes=target))
+
+    def _pipeline(self) -> Any:
+        return self._r.pipeline()
+
+    async def write(self, part: Contents, mode: str, run: str, seq: int) -> bool:
+        # Atomic per slot, as a batch is: each slot's group behind a marker in the slot.
+        calls: list[tuple[str, list[str], list[Any]]] = []
+        for slot, g in by_slot(part).items():
+            marker, scratch = self.marker(slot, "import-runs"), self.marker(slot, "scratch")
+            calls.append(("write", *write_call(marker, scratch, run, seq, mode, g.contents())))
+        if not calls:
+            return False
+        results = await self._guarded(lambda: self._scripts(calls))
+        return any(results)

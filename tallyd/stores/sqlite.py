@@ -15,7 +15,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +24,8 @@ from urllib.parse import unquote, urlsplit
 import orjson
 
 from tallyd import hll
-from tallyd.stores.base import Batch, Snapshot, StoreError, StoreUnusable
+from tallyd.stores import hll_codec
+from tallyd.stores.base import Batch, Contents, Snapshot, StoreError, StoreUnusable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (
@@ -42,6 +43,9 @@ CREATE TABLE IF NOT EXISTS expiry (key TEXT PRIMARY KEY, at INTEGER NOT NULL) WI
 CREATE INDEX IF NOT EXISTS expiry_by_time ON expiry (at);
 CREATE TABLE IF NOT EXISTS batches (
     node TEXT PRIMARY KEY, seq INTEGER NOT NULL, at REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS import_runs (run TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS imports (
+    fingerprint TEXT PRIMARY KEY, entry TEXT NOT NULL) WITHOUT ROWID;
 """
 
 # SQLite allows 32766 bound parameters; stay well under it.
@@ -55,6 +59,26 @@ READ = (
     "(SELECT json_group_array(json_array(key, field, value)) FROM counters "
     "WHERE key IN (SELECT value FROM json_each(?)))"
 )
+# Pages of an export, in rows (sketches are up to 16 KiB each: fewer of them).
+PAGE = 5000
+SKETCH_PAGE = 200
+# Each table's rows after a (key[, second column]) cursor, in key order.
+SCAN = {
+    "counters": "SELECT key, field, value FROM counters WHERE (key, field) > (?, ?) "
+    "ORDER BY key, field LIMIT ?",
+    "indexes": "SELECT key, member, 0 FROM indexes WHERE (key, member) > (?, ?) "
+    "ORDER BY key, member LIMIT ?",
+    "rankings": "SELECT key, member, score FROM rankings WHERE (key, member) > (?, ?) "
+    "ORDER BY key, member LIMIT ?",
+    "uniques": "SELECT key, '', registers FROM uniques WHERE (key, '') > (?, ?) "
+    "ORDER BY key LIMIT ?",
+    "expiry": "SELECT key, '', at FROM expiry WHERE (key, '') > (?, ?) ORDER BY key LIMIT ?",
+}
+# An import's counts and scores, added to or in place of what is there.
+UPSERT = {
+    "add": ("value + excluded.value", "score + excluded.score", "max(at, excluded.at)"),
+    "set": ("excluded.value", "excluded.score", "excluded.at"),
+}
 # Past the largest code point: an exclusive upper bound for a prefix range.
 TOP = "\U0010ffff"
 PRUNE_ROWS = 2000
@@ -106,6 +130,56 @@ def path_of(url: str) -> str:
     return path
 
 
+def _encode(counters: Any, indexes: Any, rankings: Any, expire_at: Any) -> tuple[bytes, ...]:
+    """Each table's rows as one JSON document, for one statement each (`_upsert`)."""
+    return (
+        orjson.dumps(counters),
+        orjson.dumps({k: list(ms) for k, ms in indexes.items()}),
+        orjson.dumps(rankings),
+        orjson.dumps(expire_at),
+    )
+
+
+def _upsert(c: sqlite3.Connection, encoded: tuple[bytes, ...], mode: str) -> None:
+    """Write `_encode`'s documents, adding counts and scores to what is there
+    (`mode` "add") or putting them in its place ("set")."""
+    counters, indexes, rankings, expire_at = encoded
+    value, score, at = UPSERT[mode]
+    c.execute(
+        "INSERT INTO counters (key, field, value) "
+        "SELECT k.key, f.key, f.value FROM json_each(?) AS k, json_each(k.value) AS f "
+        f"WHERE true ON CONFLICT (key, field) DO UPDATE SET value = {value}",
+        (counters,),
+    )
+    c.execute(
+        "INSERT OR IGNORE INTO indexes (key, member) "
+        "SELECT k.key, m.value FROM json_each(?) AS k, json_each(k.value) AS m",
+        (indexes,),
+    )
+    c.execute(
+        "INSERT INTO rankings (key, member, score) "
+        "SELECT k.key, m.key, m.value FROM json_each(?) AS k, json_each(k.value) AS m "
+        f"WHERE true ON CONFLICT (key, member) DO UPDATE SET score = {score}",
+        (rankings,),
+    )
+    c.execute(
+        "INSERT INTO expiry (key, at) SELECT key, value FROM json_each(?) "
+        f"WHERE true ON CONFLICT (key) DO UPDATE SET at = {at}",
+        (expire_at,),
+    )
+
+
+def _sketches(c: sqlite3.Connection, keys: list[str]) -> dict[str, bytes]:
+    """The stored sketches of these keys (those that have one)."""
+    stored: dict[str, bytes] = {}
+    for i in range(0, len(keys), CHUNK):
+        chunk = keys[i : i + CHUNK]
+        marks = ",".join("?" * len(chunk))
+        rows = c.execute(f"SELECT key, registers FROM uniques WHERE key IN ({marks})", chunk)
+        stored.update(rows)
+    return stored
+
+
 class _Reader:
     """One reader thread's connection, and when its current read must stop."""
 
@@ -118,6 +192,25 @@ class _Reader:
     def expired(self) -> bool:
         # A true answer makes SQLite stop the statement with SQLITE_INTERRUPT.
         return time.monotonic() > self.deadline
+
+
+def _contents(table: str, rows: list[Any], wanted: Callable[[str], bool]) -> Contents:
+    """One page of a table's rows (key, second column, value) as Contents."""
+    part = Contents(scanned=len(rows))
+    for key, second, value in rows:
+        if not wanted(key):
+            continue
+        if table == "counters":
+            part.counters.setdefault(key, {})[second] = value
+        elif table == "indexes":
+            part.indexes.setdefault(key, set()).add(second)
+        elif table == "rankings":
+            part.rankings.setdefault(key, {})[second] = value
+        elif table == "uniques":
+            part.registers[key] = bytes(value)
+        else:
+            part.expire_at[key] = value
+    return part
 
 
 class SQLiteStore:
@@ -194,13 +287,7 @@ class SQLiteStore:
             # Each table's rows go in as one JSON document and one statement: SQLite
             # then loops in C, instead of Python re-taking the GIL for every row
             # (which stalls behind the ingest thread for up to 5 ms a time).
-            b.encoded = (
-                orjson.dumps(b.counters),
-                orjson.dumps({k: list(ms) for k, ms in b.indexes.items()}),
-                orjson.dumps(b.rankings),
-                orjson.dumps(b.expire_at),
-            )
-        counters, indexes, rankings, expire_at = b.encoded
+            b.encoded = _encode(b.counters, b.indexes, b.rankings, b.expire_at)
         c = self._w
         c.execute("BEGIN IMMEDIATE")
         try:
@@ -208,28 +295,7 @@ class SQLiteStore:
             if row is not None and row[0] >= b.seq:
                 c.execute("ROLLBACK")
                 return False
-            c.execute(
-                "INSERT INTO counters (key, field, value) "
-                "SELECT k.key, f.key, f.value FROM json_each(?) AS k, json_each(k.value) AS f "
-                "WHERE true ON CONFLICT (key, field) DO UPDATE SET value = value + excluded.value",
-                (counters,),
-            )
-            c.execute(
-                "INSERT OR IGNORE INTO indexes (key, member) "
-                "SELECT k.key, m.value FROM json_each(?) AS k, json_each(k.value) AS m",
-                (indexes,),
-            )
-            c.execute(
-                "INSERT INTO rankings (key, member, score) "
-                "SELECT k.key, m.key, m.value FROM json_each(?) AS k, json_each(k.value) AS m "
-                "WHERE true ON CONFLICT (key, member) DO UPDATE SET score = score + excluded.score",
-                (rankings,),
-            )
-            c.execute(
-                "INSERT INTO expiry (key, at) SELECT key, value FROM json_each(?) "
-                "WHERE true ON CONFLICT (key) DO UPDATE SET at = max(at, excluded.at)",
-                (expire_at,),
-            )
+            _upsert(c, b.encoded, "add")
             self._add_uniques(c, b.uniques)
             c.execute(
                 "INSERT INTO batches (node, seq, at) VALUES (?, ?, ?) "
@@ -243,16 +309,10 @@ class SQLiteStore:
         return True
 
     def _add_uniques(self, c: sqlite3.Connection, uniques: dict[str, list[str]]) -> None:
-        keys = list(uniques)
-        stored: dict[str, bytes] = {}
-        for i in range(0, len(keys), CHUNK):
-            chunk = keys[i : i + CHUNK]
-            marks = ",".join("?" * len(chunk))
-            rows = c.execute(f"SELECT key, registers FROM uniques WHERE key IN ({marks})", chunk)
-            stored.update(rows)
+        stored = _sketches(c, list(uniques))
         changed = []
-        for key in keys:
-            registers, rose = hll.add(hll.load(stored.get(key)), uniques[key])
+        for key, hashes in uniques.items():
+            registers, rose = hll.add(hll.load(stored.get(key)), hashes)
             if rose:
                 changed.append((key, hll.dump(registers)))
         c.executemany("INSERT OR REPLACE INTO uniques (key, registers) VALUES (?, ?)", changed)
@@ -293,9 +353,9 @@ class SQLiteStore:
         return await loop.run_in_executor(self._readers, self._read_sync, deadline, fn)
 
     async def read(self, keys: Sequence[str], node: str) -> Snapshot:
-        wanted = orjson.dumps(list(keys))
-
         def read(c: sqlite3.Connection) -> Snapshot:
+            # Encoded here, not on the loop: a list of a million keys takes 100 ms.
+            wanted = orjson.dumps(list(keys))
             seq, cells = c.execute(READ, (node, wanted)).fetchone()
             found: dict[str, dict[str, int]] = {}
             for k, f, n in orjson.loads(cells):
@@ -364,6 +424,94 @@ class SQLiteStore:
             total += n
             if n < PRUNE_ROWS:
                 return total
+
+    # -- export and import (tallyd.transfer) -----------------------------------
+
+    async def size(self) -> int:
+        def size(c: sqlite3.Connection) -> int:
+            return sum(int(c.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in SCAN)
+
+        try:
+            return await self._in_reader(size)
+        except StoreError:  # a table too large to count within a read's time: unknown
+            return 0
+
+    async def scan(self, wanted: Callable[[str], bool]) -> AsyncIterator[Contents]:
+        # Page by page in key order, each page a read of its own: a store being
+        # written meanwhile is not frozen for the whole export.
+        for table, query in SCAN.items():
+            page = SKETCH_PAGE if table == "uniques" else PAGE
+            after: tuple[str, str] = ("", "")
+            while True:
+
+                def rows_after(
+                    c: sqlite3.Connection, q: str = query, a: tuple[str, str] = after, n: int = page
+                ) -> list[Any]:
+                    return c.execute(q, (*a, n)).fetchall()
+
+                rows = await self._in_reader(rows_after)
+                if not rows:
+                    break
+                after = (rows[-1][0], rows[-1][1])
+                yield _contents(table, rows, wanted)
+                if len(rows) < page:
+                    break
+
+    def _write_sync(self, part: Contents, mode: str, run: str, seq: int) -> bool:
+        assert self._w is not None
+        self._check_file()
+        encoded = _encode(part.counters, part.indexes, part.rankings, part.expire_at)
+        c = self._w
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            row = c.execute("SELECT seq FROM import_runs WHERE run = ?", (run,)).fetchone()
+            if row is not None and row[0] >= seq:
+                c.execute("ROLLBACK")
+                return False
+            _upsert(c, encoded, mode)
+            sketches = part.registers
+            if mode == "add":
+                stored = _sketches(c, list(sketches))
+                sketches = {
+                    k: hll.dump(hll_codec.merge(hll.load(stored.get(k)), hll.load(blob)))
+                    for k, blob in sketches.items()
+                }
+            c.executemany(
+                "INSERT OR REPLACE INTO uniques (key, registers) VALUES (?, ?)", sketches.items()
+            )
+            c.execute(
+                "INSERT INTO import_runs (run, seq) VALUES (?, ?) "
+                "ON CONFLICT (run) DO UPDATE SET seq = excluded.seq",
+                (run, seq),
+            )
+            c.execute("COMMIT")
+        except BaseException:
+            rollback(c)
+            raise
+        return True
+
+    async def write(self, part: Contents, mode: str, run: str, seq: int) -> bool:
+        written: bool = await self._in_writer(self._write_sync, part, mode, run, seq)
+        return written
+
+    async def imported(self, fingerprint: str) -> dict[str, Any] | None:
+        def entry(c: sqlite3.Connection) -> Any:
+            return c.execute(
+                "SELECT entry FROM imports WHERE fingerprint = ?", (fingerprint,)
+            ).fetchone()
+
+        row = await self._in_reader(entry)
+        return orjson.loads(row[0]) if row else None
+
+    async def remember_import(self, fingerprint: str, entry: dict[str, Any]) -> None:
+        def remember() -> None:
+            assert self._w is not None
+            self._w.execute(
+                "INSERT OR REPLACE INTO imports (fingerprint, entry) VALUES (?, ?)",
+                (fingerprint, orjson.dumps(entry).decode()),
+            )
+
+        await self._in_writer(remember)
 
     async def ping(self) -> None:
         await self._in_reader(lambda c: c.execute("SELECT 1").fetchone())
