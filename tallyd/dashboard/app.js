@@ -196,28 +196,37 @@ function navigate() {
 
 // A server-sent event after each flush: re-read the view (at most once per burst).
 function live() {
-  const status = byId("live");
   if (!window.EventSource) return;
-  const source = new EventSource("/api/live");
+  const status = byId("live");
   let timer = 0;
   let stale = false;
-  status.textContent = "Connecting…";
-  source.onopen = () => { status.textContent = "Live"; status.className = "on"; };
-  source.onerror = () => { status.textContent = "Reconnecting…"; status.className = ""; };
-  source.addEventListener("flush", () => {
+  const changed = () => {
     if (timer) return;
     timer = setTimeout(() => {
       timer = 0;
       if (document.hidden) stale = true;
       else load();
     }, 200);
-  });
+  };
+  const connect = () => {
+    const source = new EventSource("/api/live");
+    status.textContent = "Connecting…";
+    source.onopen = () => { status.textContent = "Live"; status.className = "on"; };
+    source.onerror = () => {
+      status.textContent = "Reconnecting…";
+      status.className = "";
+      // A refusal (503: too many streams) is not retried by the browser itself.
+      if (source.readyState === EventSource.CLOSED) setTimeout(connect, 5000 + Math.random() * 5000);
+    };
+    source.addEventListener("flush", changed);
+  };
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden && stale) {
       stale = false;
       load();
     }
   });
+  connect();
 }
 
 function badge() {

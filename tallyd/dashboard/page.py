@@ -111,10 +111,11 @@ class Dashboard:
         }
         return Response(status, PAGE.substitute(fields).encode(), HTML, HEADERS)
 
-    async def _period(self, account: str, event: str, text: str | None) -> Period:
+    async def _period(self, account: str, event: str, asked: str | None) -> Period:
         """The period asked for; by default the latest year with counts, else this one."""
-        if text is not None:
-            return Period.from_strings(text.strip("/").split("/") if text.strip("/") else [])
+        if asked is not None:
+            parts = asked.strip("/")
+            return Period.from_strings(parts.split("/") if parts else [])
         years = (await self.stats.period(account, event, Period()))["data"]
         counted = [int(y) for y, n in years.items() if n]
         return Period(max(counted) if counted else self.stats.clock.now().year)
