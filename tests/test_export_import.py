@@ -1,0 +1,357 @@
+"""`tallyd export` / `tallyd import` between real stores: SQLite files, a Redis
+server and a 3-master Redis Cluster, through the command line and `tallyd serve`."""
+
+from __future__ import annotations
+
+import os
+import pty
+import sqlite3
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from tallyd import hll, transfer
+from tallyd.stores.base import Contents, StoreError
+from tallyd.stores.sqlite import SQLiteStore
+from tests.conftest import RedisServer, Server
+
+pytestmark = pytest.mark.timeout(120)
+KEEP_ALL = ("--retention-minutes", "0", "--retention-hours", "0")
+
+
+def tallyd(*args: str, stderr: int | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TALLYD_")}
+    return subprocess.run(
+        [sys.executable, "-m", "tallyd", *args],
+        capture_output=stderr is None,
+        stderr=stderr,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def ok(*args: str) -> str:
+    done = tallyd(*args)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    return done.stderr
+
+
+def body(path: Path) -> list[str]:
+    """A file's records in order, its header and last line left out."""
+    lines = path.read_text().splitlines()
+    assert orjson.loads(lines[0])["tallyd"] == "export"
+    assert orjson.loads(lines[-1]) == {"end": {"records": len(lines) - 2}}
+    return sorted(lines[1:-1])
+
+
+def events() -> list[dict[str, Any]]:
+    now = int(datetime.now(UTC).timestamp())
+    out: list[dict[str, Any]] = []
+    for i in range(300):
+        account = ["acme", "shop7", "ben/bash", "ben/dots", "z%y"][i % 5]
+        when = 1_357_000_000 + i * 86_400 * 2 + i * 3_607 if i % 3 else now - i * 60
+        out.append({"type": "pageview", "data": {"account": account}, "time": when})
+        if i % 4 == 0:
+            status = ["paid", "pending", "rés"][i % 3]
+            out.append(
+                {"type": "order", "data": {"account": account, "status": status}, "time": when}
+            )
+    return out
+
+
+ANSWERS = [
+    "/api/stats/track/acme/pageview",
+    "/api/stats/track/all/pageview/2013",
+    "/api/stats/track/ben%2Fbash/pageview/2013/05",
+    "/api/stats/track/ben%2F*/pageview/2014",
+    "/api/stats/track/z%25y/pageview/2013/03/27",
+    "/api/stats/funnels/all/order/2013",
+    "/api/stats/funnels/shop7/order/2014/02",
+    "/api/accounts?event=pageview",
+    "/api/top?event=pageview&period=month&date=2013-05",
+    "/badge/ben/bash.json?metric=today",
+    "/badge/ben/bash.json?metric=unique",
+    "/badge/ben/*.json?metric=30d",
+]
+
+
+def answers(server: Server) -> dict[str, Any]:
+    out = {}
+    for path in ANSWERS:
+        r = server.client.get(path)
+        assert r.status_code == 200, (path, r.text)
+        out[path] = r.json()
+    return out
+
+
+def fill(server: Server) -> dict[str, Any]:
+    """Count events and badge views, then stop: the answers of a tallyd started
+    afresh on the store (badges keep a figure for --badge-refresh seconds)."""
+    assert server.post(events(), wait="flush").status_code == 202
+    for i in range(40):  # distinct visitors for metric=unique
+        server.client.get("/badge/ben/bash.svg", headers={"X-Forwarded-For": f"10.0.0.{i}"})
+    server.restart()
+    said = answers(server)
+    assert server.stop() == 0
+    return said
+
+
+def test_sqlite_to_cluster_and_back(
+    server_factory: type[Server], tmp_path: Path, cluster_url: str
+) -> None:
+    """Every count, index, ranking, sketch and expiry survives SQLite → Redis
+    Cluster → SQLite, and tallyd answers the same on each."""
+    first = server_factory(tmp_path, *KEEP_ALL).start()
+    before = fill(first)
+    a, b, c = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "c.jsonl"
+    said = ok("export", "--store", first.store, "--out", str(a))
+    assert said.startswith("exported ") and "sketches" in said
+    kinds = {next(iter(orjson.loads(line))) for line in body(a)}
+    assert kinds == {"key", "index", "ranking", "unique", "expire"}
+
+    ok("import", str(a), "--mode", "set", "--store", cluster_url)
+    ok("export", "--store", cluster_url, "--out", str(b))
+    assert body(b) == body(a)
+    on_cluster = server_factory(tmp_path, *KEEP_ALL, store=cluster_url).start()
+    assert answers(on_cluster) == before
+    on_cluster.stop()
+
+    back = f"sqlite:///{tmp_path}/back.db"
+    ok("import", str(b), "--store", back)
+    ok("export", "--store", back, "--out", str(c))
+    assert body(c) == body(a)
+    again = server_factory(tmp_path, *KEEP_ALL, store=back).start()
+    assert answers(again) == before
+
+
+def cell_file(path: Path, cells: int, bad_at: int = 0) -> None:
+    """A file of `cells` counter cells of distinct days, with a bad line at `bad_at`."""
+    lines = []
+    for i in range(cells):
+        y, rest = divmod(i, 12 * 28)
+        key = f"a{i % 7}/pageview/{2000 + y}/{rest // 28 + 1:02d}"
+        lines.append(orjson.dumps({"key": key, "field": f"{rest % 28 + 1:02d}", "count": i + 1}))
+    if bad_at:
+        lines[bad_at - 1] = b'{"key": "a1/pageview/2013", "field": "13", "count": 1}'
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+
+def test_set_twice_changes_nothing_add_twice_is_refused(tmp_path: Path, redis_url: str) -> None:
+    src = tmp_path / "cells.jsonl"
+    cell_file(src, 12_000)
+    out1, out2 = tmp_path / "1.jsonl", tmp_path / "2.jsonl"
+    said = ok("import", str(src), "--mode", "set", "--store", redis_url)
+    assert "12,000 records" in said and "3 parts written" in said
+    ok("export", "--store", redis_url, "--out", str(out1))
+    ok("import", str(src), "--mode", "set", "--store", redis_url)
+    ok("export", "--store", redis_url, "--out", str(out2))
+    assert body(out1) == body(out2)
+
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    r.flushdb()
+    ok("import", str(src), "--store", redis_url)
+    assert r.hget("a0/pageview/2000/01", "01") == "1"
+    refused = tallyd("import", str(src), "--store", redis_url)
+    assert refused.returncode == 1
+    assert refused.stderr.count("\n") == 1 and "would count it twice" in refused.stderr
+    assert r.hget("a0/pageview/2000/01", "01") == "1"
+    said = ok("import", str(src), "--force", "--store", redis_url)
+    assert "again (--force)" in said
+    assert r.hget("a0/pageview/2000/01", "01") == "2"
+    # Bookkeeping keys are tallyd's own: none is exported.
+    assert all("tallyd:" not in line for line in body(out1))
+
+
+def test_a_bad_line_writes_nothing(tmp_path: Path) -> None:
+    src = tmp_path / "cells.jsonl"
+    cell_file(src, 12_000, bad_at=11_000)
+    store = f"sqlite:///{tmp_path}/t.db"
+    done = tallyd("import", str(src), "--store", store)
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"tallyd import: {src} line 11000: '13' is not a period field of "
+        "'a1/pageview/2013'; nothing was written\n"
+    )
+    out = tmp_path / "out.jsonl"
+    ok("export", "--store", store, "--out", str(out))
+    assert body(out) == []
+    for line, why in [
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"key": "tallyd:batches", "field": "n", "count": 1}', "not a counter or funnel key"),
+        (b'{"key": "a/b", "field": "2013", "count": 1.5}', "whole number"),
+        (b'{"index": "accounts:hit", "member": "a/b"}', "escaped name"),
+        (b'{"unique": "unique:a/hit/2013/01/01", "registers": "AAAA"}', "registers"),
+        (b'{"key": "a/b", "field": "2013", "count": 1, "x": 1}', "not a record"),
+    ]:
+        src.write_bytes(b'{"key": "a/b", "field": "2013", "count": 1}\n' + line + b"\n")
+        with pytest.raises(transfer.BadLine, match=f"{src} line 2: .*{why}"):
+            transfer.check_file(str(src))
+
+
+def test_an_unreachable_store_is_one_line(tmp_path: Path) -> None:
+    src = tmp_path / "cells.jsonl"
+    cell_file(src, 10)
+    db = f"sqlite:///{tmp_path}/t.db"
+    for args in [
+        ("import", str(src), "--store", "redis://127.0.0.1:1/0"),
+        ("export", "--store", "redis://127.0.0.1:1/0"),
+        ("export", "--store", "redis+cluster://127.0.0.1:1"),
+        ("import", "--from-redis", "redis://127.0.0.1:1/0", "--layout", "ghit", "--store", db),
+        ("import", str(tmp_path / "missing.jsonl"), "--store", f"sqlite:///{tmp_path}/t.db"),
+    ]:
+        done = tallyd(*args)
+        assert done.returncode == 1, args
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+
+
+class Failing(SQLiteStore):
+    """A real SQLite store that fails once, at one part, as a store outage would."""
+
+    fail_at = 3
+
+    async def write(self, part: Contents, mode: str, run: str, seq: int) -> bool:
+        if seq == self.fail_at:
+            self.fail_at = 0
+            raise StoreError("sqlite: disk I/O error")
+        return await super().write(part, mode, run, seq)
+
+
+async def test_an_interrupted_add_resumes_where_it_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "cells.jsonl"
+    cell_file(src, 100)
+    monkeypatch.setattr(transfer, "PART", 10)
+    store = Failing(f"sqlite:///{tmp_path}/t.db")
+    await store.open()
+    with pytest.raises(StoreError):
+        await transfer.import_file(store, store.url, str(src), "add", False, "")
+    said = await transfer.import_file(store, store.url, str(src), "add", False, "")
+    assert "resuming the import" in said[0]
+    assert "8 parts written, 2 skipped as written before" in said[1]
+    total = 0
+    async for part in store.scan(lambda key: True):
+        total += sum(sum(f.values()) for f in part.counters.values())
+    assert total == sum(range(1, 101))
+    await store.close()
+
+
+def test_filters_pick_whole_periods(server_factory: type[Server], tmp_path: Path) -> None:
+    server = server_factory(tmp_path, *KEEP_ALL).start()
+    fill(server)
+    out = tmp_path / "f.jsonl"
+    said = ok(
+        "export", "--store", server.store, "--out", str(out),
+        "--account", "ben/bash", "--event", "pageview", "--from", "2013-05", "--to", "2013-06",
+    )  # fmt: skip
+    assert said.startswith("exported ")
+    found = [orjson.loads(line) for line in body(out)]
+    cells = {(r["key"], r["field"]) for r in found if "key" in r}
+    assert ("ben%2Fbash/pageview/2013", "05") in cells
+    assert ("ben%2Fbash/pageview/2013", "07") not in cells
+    assert ("ben%2Fbash/pageview", "2013") not in cells  # the year is more than the range
+    base = "ben%2Fbash/pageview/2013"
+    assert all(k == base or k.startswith((f"{base}/05", f"{base}/06")) for k, _ in cells)
+    assert {r["member"] for r in found if "index" in r} == {"ben%2Fbash", "pageview"}
+    rankings = {r["ranking"] for r in found if "ranking" in r}
+    assert "top:pageview/2013/05" in rankings
+    assert all(k.startswith(("top:pageview/2013/05", "top:pageview/2013/06")) for k in rankings)
+    assert tallyd("export", "--from", "2013-07", "--to", "2013-06").returncode == 2
+
+
+def test_adding_into_a_store_being_written(
+    server_factory: type[Server], tmp_path: Path, redis_url: str
+) -> None:
+    """`--mode add` into a store a running tallyd writes: plain increments, so both
+    counts add up, and the server's batch markers are left alone."""
+    server = server_factory(tmp_path, *KEEP_ALL, store=redis_url).start()
+    event = {"type": "pageview", "data": {"account": "acme"}, "time": "2013-09-05T14:03:07Z"}
+    assert server.post([event] * 5, wait="flush").status_code == 202
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    markers = r.hgetall("tallyd:batches")
+    src = tmp_path / "more.jsonl"
+    src.write_text(
+        '{"key": "acme/pageview/2013/09", "field": "05", "count": 100}\n'
+        '{"key": "acme/pageview/2013", "field": "09", "count": 100}\n'
+    )
+    ok("import", str(src), "--store", redis_url)
+    assert r.hgetall("tallyd:batches") == markers
+    assert server.post([event] * 5, wait="flush").status_code == 202
+    month = server.get("/api/stats/track/acme/pageview/2013/09").json()
+    assert month["data"]["5"] == 110
+    assert server.get("/api/stats/track/acme/pageview/2013").json()["data"]["9"] == 110
+
+
+def test_sketches_move_between_redis_and_sqlite(tmp_path: Path, redis_url: str) -> None:
+    r = redis.Redis.from_url(redis_url)
+    key = "unique:acme/hit/2013/09/05"
+    r.pfadd(key, *(f"visitor-{i}" for i in range(5000)))
+    r.pfadd("unique:acme/hit/2013/09/06", "one", "two")  # kept sparse by Redis
+    want = {k: r.pfcount(k) for k in (key, "unique:acme/hit/2013/09/06")}
+    a = tmp_path / "a.jsonl"
+    ok("export", "--store", redis_url, "--out", str(a))
+    db = f"sqlite:///{tmp_path}/s.db"
+    ok("import", str(a), "--store", db)
+    with sqlite3.connect(tmp_path / "s.db") as c:
+        blob = c.execute("SELECT registers FROM uniques WHERE key = ?", (key,)).fetchone()[0]
+    assert abs(hll.estimate(hll.load(blob)) - 5000) < 5000 * 0.03
+    r.flushdb()
+    b = tmp_path / "b.jsonl"
+    ok("export", "--store", db, "--out", str(b))
+    ok("import", str(b), "--store", redis_url)
+    assert {k: r.pfcount(k) for k in want} == want
+    # Adding merges: the union of the same visitors is the same sketch.
+    ok("import", str(b), "--force", "--store", redis_url)
+    assert {k: r.pfcount(k) for k in want} == want
+
+
+def test_the_progress_bar_is_drawn_on_a_terminal(tmp_path: Path) -> None:
+    src = tmp_path / "cells.jsonl"
+    cell_file(src, 20_000)
+    main, other = pty.openpty()
+    done = tallyd("import", str(src), "--store", f"sqlite:///{tmp_path}/p.db", stderr=other)
+    os.close(other)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(main)
+    assert done.returncode == 0
+    assert b"importing [" in drawn and b"100%" in drawn and b"\r" in drawn
+    assert b"imported 20,000 records" in drawn
+
+
+def test_a_cluster_export_reads_every_master(tmp_path: Path, cluster_url: str) -> None:
+    src = tmp_path / "cells.jsonl"
+    cell_file(src, 3000)
+    ok("import", str(src), "--store", cluster_url)
+    out = tmp_path / "out.jsonl"
+    said = ok("export", "--store", cluster_url, "--out", str(out))
+    assert len(body(out)) == 3000, said
+    assert sorted(orjson.loads(line)["count"] for line in body(out)) == list(range(1, 3001))
+
+
+def test_key_prefixes_are_the_stores_own(tmp_path: Path, redis_server: RedisServer) -> None:
+    url = redis_server.url[:-1] + "3"
+    r = redis.Redis.from_url(url, decode_responses=True)
+    r.flushdb()
+    src = tmp_path / "cells.jsonl"
+    cell_file(src, 5)
+    ok("import", str(src), "--store", url, "--key-prefix", "p:")
+    assert r.hget("p:a0/pageview/2000/01", "01") == "1"
+    out = tmp_path / "out.jsonl"
+    ok("export", "--store", url, "--key-prefix", "p:", "--out", str(out))
+    assert body(out) == sorted(src.read_text().splitlines())
