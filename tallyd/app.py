@@ -64,6 +64,8 @@ class App:
     max_body: int = 1 << 20
     store_url: str = ""
     cors: Cors = field(default_factory=Cors)
+    # Which worker process answers (`--workers`); None when there is one process.
+    worker: int | None = None
     _refusals: RejectLog = field(init=False)
     _badge_headers: Headers = field(init=False)
     dashboard: Dashboard = field(init=False)
@@ -236,6 +238,8 @@ class App:
             "last_flush": agg.last_flush_at or None,
             "time": time.time(),
         }
+        if self.worker is not None:
+            body["worker"] = self.worker
         if not agg.healthy:
             body["error"] = "journal_unavailable" if agg.journal_down else "store_unavailable"
             body["detail"] = agg.last_error

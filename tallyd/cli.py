@@ -46,6 +46,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     _setup_logging(cfg.log_level)
+    if cfg.worker_count > 1:
+        from tallyd.workers import Supervisor
+
+        return Supervisor(cfg, lambda c, w: int(_run(serve(c, w)))).main()
     code: int = _run(serve(cfg))
     return code
 

@@ -232,6 +232,18 @@ class Config:
         30.0, "seconds a stop lets requests under way finish, then retries the last flush", NUMBER
     )
     log_level: str = _opt("info", "debug, info, warning or error", TEXT)
+    workers: str = _opt(
+        "1",
+        "worker processes sharing the HTTP and syslog ports and the bus (auto: one per "
+        "CPU); 1 runs everything in this process (docs/scaling.md)",
+        TEXT,
+    )
+    shard: str = _opt(
+        "",
+        "INDEX/COUNT: count only the bus events whose account hashes to this shard, so "
+        "COUNT nodes share one firehose (default: every event; docs/scaling.md)",
+        TEXT,
+    )
 
     @property
     def http_host(self) -> str:
@@ -251,6 +263,13 @@ class Config:
 
             return path_of(self.store) + ".journal"
         return "journal"
+
+    @property
+    def worker_count(self) -> int:
+        """How many processes `--workers` asks for (`auto`: one per CPU)."""
+        if self.workers.strip().lower() == "auto":
+            return os.cpu_count() or 1
+        return int(self.workers)
 
     @property
     def breakdowns(self) -> dict[str, str]:
@@ -305,6 +324,7 @@ class Config:
         for name in ("retention_minutes", "retention_hours", "store_wait"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be 0 or more")
+        _check_workers(self)
         from tallyd.periods import Clock
         from tallyd.web import check_origin
 
@@ -419,6 +439,22 @@ def _check_zmq(flag: str, endpoint: str, bind: bool) -> None:
         number = port.isdigit() and 0 < int(port) < 65536
         if not host or not (number or (bind and port == "*")):
             raise ValueError(problem)
+
+
+def _check_workers(cfg: Config) -> None:
+    from tallyd.shard import Shard
+
+    Shard.parse(cfg.shard)
+    try:
+        workers = cfg.worker_count
+    except ValueError:
+        raise ValueError(f"--workers {cfg.workers!r}: expected a number or auto") from None
+    if workers < 1:
+        raise ValueError("--workers must be 1 or more")
+    if workers > 1 and cfg.zmq_bind:
+        raise ValueError("--zmq-bind takes one process: with --workers, use --zmq (connect)")
+    if workers > 1 and any(u.startswith("unix:") for u in cfg.syslog):
+        raise ValueError("--syslog unix:// takes one process: with --workers, use udp://")
 
 
 def _check_syslog(url: str) -> None:

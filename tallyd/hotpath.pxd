@@ -3,7 +3,7 @@ cimport cython
 
 cdef long long MAX_TIME, MAX_NAME, MAX_PUBLISHERS
 cdef str ROLLUP
-cdef int MAX_DEPTH, SLOW, COUNTED, QUEUED
+cdef int MAX_DEPTH, SLOW, COUNTED, QUEUED, SKIPPED
 cdef long long NO_TIME, BAD_TIME
 cdef int LBRACE, RBRACE, LBRACKET, RBRACKET, QUOTE, COLON, COMMA
 cdef int MINUS, PLUS, BACKSLASH, SPACE, DOT, LOWER_E, UPPER_E
@@ -36,6 +36,9 @@ cdef class Counter:
     cdef public bytes prop_name
     cdef public dict coarse
     cdef public object coarsen
+    cdef public object shard
+    cdef public dict owned
+    cdef public long long skipped
     cdef list _name_bytes
     cdef list _name_text
 

@@ -28,8 +28,8 @@ MAX_NAME = rules.MAX_NAME
 ROLLUP = rules.ROLLUP
 MAX_PUBLISHERS = 100_000
 MAX_DEPTH = 64  # deeper documents go to the decoder, which knows its own limit
-# What `Counter` did with an event.
-SLOW, COUNTED, QUEUED = 0, 1, 2
+# What `Counter` did with an event (SKIPPED: another shard's, see `tallyd.shard`).
+SLOW, COUNTED, QUEUED, SKIPPED = 0, 1, 2, 3
 # An event's minute when it has no time, and when it has one the fast path cannot read.
 NO_TIME, BAD_TIME = -1, -2
 
@@ -68,7 +68,8 @@ class Counter:
     and type are both known needs no more checks of them. `now_minute` dates
     events without a time. `coarse` maps an event's minute to the one it is
     counted at (see `Expander.coarse_minute`), filled by `coarsen` on a miss.
-    `names` caches known names by their bytes (see `_known`).
+    `names` caches known names by their bytes (see `_known`). With a `shard`
+    (`tallyd.shard.Shard`), events of accounts it does not own are SKIPPED.
     """
 
     def __init__(
@@ -81,6 +82,7 @@ class Counter:
         coarse: dict[int, int] | None = None,
         coarsen: Any = None,
         names: NameCache | None = None,
+        shard: Any = None,
     ) -> None:
         self.known = known
         self.breakdowns = breakdowns
@@ -98,6 +100,9 @@ class Counter:
         prop = props.pop() if len(props) == 1 else ""
         self.prop = prop
         self.prop_name = b"" if prop in READ_NAMES else prop.encode()
+        self.shard = shard
+        self.owned: dict[str, bool] = {} if shard is None else shard.memo
+        self.skipped = 0
 
     def event(self, p: bytes, start: int = 0) -> int:
         """Count the JSON event p[start:] (SLOW, COUNTED or QUEUED)."""
@@ -143,6 +148,15 @@ class Counter:
 
     def _count(self, account: str, event: str) -> int:
         """Count the event `_read` or `count_one` read last, by the names given."""
+        if self.shard is not None:
+            # The account's string is the cached object `_known` handed back: its
+            # hash is worked out already, so the memo costs one dict lookup.
+            mine = self.owned.get(account)
+            if mine is None:
+                mine = self.shard.owns(account)
+            if not mine:
+                self.skipped += 1
+                return SKIPPED
         minute = _minute
         bval = None
         breakdowns = self.breakdowns

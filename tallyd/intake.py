@@ -17,6 +17,7 @@ from tallyd.events import Cell, Event, Rejected, RejectLog, decoded, parse_many
 from tallyd.hotpath import Counter, NameCache, count_body, count_objs
 from tallyd.limits import NewNames
 from tallyd.metrics import Metrics
+from tallyd.shard import Shard
 
 MAX_COARSE = 100_000
 # Events parsed in one go before the event loop gets a turn (`settle_fairly`).
@@ -45,6 +46,8 @@ class Intake:
         self.reject_log = RejectLog()
         # Names that passed full validation once: later events with them take the fast path.
         self.known: set[str] = set()
+        # Bus events left to the nodes (or workers) of other shards.
+        self.other_shards = 0
         # Names new to the process, at most so many a minute (badges share it).
         self.new_names = NewNames(self.known, new_per_minute)
         metrics.counter(
@@ -58,8 +61,11 @@ class Intake:
         self._coarse: dict[int, int] = {}
         self._coarse_until = 0.0
 
-    def counter(self, now: float, cells: dict[Cell, int] | None = None) -> Counter:
-        """A fast-path counter into `cells` (by default where the aggregator counts)."""
+    def counter(
+        self, now: float, cells: dict[Cell, int] | None = None, shard: Shard | None = None
+    ) -> Counter:
+        """A fast-path counter into `cells` (by default where the aggregator counts);
+        with a `shard`, it skips the events of accounts the shard does not own."""
         agg = self.aggregator
         if now >= self._coarse_until or len(self._coarse) > MAX_COARSE:
             self._coarse = {}
@@ -73,6 +79,7 @@ class Intake:
             self._coarse,
             agg.expander.coarse_minute,
             self._names,
+            shard,
         )
 
     def count_many(self, objs: list[Any], source: str, now: float | None = None) -> Counted:
@@ -140,13 +147,25 @@ class Intake:
         return out
 
     def settle(
-        self, source: str, ids: list[Event], fast: int, slow: list[tuple[int, Any]], now: float
+        self,
+        source: str,
+        ids: list[Event],
+        fast: int,
+        slow: list[tuple[int, Any]],
+        now: float,
+        shard: Shard | None = None,
     ) -> Counted:
         """Finish what a fast pass left: the events it queued for de-duplication
-        (`ids`, the counter's) and those it passed over (`slow`, parsed here)."""
+        (`ids`, the counter's) and those it passed over (`slow`, parsed here); with
+        a `shard`, those of accounts it does not own are dropped."""
         cells, with_ids, rejected = parse_many(
             slow, self.breakdowns, now, self.known, self.new_names.admit
         )
+        if shard is not None:
+            parsed = len(cells) + len(with_ids)
+            cells = [c for c in cells if shard.owns(c[0])]
+            with_ids = [e for e in with_ids if shard.owns(e[0])]
+            self.other_shards += parsed - len(cells) - len(with_ids)
         for _, err in rejected:
             self.reject(source, err)
         agg = self.aggregator

@@ -41,11 +41,25 @@ from tallyd.metrics import Metrics
 from tallyd.periods import Clock
 from tallyd.recovery import open_journal, save_ids
 from tallyd.retention import Retention
+from tallyd.shard import Shard, for_worker
 from tallyd.stats import Stats
 from tallyd.stores import Store, StoreError, kind, open_store, open_when_ready, redact
 from tallyd.web import Cors
 
 log = logging.getLogger("tallyd")
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One of `count` worker processes (`--workers`, see `tallyd.workers`).
+
+    `leftovers`: journal directories no worker owns any more (an earlier run's
+    with fewer or more workers), which this one replays at start.
+    """
+
+    index: int
+    count: int
+    leftovers: tuple[str, ...] = ()
 
 
 @dataclass
@@ -59,9 +73,20 @@ class Parts:
     intake: Intake
     stats: Stats
     app: App
+    worker: Worker | None = None
+
+    @property
+    def shard(self) -> Shard | None:
+        """The share of the bus this process counts."""
+        w = self.worker
+        return (
+            Shard.parse(self.config.shard)
+            if w is None
+            else for_worker(self.config.shard, w.index, w.count)
+        )
 
 
-def assemble(cfg: Config) -> Parts:
+def assemble(cfg: Config, worker: Worker | None = None) -> Parts:
     store = open_store(cfg.store, cfg.key_prefix)
     metrics = Metrics()
     clock = Clock(cfg.timezone)
@@ -93,7 +118,12 @@ def assemble(cfg: Config) -> Parts:
     cors = Cors(cfg.cors_origin, cfg.cors_ingest)
     # /healthz names the kind of store only: its address is nobody's business outside.
     app = App(stats, aggregator, intake, metrics, badges, cfg.max_body, kind(cfg.store), cors)
-    return Parts(cfg, store, metrics, aggregator, intake, stats, app)
+    if worker is not None:
+        app.worker = worker.index
+        metrics.gauge(
+            "tallyd_worker", "Which worker process answered (--workers).", lambda: worker.index
+        )
+    return Parts(cfg, store, metrics, aggregator, intake, stats, app, worker)
 
 
 def _plainly(exc: BaseException) -> str:
@@ -115,11 +145,13 @@ def store_identity(cfg: Config) -> str:
     return f"{bare} prefix={cfg.key_prefix!r}"  # a password may change; the store does not
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     """Bind the HTTP socket up front, so a busy port is a clear error, not a crash.
 
     It listens only once the store is open: until then a client is refused at
     once (a health probe sees the service down) instead of waiting in the backlog.
+    With `reuse_port`, worker processes each bind the port (SO_REUSEPORT) and the
+    kernel spreads new connections across them.
     """
     family, kind, proto, _, addr = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -127,6 +159,8 @@ def bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(addr)
     except OSError:
         sock.close()
@@ -208,6 +242,10 @@ async def journaled(parts: Parts, outcome: Outcome) -> AsyncIterator[None]:
     cfg = parts.config
     directory = Path(cfg.journal_path)
     try:
+        for old in parts.worker.leftovers if parts.worker else ():
+            await open_journal(
+                Path(old), parts.aggregator, False, store_identity(cfg), cfg.store_wait
+            )
         durable = await open_journal(
             directory, parts.aggregator, cfg.durable, store_identity(cfg), cfg.store_wait
         )
@@ -271,7 +309,7 @@ async def bus_reading(parts: Parts) -> AsyncIterator[None]:
     if not (cfg.zmq or cfg.zmq_bind):
         yield
         return
-    source = ZmqSource(parts.intake, cfg.zmq, cfg.zmq_bind, cfg.zmq_topic, cfg.zmq_hwm)
+    source = ZmqSource(parts.intake, cfg.zmq, cfg.zmq_bind, cfg.zmq_topic, cfg.zmq_hwm, parts.shard)
     try:
         source.start()
     except zmq.ZMQError as exc:
@@ -290,7 +328,9 @@ async def syslog_reading(parts: Parts) -> AsyncIterator[None]:
     if not cfg.syslog:
         yield
         return
-    source = SyslogSource(parts.intake, cfg.syslog, cfg.syslog_event)
+    source = SyslogSource(
+        parts.intake, cfg.syslog, cfg.syslog_event, reuse_port=parts.worker is not None
+    )
     try:
         await source.start()
     except (OSError, ValueError) as exc:
@@ -302,7 +342,7 @@ async def syslog_reading(parts: Parts) -> AsyncIterator[None]:
         await source.stop()
 
 
-async def serve(cfg: Config) -> int:
+async def serve(cfg: Config, worker: Worker | None = None) -> int:
     """Run until a signal; returns the process exit code.
 
     Each part is a context manager entered in order — store, journal, flush loop,
@@ -311,7 +351,7 @@ async def serve(cfg: Config) -> int:
     closes, the store closes.
     """
     return_freed_memory()
-    parts = assemble(cfg)
+    parts = assemble(cfg, worker)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = 0
@@ -331,7 +371,7 @@ async def serve(cfg: Config) -> int:
     outcome = Outcome()
     try:
         try:
-            sock = bind(cfg.http_host, cfg.http_port)
+            sock = bind(cfg.http_host, cfg.http_port, reuse_port=worker is not None)
         except OSError as exc:
             log.error("cannot listen on %s: %s", cfg.http, exc.strerror or exc)
             return 1

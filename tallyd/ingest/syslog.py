@@ -182,8 +182,13 @@ class SyslogProtocol(asyncio.DatagramProtocol):
 
 
 class SyslogSource:
-    def __init__(self, intake: Intake, urls: list[str], event: str = "hit") -> None:
+    def __init__(
+        self, intake: Intake, urls: list[str], event: str = "hit", reuse_port: bool = False
+    ) -> None:
         self.intake = intake
+        # Worker processes each bind the UDP ports (SO_REUSEPORT); the kernel picks
+        # one socket per sender address and port.
+        self.reuse_port = reuse_port
         self.urls = urls
         self.event = event
         self.received = 0
@@ -217,6 +222,8 @@ class SyslogSource:
                 raise ValueError(f"--syslog {url!r}: expected udp://HOST:PORT")
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_DGRAM)
+            if self.reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((host, port))
         elif parts.scheme == "unix":
             path = parts.path

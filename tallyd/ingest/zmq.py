@@ -28,6 +28,7 @@ import zmq.asyncio
 from tallyd.events import Rejected
 from tallyd.hotpath import is_msgpack, receive, track_seq
 from tallyd.intake import Intake
+from tallyd.shard import Shard
 
 log = logging.getLogger("tallyd.zmq")
 
@@ -92,8 +93,10 @@ class ZmqSource:
         bind: list[str],
         topics: list[str],
         hwm: int = 100_000,
+        shard: Shard | None = None,
     ) -> None:
         self.intake = intake
+        self.shard = shard
         self.connect = [endpoint(e) for e in connect]
         self.bind = [endpoint(e) for e in bind]
         self.topics = topics or [""]
@@ -117,6 +120,11 @@ class ZmqSource:
             lambda: self.seqs.missing,
         )
         m.counter("tallyd_zmq_received_total", "ZeroMQ messages received.", lambda: self.received)
+        m.counter(
+            "tallyd_zmq_other_shards_total",
+            "Bus events left to other shards (--shard) or workers (--workers).",
+            lambda: intake.other_shards,
+        )
 
     def start(self) -> None:
         """Open the socket (raising zmq.ZMQError on a bad endpoint) and start receiving."""
@@ -137,8 +145,9 @@ class ZmqSource:
         self._shadow = zmq.Socket.shadow(sock.underlying)
         self._task = asyncio.create_task(self._run(), name="zmq")
         log.info(
-            "zmq: subscribed to %s",
+            "zmq: subscribed to %s%s",
             ", ".join([f"bind {e}" for e in self.bind] + [f"connect {e}" for e in self.connect]),
+            f"; counting shard {self.shard} of the accounts" if self.shard else "",
         )
 
     async def _run(self) -> None:
@@ -177,7 +186,7 @@ class ZmqSource:
         breaks: list[tuple[Any, int, int]] = []
         received = fast = 0
         now = time.time()
-        counter = intake.counter(now)
+        counter = intake.counter(now, shard=self.shard)
         while received < limit:
             n, counted, odd = receive(
                 counter,
@@ -206,7 +215,8 @@ class ZmqSource:
         if received:
             self.received += received
             slow = list(enumerate(objs))
-            intake.settle(SOURCE, counter.ids, fast, slow, now)
+            intake.other_shards += counter.skipped
+            intake.settle(SOURCE, counter.ids, fast, slow, now, self.shard)
         return received
 
     async def stop(self) -> None:
