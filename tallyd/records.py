@@ -24,6 +24,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 import orjson
@@ -55,12 +56,14 @@ class Key(NamedTuple):
     parts: tuple[str, ...]
 
 
+def _part_ok(depth: int, part: str) -> bool:
+    """Whether `part` is a period part at `depth` (0: a year ... 4: a minute)."""
+    low, high = RANGES[depth]
+    return len(part) == WIDTHS[depth] and part.isdigit() and low <= int(part) <= high
+
+
 def _parts_ok(parts: list[str]) -> bool:
-    for i, p in enumerate(parts):
-        low, high = RANGES[i]
-        if len(p) != WIDTHS[i] or not p.isdigit() or not low <= int(p) <= high:
-            return False
-    return True
+    return all(_part_ok(i, p) for i, p in enumerate(parts))
 
 
 def _names_parts(text: str, least: int, most: int) -> tuple[str, str, tuple[str, ...]] | None:
@@ -74,6 +77,8 @@ def _names_parts(text: str, least: int, most: int) -> tuple[str, str, tuple[str,
     return account, event, tuple(parts)
 
 
+# Keys repeat line after line (every field of a hash): each is parsed once.
+@lru_cache(maxsize=1 << 16)
 def classify(key: str) -> Key | None:
     """What a key (without the key prefix) is in tallyd's layout, or None."""
     head, colon, rest = key.partition(":")
@@ -321,7 +326,7 @@ def parse(line: bytes) -> Record:
         f = record.get("field")
         if not isinstance(f, str) or not f:
             raise BadRecord("'field' must be a non-empty string")
-        if k.kind == "counter" and not _parts_ok([*k.parts, f]):
+        if k.kind == "counter" and not _part_ok(len(k.parts), f):
             raise BadRecord(f"{f!r} is not a period field of {key!r}")
         _whole(record, "count")
     elif kind in ("index", "ranking"):
