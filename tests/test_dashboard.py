@@ -357,6 +357,13 @@ def _browse(page: Page, server: Server, tmp_path: Path) -> None:
     page.emulate_media(color_scheme="dark")
     page.screenshot(path=str(tmp_path / "dashboard-dark.png"), full_page=True)
 
+    # An event with a breakdown: its funnel for the month.
+    page.goto(f"{server.url}/?account=acme&event=order&period=2013/09")
+    expect(page.locator("#funnel-title")).to_have_text("By status, September 2013")
+    rows = page.locator("#funnel tbody tr").all_inner_texts()
+    assert [row.split("\t") for row in rows] == [["paid", "3", "75%"], ["pending", "1", "25%"]]
+    page.screenshot(path=str(tmp_path / "dashboard-funnel.png"), full_page=True)
+
     # A hostile account name stays text in the browser too.
     page.goto(f"{server.url}/?account={quote(HOSTILE)}&event=pageview&period=2013/09")
     page.wait_for_selector(".bars .bar")
