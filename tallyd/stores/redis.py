@@ -24,19 +24,17 @@ from tallyd import hll
 from tallyd.stores import hll_codec
 from tallyd.stores.base import Batch, Contents, Snapshot, StoreError
 
-# KEYS: the batch marker, then every key the batch touches (Redis's scripting
-# contract: a script names its keys in KEYS, so a cluster, a proxy or a managed
-# Redis can tell where it runs). ARGV: node, seq, then counters, indexes,
-# rankings, expiries and HyperLogLog additions as JSON documents of
-# [position in KEYS, data] pairs. One JSON argument per table instead of three
-# arguments per cell: encoding hundreds of thousands of arguments was most of a
-# flush's time, client-side.
-APPLY = """
+
+def _batch_script(before: str, inc: str, rank: str, sketches: str) -> str:
+    """A script that writes a batch's tables behind its marker: KEYS[1] the
+    marker, ARGV[1..2] the (node, seq) it records; `inc` and `rank` how a
+    counter and a ranking score are written, `sketches` how ARGV[7] is."""
+    return f"""
 local last = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 if last >= tonumber(ARGV[2]) then return 0 end
-for _, e in ipairs(cjson.decode(ARGV[3])) do
+{before}for _, e in ipairs(cjson.decode(ARGV[3])) do
   local key = KEYS[e[1]]
-  for field, n in pairs(e[2]) do redis.call('HINCRBY', key, field, n) end
+  for field, n in pairs(e[2]) do {inc} end
 end
 for _, e in ipairs(cjson.decode(ARGV[4])) do
   local key = KEYS[e[1]]
@@ -44,18 +42,33 @@ for _, e in ipairs(cjson.decode(ARGV[4])) do
 end
 for _, e in ipairs(cjson.decode(ARGV[5])) do
   local key = KEYS[e[1]]
-  for member, n in pairs(e[2]) do redis.call('ZINCRBY', key, n, member) end
+  for member, n in pairs(e[2]) do {rank} end
 end
 for _, e in ipairs(cjson.decode(ARGV[7])) do
-  local key, hashes = KEYS[e[1]], e[2]
-  for i = 1, #hashes, 500 do
-    redis.call('PFADD', key, unpack(hashes, i, math.min(i + 499, #hashes)))
-  end
+{sketches}
 end
 for _, e in ipairs(cjson.decode(ARGV[6])) do redis.call('EXPIREAT', KEYS[e[1]], e[2]) end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
+
+
+# KEYS: the batch marker, then every key the batch touches (Redis's scripting
+# contract: a script names its keys in KEYS, so a cluster, a proxy or a managed
+# Redis can tell where it runs). ARGV: node, seq, then counters, indexes,
+# rankings, expiries and HyperLogLog additions as JSON documents of
+# [position in KEYS, data] pairs. One JSON argument per table instead of three
+# arguments per cell: encoding hundreds of thousands of arguments was most of a
+# flush's time, client-side.
+APPLY = _batch_script(
+    "",
+    "redis.call('HINCRBY', key, field, n)",
+    "redis.call('ZINCRBY', key, n, member)",
+    """  local key, hashes = KEYS[e[1]], e[2]
+  for i = 1, #hashes, 500 do
+    redis.call('PFADD', key, unpack(hashes, i, math.min(i + 499, #hashes)))
+  end""",
+)
 
 
 # An import's part (tallyd.transfer): the apply script's tables, written as
@@ -64,40 +77,19 @@ return 1
 # position in ARGV of its registers in Redis's own encoding; "add" merges them
 # into the key's (PFMERGE, through the scratch key KEYS[#KEYS], which is in the
 # same slot), "set" puts them in its place.
-WRITE = """
-local last = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-if last >= tonumber(ARGV[2]) then return 0 end
-local add, scratch = ARGV[8] == 'add', KEYS[#KEYS]
-for _, e in ipairs(cjson.decode(ARGV[3])) do
-  local key = KEYS[e[1]]
-  for field, n in pairs(e[2]) do
-    if add then redis.call('HINCRBY', key, field, n) else redis.call('HSET', key, field, n) end
-  end
-end
-for _, e in ipairs(cjson.decode(ARGV[4])) do
-  local key = KEYS[e[1]]
-  for _, member in ipairs(e[2]) do redis.call('ZADD', key, 0, member) end
-end
-for _, e in ipairs(cjson.decode(ARGV[5])) do
-  local key = KEYS[e[1]]
-  for member, n in pairs(e[2]) do
-    if add then redis.call('ZINCRBY', key, n, member) else redis.call('ZADD', key, n, member) end
-  end
-end
-for _, e in ipairs(cjson.decode(ARGV[7])) do
-  local key, sketch = KEYS[e[1]], ARGV[e[2][1]]
+WRITE = _batch_script(
+    "local add, scratch = ARGV[8] == 'add', KEYS[#KEYS]\n",
+    "if add then redis.call('HINCRBY', key, field, n) else redis.call('HSET', key, field, n) end",
+    "if add then redis.call('ZINCRBY', key, n, member) else redis.call('ZADD', key, n, member) end",
+    """  local key, sketch = KEYS[e[1]], ARGV[e[2][1]]
   if add and redis.call('EXISTS', key) == 1 then
     redis.call('SET', scratch, sketch)
     redis.call('PFMERGE', key, scratch)
     redis.call('DEL', scratch)
   else
     redis.call('SET', key, sketch, 'KEEPTTL')
-  end
-end
-for _, e in ipairs(cjson.decode(ARGV[6])) do redis.call('EXPIREAT', KEYS[e[1]], e[2]) end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1
-"""
+  end""",
+)
 # A page of an export, on one server: each key's type, value and expiry, in one
 # call instead of three commands a key (redis-py's cost per command was most of
 # an export's time). Sorted sets come back flat, member then score.
@@ -304,38 +296,6 @@ class RedisCommands:
                     continue  # a string that is no sketch: not tallyd's
             if at > 0:
                 part.expire_at[k] = at
-        return part
-        async with self._pipeline() as p:
-            for k in names:
-                p.type(k)
-            kinds = [t.decode() if isinstance(t, bytes) else t for t in await p.execute()]
-        read = [
-            (k, t) for k, t in zip(names, kinds, strict=True) if t in ("hash", "zset", "string")
-        ]
-        async with self._pipeline() as p:
-            for k, t in read:
-                if t == "hash":
-                    p.hgetall(k)
-                elif t == "zset":
-                    p.zrange(k, 0, -1, withscores=True)
-                else:
-                    p.get(k)
-                p.expiretime(k)
-            values = await p.execute()
-        for (k, t), value, at in zip(read, values[::2], values[1::2], strict=True):
-            if not value:  # gone since it was listed
-                continue
-            if t == "hash":
-                part.counters[k] = to_ints(value)
-            elif t == "zset":
-                part.rankings[k] = {m.decode(): int(s) for m, s in value}
-            else:
-                try:
-                    part.registers[k] = hll.dump(hll_codec.from_redis(value))
-                except hll_codec.NotASketch:
-                    continue  # a string that is no sketch: not tallyd's
-            if at > 0:
-                part.expire_at[k] = int(at)
         return part
 
     async def imported(self, fingerprint: str) -> dict[str, Any] | None:
