@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -55,6 +56,11 @@ def open_descriptors(path: Path) -> int:
         with contextlib.suppress(OSError):
             n += os.readlink(f"/proc/self/fd/{fd}") in names
     return n
+
+
+def readers_running() -> int:
+    # Counted before and after: a store other tests left open may have readers too.
+    return sum(t.name.startswith("tallyd-sqlite-read") for t in threading.enumerate())
 
 
 async def test_reads_are_answered_while_a_writer_holds_its_transaction(
@@ -132,14 +138,17 @@ async def test_many_concurrent_reads_get_their_own_answers(store: SQLiteStore) -
     assert firsts == [[f"acct{i}"] for i in range(1, 10)]
 
 
-async def test_close_closes_every_reader_connection(tmp_path: Path) -> None:
+async def test_close_stops_the_readers_and_closes_their_connections(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
+    readers = readers_running()
     store = await opened(path)
     # Enough reads at once that every reader thread opens its connection.
     await asyncio.gather(*(store.read([f"acct{i}/pageview/2013"], "n") for i in range(100)))
     assert open_descriptors(path) > 0
+    assert readers_running() == readers + READERS
     await store.close()
     assert open_descriptors(path) == 0
+    assert readers_running() == readers
     # The last connection closed checkpoints and removes the WAL.
     assert not Path(f"{path}-wal").exists()
     with pytest.raises(StoreError, match="not open"):
