@@ -123,11 +123,12 @@ class Supervisor:
         worker = Worker(
             index, self.count, leftovers(self.cfg.journal_path, self.count) if index == 0 else ()
         )
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
-                code = _child(cfg, worker, self.run)
+                code = _child(cfg, worker, self.run, parent)
             finally:
                 os._exit(code)
         self.pids[pid] = index
@@ -179,13 +180,15 @@ class Supervisor:
             time.sleep(TICK)
 
 
-def _child(cfg: Config, worker: Worker, run: Callable[[Config, Worker], int]) -> int:
+def _child(cfg: Config, worker: Worker, run: Callable[[Config, Worker], int], parent: int) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
     # A terminal's Ctrl-C goes to the supervisor only, which stops the workers in
     # order; and a supervisor killed outright takes its workers with it.
     os.setpgid(0, 0)
     _die_with_parent()
+    if os.getppid() != parent:
+        return 0  # the supervisor was gone before the request above took effect
     for handler in logging.getLogger().handlers:
         handler.setFormatter(
             logging.Formatter(f"%(asctime)s %(levelname)s %(name)s[{worker.index}]: %(message)s")

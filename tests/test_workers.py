@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -14,7 +16,7 @@ import orjson
 import pytest
 import zmq
 
-from tests.conftest import Producer, Server, free_port, wait_until
+from tests.conftest import Producer, Server, free_port, udp_port, wait_until
 from tests.test_zmq import event, xpub
 
 pytestmark = pytest.mark.timeout(90)
@@ -151,3 +153,27 @@ def test_a_killed_worker_is_restarted_and_loses_nothing_acknowledged(
     assert log.count("stopped: every count written") == 2
     assert "batch(es) replayed" in log or got == acked
     assert (journal / "worker-0").is_dir() and (journal / "worker-1").is_dir()
+
+
+def test_workers_share_the_syslog_port_and_count_each_datagram_once(
+    server_factory: type[Server], tmp_path: Path, redis_url: str
+) -> None:
+    port = udp_port()
+    server = server_factory(
+        tmp_path, "--workers", "2", "--syslog", f"udp://127.0.0.1:{port}", store=redis_url
+    ).start()
+    # Senders on many source ports, as nginx's workers are: the kernel spreads them.
+    senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(16)]
+    for i in range(4000):
+        line = f'<190>Nov 23 01:31:00 web1 badge: "2015-12-25","o%2Fr{i % 10}"'
+        senders[i % len(senders)].sendto(line.encode(), ("127.0.0.1", port))
+        if i % 500 == 499:
+            time.sleep(0.01)  # the kernel's buffers are large, not endless
+    for s in senders:
+        s.close()
+    assert wait_until(lambda: total(server, "all", "hit"), 4000, timeout=20) == 4000
+    assert server.stop() == 0
+    log = server.log.read_text()
+    # Both workers took datagrams: each logs what it accepted at its stop.
+    assert re.search(r"\[0\]: stopped: every count written \(accepted: syslog=\d+", log)
+    assert re.search(r"\[1\]: stopped: every count written \(accepted: syslog=\d+", log)
