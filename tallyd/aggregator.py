@@ -26,6 +26,7 @@ from tallyd.events import Cell, Event
 from tallyd.expand import Expander
 from tallyd.journal import Journal
 from tallyd.metrics import Metrics
+from tallyd.rules import ROLLUP, prefix_rollup
 from tallyd.stores import public_error
 from tallyd.stores.base import Batch, Store
 
@@ -48,36 +49,85 @@ class Overloaded(Exception):
     """Too many distinct cells are waiting for the store; refuse new events."""
 
 
+class CellIndex:
+    """The cells of one dict of counts by what reads ask for: (account, event), with
+    `owner/*` for accounts under an owner, and by event (the `all` rollup).
+
+    A reader asked for one badge's cells by walking every unflushed cell: with
+    thousands pending, a badge's first view cost milliseconds. The index is brought
+    up to date when read, from the keys added since: a dict of counts only gains
+    keys, at its end, until it is swapped out, so those are the first of `reversed`.
+    """
+
+    __slots__ = ("by_event", "by_pair", "counts", "seen")
+
+    def __init__(self, counts: dict[Cell, int]) -> None:
+        self.counts = counts
+        self.seen = 0
+        self.by_pair: dict[tuple[str, str], list[Cell]] = {}
+        self.by_event: dict[str, list[Cell]] = {}
+
+    def _catch_up(self) -> None:
+        added = len(self.counts) - self.seen
+        if not added:
+            return
+        by_pair, by_event = self.by_pair, self.by_event
+        for cell in itertools.islice(reversed(self.counts), added):
+            account, event = cell[0], cell[1]
+            by_pair.setdefault((account, event), []).append(cell)
+            by_event.setdefault(event, []).append(cell)
+            owner = prefix_rollup(account)
+            if owner is not None:
+                by_pair.setdefault((owner, event), []).append(cell)
+        self.seen += added
+
+    def cells_of(self, account: str, event: str) -> list[Cell]:
+        """The cells that count for `account`'s `event` (`rules.includes`)."""
+        self._catch_up()
+        if account == ROLLUP:
+            return self.by_event.get(event, [])
+        return self.by_pair.get((account, event), [])
+
+    def events_of(self, account: str | None) -> set[str]:
+        self._catch_up()
+        if account is None:
+            return set(self.by_event)
+        return {e for a, e in self.by_pair if a == account}
+
+
 @dataclass(frozen=True)
 class Unflushed:
-    """One view of the cells not yet known to be in the store, for every reader."""
+    """One view of the cells not yet known to be in the store, for every reader.
 
-    pending: dict[Cell, int]
+    Each cell comes with the batch it is (or will be) written in: a reader adds a
+    cell only if its snapshot's batch marker for the key is below it."""
+
+    pending: CellIndex
     upcoming: int  # the batch the pending cells will be written in
-    inflight: dict[Cell, int]
+    inflight: CellIndex
     inflight_seq: int
 
-    def cells(self) -> Iterator[tuple[Cell, int, int]]:
-        """(cell, count, batch): a reader adds a cell only if its snapshot's batch
-        marker for the key is below `batch`."""
-        upcoming = self.upcoming
-        for cell, n in self.pending.items():
-            yield cell, n, upcoming
-        inflight = self.inflight_seq
-        for cell, n in self.inflight.items():
-            yield cell, n, inflight
+    def select(self, account: str, event: str) -> Iterator[tuple[Cell, int, int]]:
+        """(cell, count, batch) of the cells that count for `account`'s `event`."""
+        for index, batch in ((self.pending, self.upcoming), (self.inflight, self.inflight_seq)):
+            counts = index.counts
+            for cell in index.cells_of(account, event):
+                yield cell, counts[cell], batch
 
     def of(
         self, event: str, account: str | None
     ) -> Iterator[tuple[str, int, str | None, int, int]]:
         """(account, minute, value, count, batch) of one event's cells (one account's)."""
-        for (a, e, m, b), n, batch in self.cells():
-            if e == event and (account is None or a == account):
-                yield a, m, b, n, batch
+        for (a, _, m, b), n, batch in self.select(ROLLUP if account is None else account, event):
+            yield a, m, b, n, batch
+
+    def events(self, account: str | None) -> set[str]:
+        """The events of the cells (one account's)."""
+        return self.pending.events_of(account) | self.inflight.events_of(account)
 
 
 # The view of an aggregator that holds nothing (a reader without one).
-NOTHING = Unflushed({}, 1, {}, 0)
+NOTHING = Unflushed(CellIndex({}), 1, CellIndex({}), 0)
 
 
 class NotDurable(Overloaded):
@@ -126,6 +176,7 @@ class Aggregator:
         # Cells counted and not yet taken by a flush. Only `cells()`, `count` and
         # `counted` add to it (with a journal: `on_synced`, once they are on disk).
         self.pending: dict[Cell, int] = {}
+        self._indexes: dict[int, CellIndex] = {}  # id of a dict of counts → its index
         self.journal: Journal | None = None
         self._open: _Record | None = None
         self._unsynced: deque[_Record] = deque()
@@ -397,7 +448,20 @@ class Aggregator:
         """What the store may not hold yet. Take it before reading the store: the
         dicts it holds are swapped out, never emptied, so a batch written meanwhile
         is still in it, and the snapshot's batch marker tells which to add."""
-        return Unflushed(self.pending, self.seq + 1, self._inflight_cells, self._inflight_seq)
+        pending, inflight = self._index_of(self.pending), self._index_of(self._inflight_cells)
+        return Unflushed(pending, self.seq + 1, inflight, self._inflight_seq)
+
+    def _index_of(self, counts: dict[Cell, int]) -> CellIndex:
+        """The index of one of the two dicts of counts, kept while it is current (a
+        view taken earlier holds its own)."""
+        index = self._indexes.get(id(counts))
+        if index is None or index.counts is not counts:
+            current = (self.pending, self._inflight_cells)
+            self._indexes = {
+                k: v for k, v in self._indexes.items() if any(v.counts is c for c in current)
+            }
+            index = self._indexes[id(counts)] = CellIndex(counts)
+        return index
 
     # -- flushing -----------------------------------------------------------
 

@@ -9,7 +9,6 @@ before and after the store deletes it (tallyd.retention).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,7 +18,6 @@ from tallyd.aggregator import NOTHING, Aggregator, Unflushed
 from tallyd.keys import ROLLUP, KeySpace, escape
 from tallyd.periods import Clock, Period
 from tallyd.retention import Retention
-from tallyd.rules import PREFIX_ROLLUP, prefix_rollup
 from tallyd.stores.base import Store
 
 INTERVALS = ("minute", "hour", "day", "month", "year")
@@ -35,15 +33,6 @@ class Stats:
     aggregator: Aggregator | None = None
     node: str = ""
     retention: Retention = field(default_factory=Retention)
-
-    def _unflushed(
-        self, view: Unflushed, account: str, event: str
-    ) -> Iterable[tuple[str, int, str | None, int, int]]:
-        if account.endswith(PREFIX_ROLLUP):
-            cells = view.of(event, None)
-            return (c for c in cells if prefix_rollup(c[0]) == account)
-        who = None if account == ROLLUP else account
-        return view.of(event, who)
 
     async def _read(self, keys: list[str]) -> tuple[list[dict[str, int]], list[int], Unflushed]:
         """Counter hashes in one snapshot, the batch each holds, and what the
@@ -106,7 +95,7 @@ class Stats:
             return {}
         (h,), (applied,), view = await self._read([self._key(account, event, period.parts)])
         counts = {int(f): n for f, n in h.items() if f.isdigit()}
-        for _, minute, _, n, batch in self._unflushed(view, account, event):
+        for _, minute, _, n, batch in view.of(event, account):
             if batch <= applied:
                 continue
             f = period.field_of(self.clock.parts(minute))
@@ -143,18 +132,13 @@ class Stats:
         for i in live:
             account, event, _ = wanted[i]
             where.setdefault((account, event), []).append(i)
-        # Owners' rollups asked for: only then is each cell's owner worked out.
-        owners = any(a.endswith(PREFIX_ROLLUP) for a, _ in where)
         parts_of = self.clock.parts
-        for (account, event, minute, _), n, batch in view.cells():
-            # A cell counts for its account, its owner's rollup and the `all` rollup.
-            mine = where.get((account, event), ()) if account != ROLLUP else ()
-            owner = prefix_rollup(account) if owners else None
-            theirs = where.get((owner, event), ()) if owner is not None else ()
-            for i in (*mine, *theirs, *where.get((ROLLUP, event), ())):
-                parts = wanted[i][2]
-                if batch > applied[i] and parts_of(minute)[: len(parts)] == parts:
-                    out[i] += n
+        for (account, event), asked in where.items():
+            for (_, _, minute, _), n, batch in view.select(account, event):
+                for i in asked:
+                    parts = wanted[i][2]
+                    if batch > applied[i] and parts_of(minute)[: len(parts)] == parts:
+                        out[i] += n
         return out
 
     async def hashes(
@@ -170,7 +154,7 @@ class Stats:
         key = self.keys.funnel(acc, escape(event), period.parts)
         (h,), (applied,), view = await self._read([key])
         counts = dict(h)
-        for _, minute, bval, n, batch in self._unflushed(view, account, event):
+        for _, minute, bval, n, batch in view.of(event, account):
             if batch <= applied or bval is None:
                 continue
             if period.field_of(self.clock.parts(minute)) is not None:
@@ -203,7 +187,7 @@ class Stats:
         applied_by_parent = dict(zip(parents, applied, strict=True))
         counts = {lab: by_parent.get(lab[:holder], {}).get(lab[holder], 0) for lab in labels}
         depth = holder + 1
-        for _, minute, _, n, batch in self._unflushed(view, account, event):
+        for _, minute, _, n, batch in view.of(event, account):
             lab = self.clock.parts(minute)[:depth]
             seen = applied_by_parent.get(lab[:holder])
             if lab in counts and seen is not None and batch > seen:
@@ -226,10 +210,7 @@ class Stats:
         key = self.keys.events if account is None else self.keys.account_events(escape(account))
         view = self.aggregator.unflushed() if self.aggregator is not None else NOTHING
         names = await self.store.members(key, "", "", MAX_LIST)
-        found = {unquote(n) for n in names}
-        for (a, e, _, _), _, _ in view.cells():
-            if account is None or a == account:
-                found.add(e)
+        found = {unquote(n) for n in names} | view.events(account)
         return sorted(found)
 
     async def accounts(self, event: str, prefix: str, after: str, limit: int) -> dict[str, Any]:

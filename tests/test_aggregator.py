@@ -7,14 +7,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from tallyd.aggregator import Aggregator, Overloaded
+from tallyd.aggregator import Aggregator, CellIndex, Overloaded, Unflushed
 from tallyd.dedup import Dedup
+from tallyd.events import Cell
 from tallyd.expand import Expander
 from tallyd.keys import KeySpace
 from tallyd.metrics import Metrics
 from tallyd.periods import Clock, Period
 from tallyd.retention import Retention
+from tallyd.rules import includes
 from tallyd.stats import Stats
 from tallyd.stores import Store, open_store
 
@@ -196,3 +200,32 @@ async def test_a_backlog_is_written_in_bounded_batches_and_waiters_wait_for_all(
     await asyncio.wait_for(waiting, 1)
     assert not agg.pending
     assert (await stats.totals([("all", "pageview", ("2013",))]))[0] == 25
+
+
+ACCOUNTS = st.sampled_from(["a", "b", "o/x", "o/y", "p/x", "all"])
+EVENTS = st.sampled_from(["hit", "pageview"])
+CELLS = st.tuples(ACCOUNTS, EVENTS, st.integers(0, 3), st.sampled_from([None, "paid"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(CELLS, st.integers(1, 5), st.booleans()), max_size=60))
+def test_the_cell_index_finds_what_a_walk_of_every_cell_finds(
+    steps: list[tuple[Cell, int, bool]],
+) -> None:
+    # Counts arrive as ingest adds them; a reader looks in at any moment.
+    counts: dict[Cell, int] = {}
+    index = CellIndex(counts)
+    view = Unflushed(index, 2, CellIndex({}), 1)
+    for cell, n, look in [*steps, (("a", "hit", 0, None), 1, True)]:
+        counts[cell] = counts.get(cell, 0) + n
+        if not look:
+            continue
+        for reader in ("a", "o/x", "o/*", "p/*", "all", "nobody", "q/*"):
+            for event in ("hit", "pageview"):
+                walked = {
+                    c: k for c, k in counts.items() if c[1] == event and includes(reader, c[0])
+                }
+                found = [(c, k) for c, k, _ in view.select(reader, event)]
+                assert dict(found) == walked and len(found) == len(walked), (reader, event)
+        assert view.events(None) == {c[1] for c in counts}
+        assert view.events("o/x") == {c[1] for c in counts if c[0] == "o/x"}

@@ -21,7 +21,6 @@ from zoneinfo import ZoneInfo
 
 from tallyd.periods import Clock, Parts
 from tallyd.retention import Retention
-from tallyd.rules import includes
 from tallyd.stats import Stats
 
 # metric → (days per bucket, buckets); week and the calendar periods are worked out.
@@ -134,9 +133,7 @@ async def read(stats: Stats, account: str, event: str, p: Plan) -> list[int]:
     for i, field, b in p.cells:
         out[b] += hashes[i].get(field, 0)
     parts = stats.clock.parts
-    for (acc, ev, minute, _), n, batch in view.cells():
-        if ev != event or not includes(account, acc):
-            continue
+    for (_, _, minute, _), n, batch in view.select(account, event):
         cp = parts(minute)
         found = p.bucket_of.get(cp[:3]) or p.bucket_of.get(cp[:4]) or p.bucket_of.get(cp)
         if found is not None and batch > applied[found[1]]:
