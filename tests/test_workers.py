@@ -177,3 +177,33 @@ def test_workers_share_the_syslog_port_and_count_each_datagram_once(
     # Both workers took datagrams: each logs what it accepted at its stop.
     assert re.search(r"\[0\]: stopped: every count written \(accepted: syslog=\d+", log)
     assert re.search(r"\[1\]: stopped: every count written \(accepted: syslog=\d+", log)
+
+
+def test_a_journal_left_by_one_process_is_replayed_by_the_workers(
+    server_factory: type[Server], tmp_path: Path, redis_url: str
+) -> None:
+    journal = ["--durable", "--journal-dir", str(tmp_path / "journal")]
+    # One process, which writes nothing to the store before it is killed.
+    single = server_factory(tmp_path, *journal, "--flush-interval", "60", store=redis_url)
+    single.start()
+    events = [{"event": "pageview", "account": f"a{i % 7}"} for i in range(500)]
+    assert single.post(events).json()["accepted"] == 500
+    assert single.stop(signal.SIGKILL) == -signal.SIGKILL
+    server = server_factory(tmp_path, "--workers", "2", *journal, store=redis_url).start()
+    assert wait_until(lambda: total(server), 500, timeout=15) == 500
+    assert server.stop() == 0
+    assert "[0]: journal: 1 batch(es) replayed" in server.log.read_text()
+
+
+def test_a_busy_port_is_one_line_and_no_workers(
+    server_factory: type[Server], tmp_path: Path
+) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    server = server_factory(tmp_path, "--workers", "2")
+    server.port = taken.getsockname()[1]
+    with pytest.raises(RuntimeError, match="cannot listen on"):
+        server.start()
+    assert server.proc is not None and server.proc.wait(5) == 1
+    taken.close()
