@@ -222,6 +222,11 @@ async def import_file(
 ) -> list[str]:
     """Import a checked file into `store`; the lines to tell the user."""
     started = time.monotonic()
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise Refused(
+            f"{path} is not a file: an import reads its file twice (to check it, then to "
+            "write it), so save what a pipe gives to a file first"
+        )
     checked = check_file(path)
     what = f"{os.path.basename(path)} (sha256 {checked.sha256[:12]})"
     run, note = await begin(store, f"file:{checked.sha256}", what, mode, force, resumable=True)

@@ -196,6 +196,21 @@ def test_a_bad_line_writes_nothing(tmp_path: Path) -> None:
             transfer.check_file(str(src))
 
 
+def test_a_key_of_another_type_fails_its_part_whole(tmp_path: Path, redis_url: str) -> None:
+    """Redis keeps what a failing script wrote before the failure: the import's
+    script checks every key first."""
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    r.set("a1/pageview/2000/01", "not tallyd's")
+    src = tmp_path / "cells.jsonl"
+    cell_file(src, 100)
+    done = tallyd("import", str(src), "--store", redis_url)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1
+    assert "a1/pageview/2000/01 is a string that is not tallyd's" in done.stderr
+    assert r.keys("a*") == ["a1/pageview/2000/01"]
+    piped = tallyd("import", "/dev/stdin", "--store", redis_url)
+    assert piped.returncode == 1 and "is not a file" in piped.stderr
+
+
 def test_an_unreachable_store_is_one_line(tmp_path: Path) -> None:
     src = tmp_path / "cells.jsonl"
     cell_file(src, 10)

@@ -77,8 +77,27 @@ APPLY = _batch_script(
 # position in ARGV of its registers in Redis's own encoding; "add" merges them
 # into the key's (PFMERGE, through the scratch key KEYS[#KEYS], which is in the
 # same slot), "set" puts them in its place.
+# Redis does not undo a script's writes when a command in it fails: every key
+# is checked first, so a key of another type (data that is not tallyd's) fails
+# the part before anything of it is written.
+WRITE_CHECK = """local function check(doc, wanted, sketch)
+  for _, e in ipairs(cjson.decode(doc)) do
+    local key = KEYS[e[1]]
+    local kind = redis.call('TYPE', key)['ok']
+    if kind ~= 'none' and (kind ~= wanted or
+        (sketch and redis.call('GETRANGE', key, 0, 3) ~= 'HYLL')) then
+      return redis.error_reply('WRONGTYPE ' .. key .. ' is a ' .. kind ..
+        ' that is not tallyd\\'s: nothing of this part was written')
+    end
+  end
+end
+local failed = check(ARGV[3], 'hash') or check(ARGV[4], 'zset') or check(ARGV[5], 'zset')
+  or check(ARGV[7], 'string', true)
+if failed then return failed end
+local add, scratch = ARGV[8] == 'add', KEYS[#KEYS]
+"""
 WRITE = _batch_script(
-    "local add, scratch = ARGV[8] == 'add', KEYS[#KEYS]\n",
+    WRITE_CHECK,
     "if add then redis.call('HINCRBY', key, field, n) else redis.call('HSET', key, field, n) end",
     "if add then redis.call('ZINCRBY', key, n, member) else redis.call('ZADD', key, n, member) end",
     """  local key, sketch = KEYS[e[1]], ARGV[e[2][1]]
