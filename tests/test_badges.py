@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import time
@@ -138,3 +139,23 @@ def test_figures_refresh_in_the_background(server_factory: type[Server], tmp_pat
     time.sleep(0.3)
     assert shown(server.get("/badge/r.svg")) == "hits: 5"
     assert total(server, "r") == 5
+
+
+def test_first_views_at_once_each_show_their_own_figure(server: Server) -> None:
+    # 150 badges never viewed, each with its own count: their first views arrive
+    # together (read from the store together) and each shows its own figure.
+    ids = [f"first/b{i}" for i in range(150)]
+    events = [
+        {"event": "hit", "account": name, "time": "2013-09-05T14:03:07Z"}
+        for i, name in enumerate(ids)
+        for _ in range(i % 7 + 1)
+    ]
+    assert server.post(events, wait="flush").status_code == 202
+
+    async def view_all() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=30) as c:
+            return await asyncio.gather(*(c.get(f"/badge/{name}.svg") for name in ids))
+
+    answers = asyncio.run(view_all())
+    assert [shown(r) for r in answers] == [f"hits: {i % 7 + 2}" for i in range(len(ids))]
