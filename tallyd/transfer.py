@@ -214,6 +214,8 @@ async def write_all(
     entry = await store.imported(fingerprint) or {}
     entry.update(what=what, mode=mode, run=run, finished=_now(), records=count)
     await store.remember_import(fingerprint, entry)
+    # Done: the ledger now refuses the same again, so the run's markers are spent.
+    await store.forget_run(run)
     return writer
 
 

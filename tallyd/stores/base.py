@@ -129,6 +129,9 @@ class Transferable(Store, Protocol):
         them (`mode` "set"); False (and no change) if part `seq` of import `run`
         was written before. Sketches are merged ("add") or replaced ("set")."""
 
+    async def forget_run(self, run: str) -> None:
+        """Drop the markers of a finished import's run (its parts are all written)."""
+
     async def imported(self, fingerprint: str) -> dict[str, Any] | None:
         """What the store remembers of an import, or None."""
 

@@ -401,3 +401,6 @@ class RedisStore(RedisCommands):
                 value = list(zip(value[::2], (float(s) for s in value[1::2]), strict=True))
             out.append((kind, value, int(at)))
         return out
+
+    async def forget_run(self, run: str) -> None:
+        await self._call(lambda: self._r.hdel(self.runs, run))

@@ -291,3 +291,13 @@ class RedisClusterStore(RedisCommands):
             return False
         results = await self._guarded(lambda: self._scripts(calls))
         return any(results)
+
+    async def forget_run(self, run: str) -> None:
+        # Every slot's marker: a resumed run wrote some slots in an earlier process.
+        async def forget() -> None:
+            async with self._r.pipeline() as p:
+                for slot in range(REDIS_CLUSTER_HASH_SLOTS):
+                    p.hdel(self.marker(slot, "import-runs"), run)
+                await p.execute()
+
+        await self._guarded(forget)

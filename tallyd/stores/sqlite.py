@@ -530,6 +530,13 @@ class SQLiteStore:
         written: bool = await self._in_writer(self._write_sync, part, mode, run, seq)
         return written
 
+    async def forget_run(self, run: str) -> None:
+        def forget() -> None:
+            assert self._w is not None
+            self._w.execute("DELETE FROM import_runs WHERE run = ?", (run,))
+
+        await self._in_writer(forget)
+
     async def imported(self, fingerprint: str) -> dict[str, Any] | None:
         def entry(c: sqlite3.Connection) -> Any:
             return c.execute(
