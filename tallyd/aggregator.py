@@ -196,6 +196,8 @@ class Aggregator:
         self._stopped = asyncio.Event()
         self._grown_at = 0.0
         self._building = False
+        # The uniques and expiries of the batch taken, until its expansion succeeds.
+        self._taken: tuple[dict[str, set[str]], dict[str, int]] | None = None
         # (seq, future): resolved once the batch numbered seq is in the store.
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._stopping = False
@@ -472,25 +474,37 @@ class Aggregator:
         batch in flight for the next call.
         """
         if self._inflight is None:
-            if not self.pending and not self.uniques:
-                return 0
-            cells, self.pending = self._take()
-            uniques, self.uniques = self.uniques, {}
-            expiry, self._unique_expiry = self._unique_expiry, {}
-            self.seq += 1
-            self._inflight_cells, self._inflight_seq = cells, self.seq
-            self._inflight_upto = self._merged_upto
-            if self.journal is not None:
-                self._inflight_cut = self.journal.append_cut(self.seq, self._merged_upto)
+            if self._taken is None:
+                if not self.pending and not self.uniques:
+                    return 0
+                cells, self.pending = self._take()
+                self._taken = (self.uniques, self._unique_expiry)
+                self.uniques, self._unique_expiry = {}, {}
+                self.seq += 1
+                self._inflight_cells, self._inflight_seq = cells, self.seq
+                self._inflight_upto = self._merged_upto
+                if self.journal is not None:
+                    self._inflight_cut = self.journal.append_cut(self.seq, self._merged_upto)
+            # else: the expansion of the batch taken failed; it is built again, never
+            # dropped (its cells stay in flight, and readers keep seeing them).
+            uniques, expiry = self._taken
             # Expansion is CPU work: a thread keeps the event loop answering meanwhile.
             self._building = True
             try:
-                batch = await asyncio.to_thread(self.expander.build, self.node, self.seq, cells)
+                batch = await asyncio.to_thread(
+                    self.expander.build, self.node, self.seq, self._inflight_cells
+                )
+            except Exception as exc:
+                self.healthy = False
+                self.last_error = f"cannot expand a batch: {exc}"
+                log.exception("cannot expand batch %d (kept, tried again)", self.seq)
+                raise
             finally:
                 self._building = False
             batch.uniques = {k: list(v) for k, v in uniques.items()}
             batch.expire_at.update(expiry)
             self._inflight = batch
+            self._taken = None
         batch = self._inflight
         t0 = time.perf_counter()
         try:
@@ -623,7 +637,7 @@ class Aggregator:
                 await asyncio.wait_for(self.acknowledged(), timeout)
             except (OSError, TimeoutError) as exc:
                 log.error("journal: the last records are not on disk: %s", exc)
-        while self.pending or self.uniques or self._inflight is not None:
+        while self.pending or self.uniques or self._inflight is not None or self._taken:
             try:
                 await self.flush()
             except Exception as exc:

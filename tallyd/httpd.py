@@ -39,6 +39,10 @@ MAX_HEADERS: Final = 64 * 1024
 PIECE: Final = 16 * 1024
 # Where the parser is: between requests, in a head, in a body, in an upgrade's body.
 IDLE, HEAD, BODY, RAW_BODY = 0, 1, 2, 3
+# The slowest a request body may arrive, after --header-timeout seconds of grace, in
+# bytes a second (Apache's mod_reqtimeout uses the same rule and rate): a body
+# trickled a byte at a time would otherwise hold its connection for ever.
+MIN_BODY_RATE: Final = 500
 # Seconds a refused connection stays open, its input read and dropped, after its
 # answer: closing with unread input would reset the connection, and a client that
 # had not read the answer yet would lose it.
@@ -226,6 +230,8 @@ class Connection(asyncio.Protocol):
         # When the request being answered began (loop time; 0: not measured).
         self.since = 0.0
         self.line_ended = False  # the request line of the current head was fed whole
+        self.body_since = 0.0  # when the current body could begin (loop time)
+        self.body_got = 0  # bytes of it read so far
         self.body_left = 0  # bytes of the current body still to come; -1: chunked
         self.queue: deque[_Request] = deque()
         self.task: asyncio.Task[None] | None = None
@@ -238,6 +244,7 @@ class Connection(asyncio.Protocol):
         self.broken = False  # input after a refused request is not read
         self.last_active = self.loop.time()
         self.closing = False
+        self.lingering = False  # refused and answered, dropping input until it closes
         # A stop is under way: the request being read or answered is finished, then
         # the connection closes (`shutdown`).
         self.draining = False
@@ -314,7 +321,21 @@ class Connection(asyncio.Protocol):
     def check(self, now: float) -> bool:
         """Close an idle connection, refuse a head that is late (the sweep's test);
         whether it did either."""
-        if self.task is not None or self.queue or self.closing or self.broken:
+        if self.closing or self.broken:
+            return False
+        if self.state in (BODY, RAW_BODY):
+            # A body being read (an Expect: 100-continue one has its task already),
+            # unless reading is paused by this server, not the client.
+            req = self.current
+            if req.expect and not req.continued:
+                return False  # the client waits for our 100 Continue, not we for it
+            allowed = self.limits.header_timeout + self.body_got / MIN_BODY_RATE
+            if self.reading and now - self.body_since > allowed:
+                slow = f"the request body came slower than {MIN_BODY_RATE} bytes a second"
+                self._refuse(HTTPError(408, "body_timeout", slow))
+                return True
+            return False
+        if self.task is not None or self.queue:
             return False
         if self.state == HEAD:
             if now - self.head_since > self.limits.header_timeout:
@@ -326,14 +347,24 @@ class Connection(asyncio.Protocol):
             return True
         return False
 
-    def idle_since(self) -> float | None:
-        """When the connection last did anything, if it is idle between requests."""
-        if self.task is not None or self.queue or self.closing or self.state in (BODY, RAW_BODY):
+    def shed_rank(self) -> tuple[int, float] | None:
+        """Where the connection stands when descriptors run out, first shed first: a
+        refused one lingering, then heads not complete (oldest first: slow clients
+        look like this), then idle keep-alive connections (a client that finished
+        requests); None for one with a request being read or answered."""
+        if self.lingering:
+            return (0, 0.0)
+        if self.closing:
             return None
-        return self.head_since if self.state == HEAD else self.last_active
+        if self.state in (BODY, RAW_BODY):
+            return (1, self.body_since)  # an upload under way weighs as a head does
+        if self.task is not None or self.queue:
+            return None
+        return (1, self.head_since) if self.state == HEAD else (2, self.last_active)
 
     def close(self) -> None:
         self.closing = True
+        self.lingering = False
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
@@ -342,7 +373,7 @@ class Connection(asyncio.Protocol):
         way (being answered, or its body being read: an upload) has its answer."""
         self.draining = True
         self._signal_gone()
-        if self.task is None and self.state in (IDLE, HEAD):
+        if self.lingering or (self.task is None and self.state in (IDLE, HEAD)):
             self.close()
 
     # -- reading -------------------------------------------------------------------
@@ -503,6 +534,8 @@ class Connection(asyncio.Protocol):
         req = self.current
         parser = self.parser
         req.method = parser.get_method().decode("ascii", "replace")
+        self.body_since = self.loop.time()
+        self.body_got = 0
         req.version = parser.get_http_version()
         req.keep_alive = parser.should_keep_alive()
         self.state = BODY
@@ -518,7 +551,7 @@ class Connection(asyncio.Protocol):
             elif name == b"transfer-encoding":
                 coding = value if coding is None else coding + b"," + value
             elif name == b"expect" and value.lower() == b"100-continue":
-                req.expect = True
+                req.expect = req.version != "1.0"  # HTTP/1.0 has no 100 (RFC 9110 §10.1.1)
         if hosts > 1 or (hosts == 0 and req.version == "1.1"):
             raise HTTPError(400, "bad_host", "an HTTP/1.1 request carries exactly one Host header")
         if coding is not None:
@@ -543,6 +576,7 @@ class Connection(asyncio.Protocol):
 
     def on_body(self, chunk: bytes) -> None:
         req = self.current
+        self.body_got += len(chunk)
         if self.body_left > 0:
             self.body_left -= len(chunk)
         self.last_active = self.loop.time()
@@ -670,6 +704,7 @@ class Connection(asyncio.Protocol):
                 if req.expect and not req.continued and transport is not None:
                     # Only now, and only after every answer before this one.
                     req.continued = True
+                    self.body_since = self.loop.time()  # the body is asked for now
                     if not transport.is_closing():
                         transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 req.waiter = self.loop.create_future()
@@ -840,6 +875,7 @@ class Connection(asyncio.Protocol):
         """Close a refused connection gently: end our side, drop what the client still
         sends (`data_received` ignores it now) until it closes or LINGER passes."""
         transport.write_eof()
+        self.lingering = True
         if not self.reading:
             self.reading = True
             transport.resume_reading()
@@ -894,16 +930,16 @@ class HTTPServer:
         )
 
     def shed(self) -> int:
-        """Close the connections idle the longest, a 32nd of them (at least 16), to free
-        descriptors; returns how many. Called each time `accept` runs out of them."""
+        """Close connections by `Connection.shed_rank`, a 32nd of them (at least 16), to
+        free descriptors; returns how many. Called each time `accept` runs out of them."""
         most = max(16, len(self.connections) // 32)
-        idle = heapq.nsmallest(
+        ranked = heapq.nsmallest(
             most,
-            ((since, id(c), c) for c in self.connections if (since := c.idle_since()) is not None),
+            ((rank, id(c), c) for c in self.connections if (rank := c.shed_rank()) is not None),
         )
-        for _, _, conn in idle:
+        for _, _, conn in ranked:
             conn.close()
-        return len(idle)
+        return len(ranked)
 
     async def _sweep(self) -> None:
         # One timer for all connections: a timer per request cost 5% of a badge view.

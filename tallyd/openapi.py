@@ -503,7 +503,8 @@ DOCUMENT: dict[str, Any] = {
                 "description": "the Bootic shape (type, data.account) or the flat one "
                 "(event, account); time: Unix seconds, or ISO 8601 / RFC 3339 (a fraction "
                 "up to nanoseconds, Z, +02:00 or +0200, T or a space), or Ruby's "
-                "2013-09-05 09:04:16 -0400, from 1970 to 9999",
+                "2013-09-05 09:04:16 -0400, from 1970-01-01T00:00:00Z to 9999-12-31T09:59:59Z "
+                "(past it, a zone 14 hours ahead of UTC would be in year 10000)",
                 "anyOf": [
                     {
                         "required": ["type", "data"],

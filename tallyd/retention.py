@@ -60,7 +60,10 @@ def _period_end(tz: ZoneInfo, parts: tuple[str, ...]) -> int:
     """
     y, m, d = int(parts[0]), int(parts[1]), int(parts[2])
     if len(parts) == 3:
-        midnight = datetime.combine(date(y, m, d) + timedelta(days=1), datetime.min.time(), tz)
+        day = date(y, m, d)
+        if day == date.max:  # 9999-12-31 has no next day for datetime: it ends 24 h on
+            return int(datetime.combine(day, datetime.min.time(), tz).timestamp()) + 86400
+        midnight = datetime.combine(day + timedelta(days=1), datetime.min.time(), tz)
         return int(midnight.timestamp())
     h = int(parts[3])
     start = max(datetime(y, m, d, h, tzinfo=tz, fold=fold).timestamp() for fold in (0, 1))

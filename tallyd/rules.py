@@ -5,8 +5,9 @@ from __future__ import annotations
 
 # The longest account, event type, breakdown value or id, in characters.
 MAX_NAME = 200
-# Unix seconds past this are after year 9999: nothing sane, and datetime can't hold it.
-MAX_TIME = 253402300799
+# The last Unix second counted, 9999-12-31T09:59:59Z: past it, the local date in a
+# zone 14 hours ahead of UTC is in year 10000, which no date type here can hold.
+MAX_TIME = 253402250399
 # The rollup of every account: counted by tallyd itself, never sent by a producer.
 ROLLUP = "all"
 # An account with a `/` also counts for its owner's rollup, `owner/*` (the part

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -229,3 +230,32 @@ def test_the_cell_index_finds_what_a_walk_of_every_cell_finds(
                 assert dict(found) == walked and len(found) == len(walked), (reader, event)
         assert view.events(None) == {c[1] for c in counts}
         assert view.events("o/x") == {c[1] for c in counts if c[0] == "o/x"}
+
+
+class ExpandsOnSecondTry(Expander):
+    """An expander whose first build fails, as an unforeseen bug would."""
+
+    failed = False
+
+    def build(self, node: str, seq: int, cells: dict[Cell, int]) -> Any:
+        if not self.failed:
+            self.failed = True
+            raise ValueError("an unforeseen bug")
+        return super().build(node, seq, cells)
+
+
+async def test_a_batch_that_cannot_be_expanded_is_kept_not_dropped(store: Store) -> None:
+    keys, clock, retention = KeySpace(), Clock("UTC"), Retention(0, 0)
+    agg = Aggregator(store, ExpandsOnSecondTry(keys, clock, retention), Metrics())
+    stats = Stats(store, keys, clock, agg, retention=retention)
+    agg.add(("acme", "pageview", MINUTE, None, None))
+    with pytest.raises(ValueError):
+        await agg.flush()
+    assert not agg.healthy and "cannot expand" in agg.last_error
+    agg.add(("acme", "pageview", MINUTE, None, None))  # counted meanwhile: the next batch
+    assert await stats.period("acme", "pageview", Period(2013)) is not None
+    await agg.flush()  # the kept batch, built again
+    await agg.flush()  # then the one after it
+    assert not agg.pending and await agg.drain(1) == 0
+    answer = await stats.period("acme", "pageview", Period(2013))
+    assert answer["total"] == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +119,19 @@ def test_openapi_and_landing(server: Server) -> None:
     doc = server.get("/openapi.json").json()
     assert doc["openapi"].startswith("3.") and "/api/stats/series" in doc["paths"]
     assert server.get("/").headers["content-type"].startswith("text/html")
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Pacific/Kiritimati"])
+def test_the_last_second_counted_is_counted_in_every_zone(
+    server_factory: type[Server], tmp_path: Path, zone: str
+) -> None:
+    # The last second: its local date is in 9999 even 14 hours ahead of UTC. The
+    # next is refused: it once went into a batch that could not be expanded.
+    server = server_factory(tmp_path, "--timezone", zone).start()
+    last = {"event": "late", "account": "a", "time": "9999-12-31T09:59:59Z"}
+    past = {**last, "time": 253402250400}
+    r = server.post([last, past], wait="flush")
+    assert r.status_code == 202 and r.json()["stored"] is True, r.text
+    assert [e["reason"] for e in r.json()["errors"]] == ["bad_time"]
+    assert server.get("/api/stats/track/a/late").json()["total"] == 1
+    assert "cannot expand" not in server.log.read_text()

@@ -512,6 +512,70 @@ async def test_a_refused_connection_lingers_before_closing(
     assert t.closed
 
 
+async def test_out_of_descriptors_slow_heads_go_before_clients_that_finished_requests() -> None:
+    server = HTTPServer(FakeApp())
+
+    def opened() -> FakeTransport:
+        conn = Connection(server)
+        t = FakeTransport(half_close=True)
+        t.protocol = conn
+        conn.connection_made(t)  # type: ignore[arg-type]
+        return t
+
+    kept = [opened() for _ in range(20)]
+    for t in kept:
+        assert t.protocol is not None
+        t.protocol.data_received(GET)  # answered: idle between requests
+        await asyncio.sleep(0.001)
+    slow = opened()
+    assert slow.protocol is not None
+    slow.protocol.data_received(b"GET /fast HTTP/1.1\r\nX-Slow: a")  # a head in progress
+    refused = opened()
+    assert refused.protocol is not None
+    refused.protocol.data_received(b"NOT HTTP\r\n\r\n")  # answered 400, lingering
+    await settle()
+    assert not refused.closed and refused.eof
+    assert server.shed() == 16
+    # The lingering and the slow first; then the keep-alive clients idle the longest.
+    assert refused.closed and slow.closed
+    assert [t.closed for t in kept] == [True] * 14 + [False] * 6
+
+
+async def test_a_body_trickled_in_is_refused_at_the_minimum_rate() -> None:
+    conn, t, app = await connect(Limits(header_timeout=2))
+    conn.data_received(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 900\r\n\r\n")
+    began = conn.body_since
+    for i in range(60):  # a byte every half second keeps no idle timer from firing
+        conn.data_received(b"a")
+        assert not conn.check(began + i * 0.5) or i * 0.5 > 2 + (i + 1) / httpd.MIN_BODY_RATE
+    assert t.closed and t.statuses() == [408] and b'"error":"body_timeout"' in t.written
+    assert app.bodies == []
+
+
+async def test_a_body_at_a_fair_rate_is_not_refused() -> None:
+    conn, _, app = await connect(Limits(header_timeout=2))
+    conn.data_received(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 999\r\n\r\n")
+    began = conn.body_since
+    conn.data_received(b"a" * 998)  # 2 s of grace + 998 / 500 s: nearly 4 s
+    assert not conn.check(began + 3.9)
+    conn.data_received(b"a")
+    await settle()
+    assert app.bodies == [b"a" * 999]
+
+
+async def test_a_client_waiting_for_100_continue_is_not_timed_out() -> None:
+    conn, t, app = await connect(Limits(header_timeout=2))
+    conn.data_received(EXPECT % (b"/echo?wait", 5))
+    await settle()
+    assert not conn.check(conn.body_since + 60) and t.written == b""
+    app.gate.set()
+    await settle()
+    assert t.written == CONTINUE
+    assert conn.check(conn.body_since + 3)
+    await settle()
+    assert t.statuses() == [100, 408] and b"body_timeout" in t.written
+
+
 async def test_the_sweep_refuses_a_crowd_of_late_heads_a_slice_at_a_time() -> None:
     server = HTTPServer(FakeApp(), Limits(header_timeout=0.2, keepalive_timeout=5))
     crowd = []
