@@ -1,4 +1,4 @@
-"""`--shard i/N`: which node counts an event from the shared bus, and N nodes on one store."""
+"""`--shard i/N`: which node counts an event from the shared bus; 3 nodes on one cluster."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def received(node: Server) -> int:
 
 
 def test_three_shards_share_one_firehose_and_a_killed_one_loses_nothing_read(
-    server_factory: type[Server], tmp_path: Path, redis_url: str
+    server_factory: type[Server], tmp_path: Path, cluster_url: str
 ) -> None:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     port = free_port()
@@ -96,7 +96,7 @@ def test_three_shards_share_one_firehose_and_a_killed_one_loses_nothing_read(
     def node(i: int, *extra: str) -> Server:
         flags = ["--zmq", f"tcp://127.0.0.1:{port}", "--shard", f"{i}/3", "--durable"]
         flags += ["--journal-dir", str(tmp_path / f"journal-{i}"), *extra]
-        return server_factory(tmp_path, *flags, store=redis_url)
+        return server_factory(tmp_path, *flags, store=cluster_url)
 
     # Node 1 writes nothing to the store before it is killed: what it read of the
     # first half reaches the store through its journal alone.
@@ -134,7 +134,7 @@ def test_three_shards_share_one_firehose_and_a_killed_one_loses_nothing_read(
     assert all("Traceback" not in log for log in logs)
     assert all("tallyd_zmq_other_shards_total" in text for text in skipped)
 
-    reader = server_factory(tmp_path, store=redis_url).start()
+    reader = server_factory(tmp_path, store=cluster_url).start()
     want = expected(times, accounts)
     for (account, period), segments in sorted(want.items()):
         path = f"/api/stats/track/{quote(account)}/pageview" + (f"/{period}" if period else "")
