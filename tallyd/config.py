@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 from tallyd.stores import FORMS, check_url
 
 ENV_PREFIX = "TALLYD_"
+# The most --workers a core: each worker is a whole tallyd.
+MAX_WORKERS_PER_CPU = 4
 
 
 @dataclass(frozen=True)
@@ -451,6 +453,11 @@ def _check_workers(cfg: Config) -> None:
         raise ValueError(f"--workers {cfg.workers!r}: expected a number or auto") from None
     if workers < 1:
         raise ValueError("--workers must be 1 or more")
+    most = MAX_WORKERS_PER_CPU * (os.cpu_count() or 1)
+    if workers > most:
+        # Each is a whole tallyd: past a few a core they only fight for it (and
+        # --workers 100000 once forked until the machine thrashed).
+        raise ValueError(f"--workers {workers}: at most {most} ({MAX_WORKERS_PER_CPU} a core)")
     if workers > 1 and cfg.zmq_bind:
         raise ValueError("--zmq-bind takes one process: with --workers, use --zmq (connect)")
     if workers > 1 and any(u.startswith("unix:") for u in cfg.syslog):

@@ -41,6 +41,8 @@ class Shard:
         if not (sep and index.isdigit() and count.isdigit()):
             raise ValueError(f"--shard {text!r}: expected INDEX/COUNT, e.g. 0/3")
         i, n = int(index), int(count)
+        if n < 1:
+            raise ValueError(f"--shard {text!r}: the count must be 1 or more")
         if not 0 <= i < n:
             raise ValueError(f"--shard {text!r}: the index must be 0 to {n - 1}")
         return None if n == 1 else cls(i, n)

@@ -86,6 +86,8 @@ class Supervisor:
         log.info("supervisor: starting %d workers on port %d", self.count, port)
         try:
             for i in range(self.count):
+                if self.signals:
+                    break  # a stop while starting: the started ones are stopped below
                 self._start(i)
             while self.signals == 0:
                 self._reap()

@@ -194,3 +194,17 @@ def test_bad_file_settings(tmp_path: Path, toml: str, message: str) -> None:
     f.write_text(toml + "\n")
     with pytest.raises(ValueError, match=message):
         Config.load({}, env={}, path=str(f))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("workers", "0", "--workers must be 1 or more"),
+        ("workers", "100000", "--workers 100000: at most"),
+        ("shard", "1/0", "the count must be 1 or more"),
+        ("shard", "2/2", "the index must be 0 to 1"),
+    ],
+)
+def test_workers_and_shards_out_of_bounds_are_refused(field: str, value: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Config(**{field: value}).validate()
