@@ -153,7 +153,9 @@ def test_first_views_at_once_each_show_their_own_figure(server: Server) -> None:
     assert server.post(events, wait="flush").status_code == 202
 
     async def view_all() -> list[httpx.Response]:
-        limits = httpx.Limits(max_connections=64)
+        # A connection idle past a second is not reused: on a starved machine one
+        # might reach the server's keep-alive timeout as a request goes out on it.
+        limits = httpx.Limits(max_connections=64, keepalive_expiry=1)
         async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=30) as c:
             return await asyncio.gather(*(c.get(f"/badge/{name}.svg") for name in ids))
 
