@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -95,6 +96,14 @@ class Server:
 
     def get(self, path: str, **params: str) -> httpx.Response:
         return self.client.get(path, params=params)
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of /metrics (`name` may carry its labels, or give them here);
+        0 when absent."""
+        label = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        sample = f"{name}{{{label}}}" if labels else name
+        found = re.search(rf"^{re.escape(sample)} (\S+)$", self.get("/metrics").text, re.M)
+        return float(found.group(1)) if found else 0.0
 
 
 class Producer:

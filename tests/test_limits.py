@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -20,11 +19,6 @@ pytestmark = pytest.mark.timeout(60)
 
 T = 1_378_389_787
 CAMO = "github-camo (876b6c1c)"
-
-
-def metric(server: Server, name: str) -> float:
-    m = re.search(rf"^{re.escape(name)} (\S+)$", server.get("/metrics").text, re.M)
-    return float(m.group(1)) if m else 0.0
 
 
 def test_new_accounts_past_the_limit_get_a_429_naming_each_event(
@@ -47,7 +41,7 @@ def test_new_accounts_past_the_limit_get_a_429_naming_each_event(
     # The accepted are counted; accounts already known go on being counted.
     assert server.post(events[:99]).status_code == 202
     assert total(server) == 198
-    assert metric(server, "tallyd_new_names_refused_total") == 201
+    assert server.metric("tallyd_new_names_refused_total") == 201
     text = server.get("/metrics").text
     assert 'tallyd_events_rejected_total{source="http",reason="new_name_limit"} 201' in text
 
@@ -96,7 +90,7 @@ def test_a_client_past_its_badge_rate_is_drawn_not_counted(
     time.sleep(0.5)
     got = server.get("/api/stats/track/o%2Fflood/hit").json()["total"]
     assert got == 3 + 20
-    assert metric(server, "tallyd_badge_views_not_counted_total") == 17
+    assert server.metric("tallyd_badge_views_not_counted_total") == 17
 
 
 def test_the_client_rate_table_is_bounded_and_forgets_each_minute(

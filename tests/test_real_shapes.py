@@ -85,15 +85,6 @@ def nonzero(data: dict[str, int]) -> dict[str, int]:
     return {k: n for k, n in data.items() if n}
 
 
-def metric(server: Server, name: str, **labels: str) -> int:
-    """One sample of /metrics, 0 when absent."""
-    text = server.get("/metrics").text
-    label = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    sample = f"{name}{{{label}}}" if labels else name
-    m = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.M)
-    return int(float(m.group(1))) if m else 0
-
-
 def rejections(server: Server) -> dict[tuple[str, str], int]:
     """Every (source, reason) of `tallyd_events_rejected_total` that is not zero."""
     text = server.get("/metrics").text
@@ -180,7 +171,7 @@ def test_zmq_json_frames(
         pub.send(frame)
     pub.send(corpus.json_frame(SENTINEL))
     wait_sentinels(server)
-    assert metric(server, "tallyd_events_accepted_total", source="zmq") == len(evs) + 1
+    assert server.metric("tallyd_events_accepted_total", source="zmq") == len(evs) + 1
     assert rejections(server) == {}
     assert_counted(server, evs)
 
@@ -207,7 +198,7 @@ def test_zmq_msgpack_frames_then_a_mixed_bus(
         pub.send(as_json[i] if i % 2 else as_msgpack[i])
     pub.send(b"sentinel " + packed(SENTINEL))
     wait_sentinels(server, 2)
-    assert metric(server, "tallyd_events_accepted_total", source="zmq") == 4002
+    assert server.metric("tallyd_events_accepted_total", source="zmq") == 4002
     assert rejections(server) == {}
     assert_counted(server, first + second)
 
@@ -279,9 +270,9 @@ def test_zmq_edge_shapes_duplicates_and_damaged_frames(
     wait_sentinels(server)
     log = server.log.read_text()
     assert rejections(server) == want_rejected, log[-3000:]
-    assert metric(server, "tallyd_events_duplicate_total") == 2 * len(with_id)
+    assert server.metric("tallyd_events_duplicate_total") == 2 * len(with_id)
     typed = [ev for ev in evs if "type" in ev]
-    assert metric(server, "tallyd_events_accepted_total", source="zmq") == len(typed) + 1
+    assert server.metric("tallyd_events_accepted_total", source="zmq") == len(typed) + 1
     assert_counted(server, evs)
     assert server.get("/healthz").status_code == 200
     assert "Traceback" not in log
@@ -317,7 +308,7 @@ def test_http_arrays_ndjson_and_a_mixed_body(server_factory: type[Server], tmp_p
         got = [(e["index"], e["reason"]) for e in answer["errors"]]
         assert got == [(1, "bad_time"), (3, "missing_account")], answer
     assert rejections(server) == {("http", "bad_time"): 2, ("http", "missing_account"): 2}
-    assert metric(server, "tallyd_events_accepted_total", source="http") == 3006
+    assert server.metric("tallyd_events_accepted_total", source="http") == 3006
     assert Reader(server).track("acme", "pageview")["total"] == 0
     assert_counted(server, evs + good)
 
@@ -337,12 +328,12 @@ def test_udp_bare_json_datagrams(server_factory: type[Server], tmp_path: Path) -
         for d in broken:
             s.sendto(d, ("127.0.0.1", port))
     accepted = wait_until(
-        lambda: metric(server, "tallyd_events_accepted_total", source="udp"), len(evs)
+        lambda: server.metric("tallyd_events_accepted_total", source="udp"), len(evs)
     )
     assert accepted == len(evs), server.log.read_text()[-3000:]
     assert wait_until(lambda: sum(rejections(server).values()), 2) == 2
     assert rejections(server) == {("udp", "invalid_json"): 2}
-    assert metric(server, "tallyd_syslog_kernel_drops_total") == 0
+    assert server.metric("tallyd_syslog_kernel_drops_total") == 0
     assert_counted(server, evs)
 
 

@@ -47,11 +47,6 @@ def counted(server: Server) -> int:
     return got
 
 
-def metric(server: Server, name: str) -> int:
-    found = re.search(rf"^{re.escape(name)} (\d+)$", server.get("/metrics").text, re.M)
-    return int(found.group(1)) if found else 0
-
-
 def test_slowloris_heads_get_a_408_at_the_deadline_while_badges_are_served(
     server_factory: type[Server], tmp_path: Path
 ) -> None:
@@ -76,7 +71,7 @@ def test_slowloris_heads_get_a_408_at_the_deadline_while_badges_are_served(
     ages = crowd["ages"]
     assert min(ages) > HEADER_TIMEOUT, min(ages)
     assert max(ages) < HEADER_TIMEOUT + MARGIN, sorted(ages)[-5:]
-    assert metric(server, 'tallyd_http_errors_total{status="408",error="header_timeout"}') == CROWD
+    assert server.metric('tallyd_http_errors_total{status="408",error="header_timeout"}') == CROWD
     assert wait_until(lambda: counted(server), honest.ok, timeout=10) == honest.ok
     time.sleep(0.5)  # a view counted twice would show by now
     assert counted(server) == honest.ok

@@ -67,12 +67,6 @@ def wait_total(
     return wait_until(lambda: total(server, account, event_), want, timeout)
 
 
-def metric(server: Server, name: str) -> float:
-    text = server.get("/metrics").text
-    m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
-
-
 def test_three_frame_formats_and_the_seed_flag(
     server_factory: type[Server], tmp_path: Path, ctx: zmq.Context[zmq.Socket[bytes]]
 ) -> None:
@@ -104,7 +98,7 @@ def test_bind_and_several_publishers(
             p.send(b"pageview " + event(f"pub{k}", i, seq=i + 1, publisher=f"p{k}"))
     assert wait_total(server, 3000) == 3000
     assert [total(server, f"pub{k}") for k in range(3)] == [1000, 1000, 1000]
-    assert metric(server, "tallyd_zmq_seq_gaps_total") == 0
+    assert server.metric("tallyd_zmq_seq_gaps_total") == 0
 
 
 def test_topic_filter(
@@ -155,8 +149,8 @@ def test_seq_gap_is_detected(
     for seq in [1, 2, 3, 7, 8, 20]:
         pub.send(b"pageview " + event("a", seq, seq=seq, publisher="p1"))
     assert wait_total(server, 6) == 6
-    assert metric(server, "tallyd_zmq_seq_gaps_total") == 2
-    assert metric(server, "tallyd_zmq_seq_missing_total") == 3 + 11
+    assert server.metric("tallyd_zmq_seq_gaps_total") == 2
+    assert server.metric("tallyd_zmq_seq_missing_total") == 3 + 11
     assert "seq gap from publisher 'p1': 3 message(s) missing (3 → 7)" in server.log.read_text()
 
 
@@ -202,7 +196,7 @@ def test_emit_100k_counted_exactly(server_factory: type[Server], tmp_path: Path)
         want = sent["by_account"].get(account, 0)
         got = total(server, account, "pageview") + total(server, account, "order")
         assert got == want, account
-    assert metric(server, "tallyd_zmq_seq_gaps_total") == 0
+    assert server.metric("tallyd_zmq_seq_gaps_total") == 0
 
 
 def test_sigterm_mid_stream_loses_nothing_received(
@@ -229,9 +223,9 @@ def test_a_pause_writes_the_burst_before_the_interval(
     server, pub = connected(server_factory, tmp_path, ctx, "--flush-interval", "60")
     for i in range(2000):
         pub.send(b"pageview " + event(f"acct{i % 7}", i))
-    wait_until(lambda: metric(server, "tallyd_zmq_received_total"), 2000.0, timeout=10)
+    wait_until(lambda: server.metric("tallyd_zmq_received_total"), 2000.0, timeout=10)
     deadline = time.monotonic() + 10
-    while metric(server, "tallyd_pending_cells") and time.monotonic() < deadline:
+    while server.metric("tallyd_pending_cells") and time.monotonic() < deadline:
         time.sleep(0.02)
     db = sqlite3.connect(server.db)
     row = db.execute(
@@ -239,4 +233,4 @@ def test_a_pause_writes_the_burst_before_the_interval(
     ).fetchone()
     db.close()
     assert row == (2000,)
-    assert metric(server, "tallyd_flushes_total") >= 1
+    assert server.metric("tallyd_flushes_total") >= 1
