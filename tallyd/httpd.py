@@ -160,6 +160,14 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
+def _wake(fut: asyncio.Future[None] | None) -> bool:
+    """Resolve a future someone may be waiting on; whether this call did."""
+    if fut is None or fut.done():
+        return False
+    fut.set_result(None)
+    return True
+
+
 class ClientGone(ConnectionError):
     """Raised by an ASGI `send` once the client has gone: a stream ends there."""
 
@@ -271,12 +279,11 @@ class Connection(asyncio.Protocol):
         for req in (self.current, self.active, *self.queue):
             if req is not None:
                 self._forget(req)
-                if req.waiter is not None and not req.waiter.done():
-                    req.waiter.set_result(None)
+                _wake(req.waiter)
         self.queue.clear()
         self.backlog = None
-        self._signal_gone()
-        self._signal_drained()
+        _wake(self.gone)
+        _wake(self.drained)
 
     def data_received(self, data: bytes) -> None:
         if self.closing or self.broken:
@@ -292,16 +299,8 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        self._signal_drained()
+        _wake(self.drained)
         self._proceed()
-
-    def _signal_gone(self) -> None:
-        if self.gone is not None and not self.gone.done():
-            self.gone.set_result(None)
-
-    def _signal_drained(self) -> None:
-        if self.drained is not None and not self.drained.done():
-            self.drained.set_result(None)
 
     async def until_gone(self) -> None:
         """Wait until the client goes or the server stops."""
@@ -372,7 +371,7 @@ class Connection(asyncio.Protocol):
         """Close now if idle or in the middle of a head; else once the request under
         way (being answered, or its body being read: an upload) has its answer."""
         self.draining = True
-        self._signal_gone()
+        _wake(self.gone)
         if self.lingering or (self.task is None and self.state in (IDLE, HEAD)):
             self.close()
 
@@ -504,9 +503,7 @@ class Connection(asyncio.Protocol):
             req = self.current = _Request()
         req.error = err
         self._forget(req)
-        if req.waiter is not None and not req.waiter.done():
-            req.waiter.set_result(None)  # its handler answers the error
-        elif not req.dispatched:
+        if not _wake(req.waiter) and not req.dispatched:  # else its handler answers it
             self._dispatch(req)
 
     # -- httptools callbacks -----------------------------------------------------------
@@ -585,9 +582,7 @@ class Connection(asyncio.Protocol):
         if req.size + len(chunk) > self.app.max_body:
             req.too_large = True
             self._forget(req)
-            if req.waiter is not None and not req.waiter.done():
-                req.waiter.set_result(None)
-            elif not req.dispatched:
+            if not _wake(req.waiter) and not req.dispatched:
                 self._dispatch(req)
             return
         req.size += len(chunk)
@@ -608,8 +603,7 @@ class Connection(asyncio.Protocol):
     def _complete(self, req: _Request) -> None:
         self.state = IDLE
         req.complete = True
-        if req.waiter is not None and not req.waiter.done():
-            req.waiter.set_result(None)
+        _wake(req.waiter)
         if not req.dispatched:
             self._dispatch(req)
 
@@ -767,13 +761,7 @@ class Connection(asyncio.Protocol):
         elif start:
             keep = self._keep(req)
             self.since = req.since
-            content_type = b"application/octet-stream"
-            headers: Headers = []
-            for k, v in start.get("headers", ()):
-                if k == b"content-type":
-                    content_type = v
-                elif k != b"content-length":
-                    headers.append((k, v))
+            content_type, headers = _asgi_head(start)
             answer = b"".join(chunks)
             self._write(start["status"], content_type, headers, answer, keep, head)
         else:
@@ -790,20 +778,9 @@ class Connection(asyncio.Protocol):
     ) -> None:
         """Write a streamed answer's head, and any body sent before it in one piece."""
         assert self.transport is not None
-        headers: Headers = []
-        content_type = b"application/octet-stream"
-        for k, v in start.get("headers", ()):
-            if k == b"content-type":
-                content_type = v
-            elif k not in (b"content-length", b"transfer-encoding", b"connection"):
-                headers.append((k, v))
-        if not keep or self.draining:
-            headers.append(CLOSE_HEADER)
-        elif keep == KEEP_ALIVE_1_0:
-            headers.append((b"connection", b"keep-alive"))
-        if self.since:
-            self.server.latency.observe(self.loop.time() - self.since)
-            self.since = 0.0
+        content_type, headers = _asgi_head(start)
+        _, headers = self._framing(keep, headers)
+        self._observe()
         try:
             data = encode_stream_head(start["status"], content_type, headers, chunked)
         except BadHeader as exc:
@@ -844,14 +821,9 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if self.since:
-            self.server.latency.observe(self.loop.time() - self.since)
-            self.since = 0.0
-        if not keep or self.closing or self.draining:
-            keep = CLOSE
-            headers = [*headers, CLOSE_HEADER]
-        elif keep == KEEP_ALIVE_1_0:
-            headers = [*headers, (b"connection", b"keep-alive")]
+        self._observe()
+        if keep != KEEP or self.closing or self.draining:  # the common case adds nothing
+            keep, headers = self._framing(keep, headers)
         try:
             data = encode(status, content_type, headers, body, head)
         except BadHeader as exc:
@@ -871,6 +843,20 @@ class Connection(asyncio.Protocol):
             else:
                 transport.close()
 
+    def _observe(self) -> None:
+        """The latency of the answer going out, from its request's first byte."""
+        if self.since:
+            self.server.latency.observe(self.loop.time() - self.since)
+            self.since = 0.0
+
+    def _framing(self, keep: int, headers: Headers) -> tuple[int, Headers]:
+        """How the connection goes on after this answer, and the header that says so."""
+        if not keep or self.closing or self.draining:
+            return CLOSE, [*headers, CLOSE_HEADER]
+        if keep == KEEP_ALIVE_1_0:
+            return keep, [*headers, (b"connection", b"keep-alive")]
+        return keep, headers
+
     def _linger(self, transport: asyncio.Transport) -> None:
         """Close a refused connection gently: end our side, drop what the client still
         sends (`data_received` ignores it now) until it closes or LINGER passes."""
@@ -880,6 +866,19 @@ class Connection(asyncio.Protocol):
             self.reading = True
             transport.resume_reading()
         self.loop.call_later(LINGER, transport.close)
+
+
+def _asgi_head(start: Message) -> tuple[bytes, Headers]:
+    """An ASGI answer's content type and other headers; the framing headers are the
+    server's to write."""
+    content_type = b"application/octet-stream"
+    headers: Headers = []
+    for k, v in start.get("headers", ()):
+        if k == b"content-type":
+            content_type = v
+        elif k not in (b"content-length", b"transfer-encoding", b"connection"):
+            headers.append((k, v))
+    return content_type, headers
 
 
 def _headers_too_large() -> HTTPError:
