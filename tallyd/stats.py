@@ -57,7 +57,7 @@ class Stats:
 
     async def period(self, account: str, event: str, period: Period) -> dict[str, Any]:
         """A period's segments, zero-filled, with totals and drill-down links."""
-        counts = await self._segment_counts(account, event, period)
+        counts = await self.segment_counts(account, event, period)
         segments = period.segments()
         if period.year is None and counts:
             segments = list(range(min(counts), max(counts) + 1))
@@ -67,7 +67,7 @@ class Stats:
         if up is not None and period.day is not None and self._past(period.parts, self._now()):
             # Its own hash (hours or minutes) is past retention, but the period above
             # still holds its total: the day of a replayed year shows it, in no hour.
-            total = (await self._segment_counts(account, event, up)).get(int(period.parts[-1]), 0)
+            total = (await self.segment_counts(account, event, up)).get(int(period.parts[-1]), 0)
         base = f"/api/stats/track/{quote(account, safe='')}/{quote(event, safe='')}"
         here = _path(base, period)
         # Minutes are not periods of their own: an hour has no segment links.
@@ -89,7 +89,7 @@ class Stats:
             },
         }
 
-    async def _segment_counts(self, account: str, event: str, period: Period) -> dict[int, int]:
+    async def segment_counts(self, account: str, event: str, period: Period) -> dict[int, int]:
         """A period's counts by segment, stored and unflushed; none past retention."""
         if self._past(period.parts, self._now()):
             return {}
