@@ -19,6 +19,7 @@ import logging
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
@@ -220,8 +221,9 @@ class Connection(asyncio.Protocol):
     parsed then waits in `backlog` (one socket read at most).
     """
 
-    def __init__(self, server: HTTPServer) -> None:
+    def __init__(self, server: HTTPServer, made: Callable[[], None] | None = None) -> None:
         self.server = server
+        self.made = made  # tells the listener this connection counts now
         self.app = server.app
         self.limits = server.limits
         self.loop = asyncio.get_running_loop()
@@ -272,6 +274,8 @@ class Connection(asyncio.Protocol):
         self.peer = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
         self.local = (str(local[0]), int(local[1])) if isinstance(local, tuple) else None
         self.server.connections.add(self)
+        if self.made is not None:
+            self.made()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
@@ -909,13 +913,15 @@ class HTTPServer:
 
     async def start(self, sock: socket.socket) -> None:
         raise_fd_limit()
-        self._listener = Listener(sock, lambda: Connection(self), self._refusal, self.shed)
+        self._listener = Listener(
+            sock, lambda made: Connection(self, made), self._refusal, self.shed
+        )
         self._sweeper = asyncio.create_task(self._sweep(), name="http-idle")
 
-    def _refusal(self) -> bytes | None:
-        # Connections accepted in the same wake-up are not counted yet: the cap can
-        # be passed by one batch of accepts (listener.ACCEPT_BATCH) at most.
-        if len(self.connections) < self.limits.max_connections:
+    def _refusal(self, starting: int) -> bytes | None:
+        # Accepted sockets become connections a loop turn later (`starting`): counting
+        # only the made ones let a burst of accepts pass the cap by a whole batch.
+        if len(self.connections) + starting < self.limits.max_connections:
             return None
         busy = HTTPError(
             503,

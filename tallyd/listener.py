@@ -29,6 +29,9 @@ log = logging.getLogger("tallyd.http")
 # Connections taken per wake-up of the listener, so a flood cannot starve the loop.
 ACCEPT_BATCH: Final = 64
 OUT_OF_DESCRIPTORS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# An accepted socket's protocol: not yet made, or made (or failed).
+STARTING: Final = 0
+SETTLED: Final = 1
 # Seconds the listener rests when even the reserve descriptor could not be reopened.
 RETRY_DELAY: Final = 0.1
 
@@ -53,14 +56,16 @@ def _spare() -> int | None:
 
 
 class Listener:
-    """Accepts on `sock`; `refusal()` gives the bytes to answer a connection turned away
-    (too many open) or None to take it; `shed()` closes idle connections."""
+    """Accepts on `sock`; `factory(made)` makes a protocol whose connection_made calls
+    `made()`; `refusal(starting)` gives the bytes to answer a connection turned away
+    (too many open, counting the `starting` ones accepted whose connection_made has
+    not run yet) or None to take it; `shed()` closes idle connections."""
 
     def __init__(
         self,
         sock: socket.socket,
-        factory: Callable[[], asyncio.Protocol],
-        refusal: Callable[[], bytes | None],
+        factory: Callable[[Callable[[], None]], asyncio.Protocol],
+        refusal: Callable[[int], bytes | None],
         shed: Callable[[], int],
     ) -> None:
         self.sock = sock
@@ -69,9 +74,14 @@ class Listener:
         self.shed = shed
         self.loop = asyncio.get_running_loop()
         self.pending: set[asyncio.Task[object]] = set()
+        self.starting = 0  # accepted sockets whose connection_made has not run yet
+        # uvloop runs a batch's connection_made calls after the batch's accepts, and
+        # ends their tasks a turn later still: neither count alone sees a burst.
         self.spare = _spare()
         self.warned = 0.0
-        self.refused = 0
+        self.refused = 0  # accepts that failed for lack of descriptors
+        self.busy = 0  # connections turned away at the cap
+        self.warned_busy = 0.0
         self.retry: asyncio.TimerHandle | None = None
         sock.setblocking(False)
         self.loop.add_reader(sock.fileno(), self._accept)
@@ -103,23 +113,49 @@ class Listener:
                     continue  # the client gave up before we took it
                 log.warning("accept failed: %s", exc)
                 return
-            answer = self.refusal()
+            answer = self.refusal(self.starting)
             if answer is not None:
                 with contextlib.suppress(OSError):
                     conn.setblocking(False)
                     conn.send(answer)
                 conn.close()
+                self._turned_away()
                 continue
+            state = [STARTING]
+            self.starting += 1
             task: asyncio.Task[object] = self.loop.create_task(
-                self.loop.connect_accepted_socket(self.factory, conn)
+                self.loop.connect_accepted_socket(
+                    functools.partial(self.factory, functools.partial(self._settle, state)), conn
+                )
             )
             self.pending.add(task)
-            task.add_done_callback(functools.partial(self._connected, conn))
+            task.add_done_callback(functools.partial(self._connected, conn, state))
 
-    def _connected(self, conn: socket.socket, task: asyncio.Task[object]) -> None:
+    def _settle(self, state: list[int]) -> None:
+        # Called by the protocol's connection_made (from then on the server counts
+        # it), or when the task ends without one; whichever comes first.
+        if state[0] == STARTING:
+            state[0] = SETTLED
+            self.starting -= 1
+
+    def _connected(self, conn: socket.socket, state: list[int], task: asyncio.Task[object]) -> None:
         self.pending.discard(task)
+        self._settle(state)
         if task.cancelled() or task.exception() is not None:
             conn.close()
+
+    def _turned_away(self) -> None:
+        # Refused at the cap before a request was read: one line a second at most,
+        # with how many, as for the lack of descriptors below.
+        self.busy += 1
+        now = time.monotonic()
+        if now - self.warned_busy >= 1.0:
+            self.warned_busy = now
+            log.warning(
+                "too many connections open (--max-connections): answered 503 and "
+                "closed a new one (%d refused so far)",
+                self.busy,
+            )
 
     def _out_of_descriptors(self, exc: OSError) -> None:
         self.refused += 1

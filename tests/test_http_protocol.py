@@ -488,10 +488,14 @@ async def test_bodies_held_across_connections_are_capped() -> None:
 
 
 async def test_past_max_connections_a_503_with_retry_after() -> None:
-    server = HTTPServer(FakeApp(), Limits(max_connections=1))
-    assert server._refusal() is None
+    server = HTTPServer(FakeApp(), Limits(max_connections=2))
+    assert server._refusal(0) is None and server._refusal(1) is None
+    # A socket accepted but not yet made a connection counts toward the cap.
+    assert server._refusal(2) is not None
     server.connections.add(Connection(server))
-    answer = server._refusal()
+    assert server._refusal(1) is not None
+    server.connections.add(Connection(server))
+    answer = server._refusal(0)
     assert answer is not None and answer.startswith(b"HTTP/1.1 503 ")
     assert b"retry-after: 1\r\n" in answer and b"connection: close" in answer
 
@@ -913,11 +917,39 @@ def test_past_max_connections_new_ones_get_a_503(
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as extra:
         got = extra.recv(65536)
     assert got.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in got
+    # The line is written just after the answer is sent.
+    deadline = time.monotonic() + 5
+    while "too many connections open (--max-connections)" not in server.log.read_text():
+        assert time.monotonic() < deadline, server.log.read_text()
+        time.sleep(0.02)
     held.pop().close()
     time.sleep(0.2)
     assert httpx.get(server.url + "/healthz").status_code == 200
     for sock in held:
         sock.close()
+
+
+def test_a_burst_of_connections_does_not_pass_the_cap(
+    server_factory: type[Server], tmp_path: Path
+) -> None:
+    # 120 connects land in the backlog together, so one wake-up of the listener
+    # accepts a whole batch before any of them has become a connection.
+    server = server_factory(tmp_path, "--max-connections", "50").start()
+    server.client.close()
+    time.sleep(0.2)
+    socks = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(120)]
+    try:
+        for sock in socks:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        statuses = [sock.recv(65536)[:12] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+    served = statuses.count(b"HTTP/1.1 200")
+    assert served + statuses.count(b"HTTP/1.1 503") == 120
+    assert 0 < served <= 50
+    time.sleep(0.2)
+    assert httpx.get(server.url + "/healthz").status_code == 200
 
 
 GETS = [
