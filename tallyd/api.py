@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -38,19 +39,53 @@ def _required(q: dict[str, str], name: str) -> str:
     return value
 
 
-def _when(text: str, clock: Clock, name: str) -> datetime:
+class BadRange(ValueError):
+    """A series asked for with a bad `from`, `to`, interval or range; `error` is its code."""
+
+    def __init__(self, error: str, detail: str) -> None:
+        super().__init__(detail)
+        self.error = error
+
+
+def when(text: str, clock: Clock, name: str) -> datetime:
     """A date or date-time in the configured zone, as its naive wall-clock time; an
     explicit offset is converted (so `from` and `to` compare whichever has one)."""
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:
-        raise HTTPError(400, f"bad_{name}", f"{name} must be ISO 8601, like 2013-09-05") from None
+        raise BadRange(f"bad_{name}", f"{name} must be ISO 8601, like 2013-09-05") from None
     if dt.tzinfo is not None:
         try:
             dt = dt.astimezone(clock.tz).replace(tzinfo=None)
         except OverflowError:  # 0001-01-01T00:00+14:00 is before year 1 in UTC
-            raise HTTPError(400, f"bad_{name}", f"{name} is out of range") from None
+            raise BadRange(f"bad_{name}", f"{name} is out of range") from None
     return dt
+
+
+async def series_of(
+    stats: Stats, account: str, event: str, start: str, end: str | None, interval: str
+) -> dict[str, Any]:
+    """The series answer for `from`/`to` as given (`to` absent: now); BadRange if bad.
+    Shared by the API and `tallyd query --from`."""
+    if interval not in INTERVALS:
+        raise BadRange("bad_interval", f"interval must be one of {', '.join(INTERVALS)}")
+    first = when(start, stats.clock, "from")
+    last = when(end or stats.clock.now().replace(tzinfo=None).isoformat(), stats.clock, "to")
+    try:
+        return await stats.series(account, event, first, last, interval)
+    except ValueError as exc:
+        raise BadRange("bad_range", str(exc)) from None
+    except OverflowError:
+        # Stepping from the last interval of year 9999 leaves what datetime can hold.
+        raise BadRange("bad_range", "the range reaches past year 9999") from None
+
+
+def csv_text(header: tuple[str, str], rows: Iterable[tuple[str, int]]) -> str:
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return out.getvalue()
 
 
 async def track(stats: Stats, req: Request, rest: list[str]) -> Response:
@@ -78,26 +113,14 @@ async def series(stats: Stats, req: Request) -> Response:
     q = req.query
     account, event = _required(q, "account"), _required(q, "event")
     interval = q.get("interval", "day")
-    if interval not in INTERVALS:
-        raise HTTPError(400, "bad_interval", f"interval must be one of {', '.join(INTERVALS)}")
-    start = _when(_required(q, "from"), stats.clock, "from")
-    end = _when(
-        q.get("to") or stats.clock.now().replace(tzinfo=None).isoformat(), stats.clock, "to"
-    )
     try:
-        answer = await stats.series(account, event, start, end, interval)
-    except ValueError as exc:
-        raise HTTPError(400, "bad_range", str(exc)) from None
-    except OverflowError:
-        # Stepping from the last interval of year 9999 leaves what datetime can hold.
-        raise HTTPError(400, "bad_range", "the range reaches past year 9999") from None
+        answer = await series_of(stats, account, event, _required(q, "from"), q.get("to"), interval)
+    except BadRange as exc:
+        raise HTTPError(400, exc.error, str(exc)) from None
     fmt = q.get("format", "json")
     if fmt == "csv":
-        out = io.StringIO()
-        w = csv.writer(out, lineterminator="\n")
-        w.writerow(["time", "count"])
-        w.writerows((p["time"], p["count"]) for p in answer["points"])
-        return Response(200, out.getvalue().encode(), b"text/csv; charset=utf-8", [NO_STORE])
+        body = csv_text(("time", "count"), ((p["time"], p["count"]) for p in answer["points"]))
+        return Response(200, body.encode(), b"text/csv; charset=utf-8", [NO_STORE])
     if fmt != "json":
         raise HTTPError(400, "bad_format", "format must be json or csv")
     return _ok(answer)

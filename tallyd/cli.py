@@ -1,4 +1,4 @@
-"""The `tallyd` command: serve, query, emit, check, render-badges, export, import."""
+"""The `tallyd` command: serve, query, emit, check, render-badges, export, import, config."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import orjson
 from tallyd import __version__
 from tallyd.config import Config, add_arguments
 from tallyd.periods import Period
+from tallyd.stats import INTERVALS
 from tallyd.stores import StoreError, open_when_ready, redact
 
 if TYPE_CHECKING:
@@ -55,28 +56,57 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from tallyd.query import render
+    from tallyd.api import BadRange, series_of, when
+    from tallyd.periods import Clock
+    from tallyd.query import csv_of, default_interval, is_date, render
 
     cfg = _config(args, AT_ONCE)
-    try:
-        period = Period.from_strings(args.period)
-    except ValueError as exc:
-        print(f"tallyd query: {exc}", file=sys.stderr)
+
+    def refuse(problem: str) -> int:
+        print(f"tallyd query: {problem}", file=sys.stderr)
         return 2
+
+    ranged = args.start is not None
+    if ranged and args.period:
+        return refuse("give a period (YEAR [MONTH [DAY [HOUR]]]) or --from/--to, not both")
+    if not ranged and (args.end is not None or args.interval is not None):
+        return refuse("--to and --interval need --from")
+    try:
+        period = Period.from_strings([] if ranged else args.period)
+        interval = args.interval
+        if ranged:
+            # Read here too, so a bad time is refused before the store is opened.
+            clock = Clock(cfg.timezone)
+            start = when(args.start, clock, "from")
+            if args.end is None:
+                end, dates = clock.now().replace(tzinfo=None), False
+            else:
+                end, dates = when(args.end, clock, "to"), is_date(args.start) and is_date(args.end)
+            interval = interval or default_interval(start, end, dates)
+    except ValueError as exc:
+        return refuse(str(exc))
 
     async def query() -> dict[str, Any]:
         async with _opened(cfg) as parts:
+            if ranged:
+                return await series_of(
+                    parts.stats, args.account, args.event, args.start, args.end, interval
+                )
             return await parts.stats.period(args.account, args.event, period)
 
     try:
         answer = _run(query())
+    except BadRange as exc:
+        return refuse(str(exc))
     except StoreError as exc:
         print(f"tallyd query: {exc}", file=sys.stderr)
         return 1
     if args.json:
         sys.stdout.write(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif args.csv:
+        sys.stdout.write(csv_of(answer))
     else:
-        sys.stdout.write(render(answer))
+        sys.stdout.write(render(answer, bars=args.bars or sys.stdout.isatty()))
     return 0
 
 
@@ -84,6 +114,21 @@ def cmd_emit(args: argparse.Namespace) -> int:
     from tallyd.emit import run
 
     return run(args)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from tallyd import configdoc
+
+    if args.write is None:
+        sys.stdout.write(configdoc.reference())
+        return 0
+    try:
+        changed = configdoc.write(args.write)
+    except (OSError, ValueError) as exc:
+        print(f"tallyd config: {args.write}: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.write}: {'reference rewritten' if changed else 'reference up to date'}")
+    return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -264,12 +309,37 @@ def parser() -> argparse.ArgumentParser:
     add_arguments(s)
     s.set_defaults(func=cmd_serve)
 
-    q = sub.add_parser("query", help="show a period's counts in the terminal")
+    q = sub.add_parser(
+        "query",
+        help="show a period's or a range's counts in the terminal",
+        description="A period (by its segments) or, with --from, a range (by --interval) "
+        "as a bar chart on a terminal, as a plain table otherwise.",
+    )
     q.add_argument("account")
     q.add_argument("event")
     q.add_argument("period", nargs="*", metavar="YEAR [MONTH [DAY [HOUR]]]")
-    q.add_argument("--json", action="store_true", help="print the API's JSON answer")
-    add_arguments(q, STORE_FLAGS)
+    q.add_argument(
+        "--from",
+        dest="start",
+        metavar="TIME",
+        help="a range from this ISO 8601 date or time (2013-09-05, 2013-09-05T14:00, "
+        "2013-09-05T14:00+02:00), as /api/stats/series takes it",
+    )
+    q.add_argument(
+        "--to", dest="end", metavar="TIME", help="the range's end, included (default: now)"
+    )
+    q.add_argument(
+        "--interval",
+        help=f"one point per {', '.join(INTERVALS)} (default: the finest giving at most "
+        "100 points; a day at the finest when both ends are days)",
+    )
+    shape = q.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    shape.add_argument("--csv", action="store_true", help="print CSV: label,count")
+    shape.add_argument(
+        "--bars", action="store_true", help="draw the bars when the output is not a terminal too"
+    )
+    add_arguments(q, {*STORE_FLAGS, "retention_minutes", "retention_hours"})
     q.set_defaults(func=cmd_query)
 
     e = sub.add_parser("emit", help="send test or load events to ZeroMQ or HTTP")
@@ -318,6 +388,22 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="check the configuration and that the store answers")
     add_arguments(c)
     c.set_defaults(func=cmd_check)
+
+    g = sub.add_parser(
+        "config", help="print the reference of every setting: flag, variable, TOML key, default"
+    )
+    g.add_argument(
+        "--reference",
+        action="store_true",
+        required=True,
+        help="a Markdown table of every setting (docs/configuration.md holds it)",
+    )
+    g.add_argument(
+        "--write",
+        metavar="FILE",
+        help="put the table between the reference markers of FILE instead of printing it",
+    )
+    g.set_defaults(func=cmd_config)
     return p
 
 

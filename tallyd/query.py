@@ -1,22 +1,92 @@
-"""Rendering a period answer as a table with bars, for `tallyd query`."""
+"""`tallyd query`'s output: a period or a range as a bar chart, a table or CSV."""
 
 from __future__ import annotations
 
+from datetime import date, datetime, timedelta
 from typing import Any
 
+from tallyd.api import csv_text
+from tallyd.stats import INTERVALS
+
 WIDTH = 40
+# The default interval of a range is the finest that draws at most this many rows.
+MAX_ROWS = 100
+# A bar's last cell in eighths: ▏ is 1/8 of a cell, █ a whole one.
+EIGHTHS = " ▏▎▍▌▋▊▉"
 
 
-def render(answer: dict[str, Any]) -> str:
+def rows(answer: dict[str, Any]) -> list[tuple[str, int]]:
+    """(label, count) of a period answer's segments or a series answer's points."""
+    if "points" in answer:
+        return [(p["time"], p["count"]) for p in answer["points"]]
+    return list(answer["data"].items())
+
+
+def title(answer: dict[str, Any]) -> str:
+    head = f"{answer['account']} / {answer['event']} / "
+    if "points" in answer:
+        span = (
+            answer["from"]
+            if answer["from"] == answer["to"]
+            else answer["from"] + " .. " + answer["to"]
+        )
+        return f"{head}{span} by {answer['interval']} ({answer['timezone']})"
     parts = [str(answer[k]) for k in ("year", "month", "day", "hour") if answer[k] is not None]
-    title = f"{answer['account']} / {answer['event']} / {'-'.join(parts) or 'all time'}"
-    data: dict[str, int] = answer["data"]
-    peak = max(data.values(), default=0)
-    label_w = max((len(k) for k in data), default=1)
-    count_w = max((len(f"{v:,}") for v in data.values()), default=1)
-    lines = [title, ""]
-    for seg, n in data.items():
-        bar = "█" * (round(n / peak * WIDTH) if peak else 0)
-        lines.append(f"{seg:>{label_w}}  {n:>{count_w},}  {bar}")
+    return head + ("-".join(parts) or "all time")
+
+
+def bar(n: int, peak: int) -> str:
+    """`n` against `peak` in Unicode blocks, WIDTH cells at most; a count above zero
+    always shows at least an eighth of a cell."""
+    if n <= 0 or peak <= 0:
+        return ""
+    eighths = max(1, round(n / peak * WIDTH * 8))
+    whole, rest = divmod(eighths, 8)
+    return "█" * whole + (EIGHTHS[rest] if rest else "")
+
+
+def render(answer: dict[str, Any], bars: bool = True) -> str:
+    """A title, one row per segment or point (label, count and, with `bars`, a bar
+    scaled to the largest), and the total."""
+    data = rows(answer)
+    peak = max((n for _, n in data), default=0)
+    label_w = max((len(k) for k, _ in data), default=1)
+    count_w = max((len(f"{n:,}") for _, n in data), default=1)
+    lines = [title(answer), ""]
+    for label, n in data:
+        row = f"{label:>{label_w}}  {n:>{count_w},}"
+        lines.append(f"{row}  {bar(n, peak)}".rstrip() if bars else row)
     lines += ["", f"total {answer['total']:,}"]
     return "\n".join(lines) + "\n"
+
+
+def csv_of(answer: dict[str, Any]) -> str:
+    """The API's `format=csv` for a series; `segment,count` for a period."""
+    return csv_text(("time" if "points" in answer else "segment", "count"), rows(answer))
+
+
+def default_interval(start: datetime, end: datetime, dates: bool = False) -> str:
+    """The finest interval giving at most MAX_ROWS points from `start` to `end`; with
+    `dates` (both ends given as days), a day at the finest."""
+    minute = end.replace(second=0, microsecond=0) - start.replace(second=0, microsecond=0)
+    hour = end.replace(minute=0, second=0, microsecond=0) - start.replace(
+        minute=0, second=0, microsecond=0
+    )
+    points = {
+        "minute": minute // timedelta(minutes=1) + 1,
+        "hour": hour // timedelta(hours=1) + 1,
+        "day": (end.date() - start.date()).days + 1,
+        "month": (end.year - start.year) * 12 + end.month - start.month + 1,
+        "year": 0,
+    }
+    usable = INTERVALS[INTERVALS.index("day") :] if dates else INTERVALS
+    return next(i for i in usable if points[i] <= MAX_ROWS)
+
+
+def is_date(text: str) -> bool:
+    """Whether `text` names a day (2013-09-05) rather than a time in it."""
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True

@@ -39,7 +39,7 @@ def test_query_reads_what_serve_counted(server_factory: type[Server], tmp_path: 
     assert server.post(events).status_code == 202
     server.stop()
     store = f"sqlite:///{server.db}"
-    out = tallyd("query", "acme", "pageview", "2013", "9", "--store", store)
+    out = tallyd("query", "acme", "pageview", "2013", "9", "--store", store, "--bars")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0] == "acme / pageview / 2013-9"
