@@ -246,6 +246,12 @@ class Config:
         "COUNT nodes share one firehose (default: every event; docs/scaling.md)",
         TEXT,
     )
+    seed_api: str = _opt(
+        "",
+        "also serve the first seed's Go aggregator API, its routes and answer shape, under "
+        "PREFIX, like /stats (default: off; docs/seed-api.md)",
+        TEXT,
+    )
 
     @property
     def http_host(self) -> str:
@@ -332,6 +338,10 @@ class Config:
 
         check_origin(self.cors_origin, "--cors-origin")
         check_origin(self.cors_ingest, "--cors-ingest")
+        if self.seed_api:
+            from tallyd.seedapi import check_prefix
+
+            check_prefix(self.seed_api)
         Clock(self.timezone)
         return self
 
