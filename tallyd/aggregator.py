@@ -18,7 +18,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 from tallyd.dedup import Dedup
@@ -201,6 +201,9 @@ class Aggregator:
         # (seq, future): resolved once the batch numbered seq is in the store.
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._stopping = False
+        # Held while a batch is built and written, and by an owner's change to the
+        # store (`exclusive`), so neither sees the other half done.
+        self._writing = asyncio.Lock()
         # Resolved with the batch number when the next batch is in the store (`next_flush`).
         self._next_flush: asyncio.Future[int] | None = None
         self.healthy = True
@@ -427,11 +430,35 @@ class Aggregator:
     async def flushed(self) -> None:
         """Wait until everything added so far is in the store."""
         await self.acknowledged()
-        # Pending cells always go into the next batch number, whatever is in flight.
+        if self.pending or self.uniques:
+            # Pending cells always go into the next batch number, whatever is in flight.
+            last = self.seq + 1
+        elif self._inflight is not None or self._taken is not None:
+            last = self.seq
+        else:
+            return  # nothing waits: no batch would ever resolve a waiter
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((self.seq + 1, fut))
+        self._waiters.append((last, fut))
         self._wake.set()
         await fut
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Everything counted so far in the store, then no batch written until the
+        block ends: an owner's change (tallyd.owner) made in it is not undone by a
+        later flush of counts that arrived before it. Counts arriving meanwhile wait
+        in memory and are written after it, as counts that came after the change."""
+        await asyncio.wait_for(self.flushed(), self.wait_timeout)
+        async with self._writing:
+            yield
+
+    def forget(self) -> None:
+        """Forget what this process remembers writing, after an owner deleted an id:
+        its index entries then go with its next cells, its visitors again. A new
+        expander remembers nothing (forgetting is always safe, if a batch dearer)."""
+        old = self.expander
+        self.expander = Expander(old.keys, old.clock, old.retention)
+        self._sent_uniques.clear()
 
     def next_flush(self) -> asyncio.Future[int]:
         """A future resolved with its number when the next batch is in the store.
@@ -473,6 +500,10 @@ class Aggregator:
         Returns the source cells written; raises on a store error, leaving the
         batch in flight for the next call.
         """
+        async with self._writing:
+            return await self._flush()
+
+    async def _flush(self) -> int:
         if self._inflight is None:
             if self._taken is None:
                 if not self.pending and not self.uniques:

@@ -233,6 +233,14 @@ class Config:
     shutdown_timeout: float = _opt(
         30.0, "seconds a stop lets requests under way finish, then retries the last flush", NUMBER
     )
+    admin_token: str = _opt(
+        "",
+        "the bearer token of owner actions (a badge's baseline, resetting or deleting an "
+        "id's counts); better in TALLYD_ADMIN_TOKEN or the TOML file than on the command "
+        "line, where ps shows it (default: owner actions off; docs/owner-actions.md)",
+        TEXT,
+        secret=True,
+    )
     log_level: str = _opt("info", "debug, info, warning or error", TEXT)
     workers: str = _opt(
         "1",
@@ -333,6 +341,7 @@ class Config:
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be 0 or more")
         _check_workers(self)
+        _check_token(self.admin_token)
         from tallyd.periods import Clock
         from tallyd.web import check_origin
 
@@ -408,7 +417,9 @@ def _source(raw: Mapping[str, Any], where: Callable[[str], str]) -> dict[str, An
         try:
             out[name] = parser.read(value)
         except (TypeError, ValueError):
-            raise ValueError(f"{where(name)}={value!r}: expected {parser.expected}") from None
+            # A secret's value is never repeated, not even a wrong one: it goes to logs.
+            shown = "…" if FIELDS[name].metadata.get("secret") else repr(value)
+            raise ValueError(f"{where(name)}={shown}: expected {parser.expected}") from None
     for name, value in list(out.items()):
         target = FIELDS[name].metadata.get("sets")
         if target is not None:
@@ -472,6 +483,21 @@ def _check_workers(cfg: Config) -> None:
         raise ValueError("--zmq-bind takes one process: with --workers, use --zmq (connect)")
     if workers > 1 and any(u.startswith("unix:") for u in cfg.syslog):
         raise ValueError("--syslog unix:// takes one process: with --workers, use udp://")
+
+
+# The shortest admin token taken: a short one could be guessed over the network.
+MIN_TOKEN = 16
+
+
+def _check_token(token: str) -> None:
+    """Raise ValueError, never naming the token, unless it is empty (off) or usable."""
+    if not token:
+        return
+    if len(token) < MIN_TOKEN:
+        raise ValueError(f"--admin-token must be at least {MIN_TOKEN} characters")
+    if not all("!" <= c <= "~" for c in token):
+        # What a client can send in an Authorization header as it is.
+        raise ValueError("--admin-token must be printable ASCII without spaces")
 
 
 def _check_syslog(url: str) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from urllib.parse import quote
 
 ROLLUP = "all"
+# The field of a baseline hash (`KeySpace.baseline`) that holds the starting count.
+BASELINE = "count"
 
 
 def escape(name: str) -> str:
@@ -44,6 +46,11 @@ class KeySpace:
     def unique(self, account: str, event: str, parts: tuple[str, ...]) -> str:
         """`unique:acme/hit/2013/09/05`: a HyperLogLog of one day's distinct visitors."""
         return f"{self.prefix}unique:" + "/".join((account, event, *parts))
+
+    def baseline(self, account: str, event: str) -> str:
+        """`baseline:acme/hit`: a hash whose field `count` is the id's starting count,
+        shown in its all-time total and in no period (set by an owner, tallyd.owner)."""
+        return f"{self.prefix}baseline:{account}/{event}"
 
     def ranking(self, event: str, parts: tuple[str, ...]) -> str:
         """Accounts by count for one day (`Y, M, D`) or month (`Y, M`)."""

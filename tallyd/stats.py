@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from tallyd.aggregator import NOTHING, Aggregator, Unflushed
-from tallyd.keys import ROLLUP, KeySpace, escape
+from tallyd.keys import BASELINE, ROLLUP, KeySpace, escape
 from tallyd.periods import Clock, Period
 from tallyd.retention import Retention
 from tallyd.stores.base import Store
@@ -45,6 +45,9 @@ class Stats:
     def _key(self, account: str, event: str, parts: tuple[str, ...]) -> str:
         acc = ROLLUP if account == ROLLUP else escape(account)
         return self.keys.counter(acc, escape(event), parts)
+
+    def _baseline_key(self, account: str, event: str) -> str:
+        return self.keys.baseline(escape(account), escape(event))
 
     def _now(self) -> float:
         return self.clock.now().timestamp()
@@ -115,9 +118,15 @@ class Stats:
             elif len(parts) >= 3 and not self._past(parts[:-1], now):
                 reads.append((i, parts[:-1], parts[-1]))
         live = [i for i, _, _ in reads]
+        # An id's starting count (set by its owner, tallyd.owner) is in its all-time
+        # total and in no period: read in the same snapshot, from a hash of its own.
+        based = [i for i, parts, _ in reads if not parts]
         hashes, read_applied, view = await self._read(
             [self._key(wanted[i][0], wanted[i][1], parts) for i, parts, _ in reads]
+            + [self._baseline_key(wanted[i][0], wanted[i][1]) for i in based]
         )
+        baselines = hashes[len(reads) :]
+        del hashes[len(reads) :], read_applied[len(reads) :]
         out = [0] * len(wanted)
         applied = [0] * len(wanted)
         for (i, _, field_), h, seq in zip(reads, hashes, read_applied, strict=True):
@@ -126,6 +135,8 @@ class Stats:
             else:
                 out[i] = h.get(field_, 0)
             applied[i] = seq
+        for i, h in zip(based, baselines, strict=True):
+            out[i] += h.get(BASELINE, 0)
         if self.aggregator is None:
             return out
         where: dict[tuple[str, str], list[int]] = {}

@@ -198,6 +198,15 @@ class BadgeCounts:
                 _bump(theirs, day, visitor)
         return visitor
 
+    def forget(self, account: str, event: str) -> None:
+        """Drop the figures drawn of an id and of its owner's rollup, so their next
+        views read the store: an owner changed what it holds (tallyd.owner)."""
+        owner = prefix_rollup(account)
+        idents = {(account, event), (owner, event)} if owner else {(account, event)}
+        for ident in idents:
+            self._shown.pop(ident, None)
+        self._stale = {k: v for k, v in self._stale.items() if k[0] not in idents}
+
     def unique_key(self, account: str, event: str, day: tuple[str, ...]) -> str:
         key = self._unique_keys.get((account, event, day))
         if key is None:

@@ -62,6 +62,17 @@ class Snapshot:
             self.applied = [self.applied_seq] * len(self.hashes)
 
 
+@dataclass
+class Edit:
+    """An owner's change to what is stored (tallyd.owner), not a count: keys deleted
+    whole, members taken out of indexes and rankings, and counter fields set
+    (a value of 0 removes the field)."""
+
+    drop: list[str] = field(default_factory=list)
+    members: list[tuple[str, str]] = field(default_factory=list)  # (key, member)
+    fields: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
 class Store(Protocol):
     """What the aggregator and the API need from a backend."""
 
@@ -87,6 +98,9 @@ class Store(Protocol):
 
     async def prune(self, now: int) -> int:
         """Delete keys whose retention has passed; returns how many went."""
+
+    async def edit(self, change: Edit) -> None:
+        """Apply an owner's change: at once on SQLite and Redis, slot by slot on a cluster."""
 
     async def ping(self) -> None:
         """Raise StoreError unless the store answers."""

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from tallyd import hll
 from tallyd.stores import hll_codec
-from tallyd.stores.base import Batch, Contents, Snapshot, StoreError
+from tallyd.stores.base import Batch, Contents, Edit, Snapshot, StoreError
 
 
 def _batch_script(before: str, inc: str, rank: str, sketches: str) -> str:
@@ -327,6 +327,27 @@ class RedisCommands:
     async def prune(self, now: int) -> int:
         # Redis expires keys itself (EXPIREAT in every batch).
         return 0
+
+    def _atomic(self) -> Any:
+        """A pipeline applied at once (MULTI/EXEC); on a cluster, key by key."""
+        return self._r.pipeline(transaction=True)
+
+    async def edit(self, change: Edit) -> None:
+        async def run() -> None:
+            async with self._atomic() as p:
+                for key in change.drop:
+                    p.delete(key)
+                for key, member in change.members:
+                    p.zrem(key, member)
+                for key, values in change.fields.items():
+                    for name, value in values.items():
+                        if value:
+                            p.hset(key, name, value)
+                        else:
+                            p.hdel(key, name)
+                await p.execute()
+
+        await self._call(run)
 
     async def ping(self) -> None:
         try:

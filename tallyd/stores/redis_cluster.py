@@ -281,6 +281,10 @@ class RedisClusterStore(RedisCommands):
     def _pipeline(self) -> Any:
         return self._r.pipeline()
 
+    def _atomic(self) -> Any:
+        # A cluster has no MULTI across slots: an owner's change goes key by key.
+        return self._r.pipeline()
+
     async def write(self, part: Contents, mode: str, run: str, seq: int) -> bool:
         # Atomic per slot, as a batch is: each slot's group behind a marker in the slot.
         calls: list[tuple[str, list[str], list[Any]]] = []

@@ -27,7 +27,7 @@ import orjson
 
 from tallyd import hll
 from tallyd.stores import hll_codec
-from tallyd.stores.base import Batch, Contents, Snapshot, StoreError, StoreUnusable
+from tallyd.stores.base import Batch, Contents, Edit, Snapshot, StoreError, StoreUnusable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (
@@ -460,6 +460,36 @@ class SQLiteStore:
             total += n
             if n < PRUNE_ROWS:
                 return total
+
+    def _edit_sync(self, change: Edit) -> None:
+        assert self._w is not None
+        self._check_file()
+        c = self._w
+        drop = [(k,) for k in change.drop]
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for table in ("counters", "uniques", "expiry"):
+                c.executemany(f"DELETE FROM {table} WHERE key = ?", drop)
+            # Redis keeps indexes and rankings alike (sorted sets): a member goes from both.
+            for table in ("indexes", "rankings"):
+                c.executemany(f"DELETE FROM {table} WHERE key = ? AND member = ?", change.members)
+            for key, values in change.fields.items():
+                for name, value in values.items():
+                    if value:
+                        c.execute(
+                            "INSERT INTO counters (key, field, value) VALUES (?, ?, ?) "
+                            "ON CONFLICT (key, field) DO UPDATE SET value = excluded.value",
+                            (key, name, value),
+                        )
+                    else:
+                        c.execute("DELETE FROM counters WHERE key = ? AND field = ?", (key, name))
+            c.execute("COMMIT")
+        except BaseException:
+            rollback(c)
+            raise
+
+    async def edit(self, change: Edit) -> None:
+        await self._in_writer(self._edit_sync, change)
 
     # -- export and import (tallyd.transfer) -----------------------------------
 

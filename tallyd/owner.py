@@ -1,0 +1,201 @@
+"""Owner actions, behind the admin token: an id's baseline, resetting or deleting its counts.
+
+An id is an account's event, as the stats API names it (a badge `owner/name` is
+account `owner/name`, event `hit`). Off unless `--admin-token` is set; every
+action is one log line naming the client, never the token. docs/owner-actions.md
+tells what each action changes and what it leaves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from dataclasses import dataclass
+
+import orjson
+
+from tallyd.aggregator import Aggregator
+from tallyd.badges.counts import BadgeCounts
+from tallyd.events import Rejected, check_name
+from tallyd.keys import BASELINE, KeySpace, escape
+from tallyd.rules import reserved
+from tallyd.stats import Stats
+from tallyd.stores.base import Edit, Store
+from tallyd.web import (
+    NO_STORE,
+    HTTPError,
+    Receive,
+    Request,
+    Response,
+    client_address,
+    json_response,
+    read_body,
+)
+
+log = logging.getLogger("tallyd.owner")
+
+# The largest baseline: what a JSON number holds exactly in every client.
+MAX_BASELINE = 2**53 - 1
+MAX_BODY = 1024
+CHALLENGE = [(b"www-authenticate", b'Bearer realm="tallyd owner actions"')]
+
+
+def _digest(token: bytes) -> bytes:
+    # Compared as digests of equal length: compare_digest's time then depends on
+    # neither the token's length nor where a guess first differs.
+    return hashlib.sha256(token).digest()
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Whether a request carries the admin token; the token is never repeated."""
+
+    token: str
+
+    def check(self, req: Request) -> None:
+        """Raise 403 when owner actions are off, 401 without a bearer token, 403 with
+        a wrong one."""
+        if not self.token:
+            raise HTTPError(
+                403,
+                "owner_actions_off",
+                "owner actions are off: start tallyd with --admin-token "
+                "(or TALLYD_ADMIN_TOKEN) to allow them",
+            )
+        scheme, _, given = req.headers.get(b"authorization", b"").strip().partition(b" ")
+        if scheme.lower() != b"bearer" or not given.strip():
+            raise HTTPError(
+                401, "missing_token", "send Authorization: Bearer <admin token>", CHALLENGE
+            )
+        if not hmac.compare_digest(_digest(given.strip()), _digest(self.token.encode())):
+            raise HTTPError(403, "bad_token", "the admin token is not the one set")
+
+
+@dataclass
+class Owner:
+    """The owner actions of one tallyd process."""
+
+    gate: Gate
+    stats: Stats
+    aggregator: Aggregator
+    badges: BadgeCounts
+
+    async def baseline(self, req: Request, receive: Receive, account: str, event: str) -> Response:
+        """`PUT /api/admin/{account}/{event}/baseline` with `{"baseline": N}`."""
+        self.gate.check(req)
+        _id(account, event)
+        value = _baseline(await read_body(req, receive, MAX_BODY))
+        await self._apply(req, "baseline", account, event, value)
+        return _ok({"account": account, "event": event, "action": "baseline", "baseline": value})
+
+    async def reset(self, req: Request, account: str, event: str) -> Response:
+        """`DELETE /api/admin/{account}/{event}/counts`: every count and the baseline
+        gone, the id still listed."""
+        return await self._erase(req, "reset", account, event)
+
+    async def delete(self, req: Request, account: str, event: str) -> Response:
+        """`DELETE /api/admin/{account}/{event}`: as a reset, and out of the listings."""
+        return await self._erase(req, "delete", account, event)
+
+    async def _erase(self, req: Request, action: str, account: str, event: str) -> Response:
+        self.gate.check(req)
+        _id(account, event)
+        change = await self._apply(req, action, account, event, 0)
+        body = {"account": account, "event": event, "action": action, "keys": len(change.drop)}
+        return _ok(body)
+
+    async def _apply(
+        self, req: Request, action: str, account: str, event: str, baseline: int
+    ) -> Edit:
+        """Make and apply an action's change after every count that came before it,
+        with no batch written meanwhile; then forget what this process remembers of
+        the id. One log line."""
+        store, keys = self.stats.store, self.stats.keys
+        try:
+            async with self.aggregator.exclusive():
+                if action == "baseline":
+                    key = keys.baseline(escape(account), escape(event))
+                    change = Edit(fields={key: {BASELINE: baseline}})
+                else:
+                    change = await stored_keys(store, keys, account, event, action == "delete")
+                await store.edit(change)
+                if action == "delete":
+                    self.aggregator.forget()
+                self.badges.forget(account, event)
+        except TimeoutError:
+            raise HTTPError(
+                503,
+                "store_unavailable",
+                "the counts that came before this action are not written yet; try again",
+                [(b"retry-after", b"5")],
+            ) from None
+        except OSError as exc:  # the journal (--durable) cannot be written
+            raise HTTPError(503, "not_durable", str(exc), [(b"retry-after", b"5")]) from None
+        what = f" to {baseline}" if action == "baseline" else f" ({len(change.drop)} keys)"
+        who = client_address(req.scope.get("client"), req.headers.get(b"x-forwarded-for", b""))
+        log.info("owner action: %s of %r event %r%s by %s", action, account, event, what, who)
+        return change
+
+
+async def stored_keys(store: Store, keys: KeySpace, account: str, event: str, forget: bool) -> Edit:
+    """What an id holds in the store, as the change that takes it away.
+
+    Its counter hashes are found by walking them down from all time (each hash's
+    fields name the ones below it), so no store needs a scan of its keys; hour
+    hashes are named by their day's fields. With them go its funnels, visitor
+    sketches, baseline and ranking entries, and (`forget`) its index entries. The
+    rollups (`all`, `owner/*`) keep the events they counted.
+    """
+    ea, ee = escape(account), escape(event)
+    base = keys.counter(ea, ee)
+    drop = [base, keys.baseline(ea, ee)]
+    members: list[tuple[str, str]] = []
+    level: list[tuple[str, ...]] = [()]
+    for depth in range(3):  # years, months, days
+        hashes = (await store.read([keys.counter(ea, ee, p) for p in level], "")).hashes
+        level = [(*p, f) for p, h in zip(level, hashes, strict=True) for f in h if f.isdigit()]
+        drop += [keys.counter(ea, ee, p) for p in level]
+        if depth < 2:
+            drop += [keys.funnel(ea, ee, p) for p in level]
+        if depth > 0:
+            members += [(keys.ranking(ee, p), ea) for p in level]
+        if depth == 2:
+            drop += [keys.unique(ea, ee, p) for p in level]
+    hashes = (await store.read([keys.counter(ea, ee, p) for p in level], "")).hashes
+    drop += [keys.counter(ea, ee, (*p, h)) for p, fs in zip(level, hashes, strict=True) for h in fs]
+    if forget:
+        members += [(keys.accounts(ee), ea), (keys.account_events(ea), ee)]
+    return Edit(drop=drop, members=members)
+
+
+def _id(account: str, event: str) -> None:
+    """Raise 400 unless the names are an id's: valid, and no rollup."""
+    try:
+        check_name(account, "account")
+        check_name(event, "event")
+    except Rejected as exc:
+        raise HTTPError(400, exc.reason, exc.detail) from None
+    if reserved(account):
+        raise HTTPError(
+            400, "reserved_account", f"{account!r} is a rollup of other accounts, not an id"
+        )
+
+
+def _baseline(body: bytes) -> int:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        doc = None
+    value = doc.get("baseline") if isinstance(doc, dict) else None
+    if type(value) is not int or not 0 <= value <= MAX_BASELINE:
+        raise HTTPError(
+            400,
+            "bad_baseline",
+            f'send {{"baseline": N}}, N a whole number 0..{MAX_BASELINE} (0 removes it)',
+        )
+    return value
+
+
+def _ok(body: dict[str, object]) -> Response:
+    return json_response(body, 200, [NO_STORE])
