@@ -159,7 +159,7 @@ class Intake:
         (`ids`, the counter's) and those it passed over (`slow`, parsed here); with
         a `shard`, those of accounts it does not own are dropped."""
         cells, with_ids, rejected = parse_many(
-            slow, self.breakdowns, now, self.known, self.new_names.admit
+            slow, self.breakdowns, now, self.known, self.new_names.admit_for(shard)
         )
         if shard is not None:
             parsed = len(cells) + len(with_ids)

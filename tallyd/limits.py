@@ -6,8 +6,10 @@ random per process)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from tallyd.events import MAX_KNOWN
+from tallyd.shard import Shard
 
 
 def _minute() -> int:
@@ -44,10 +46,29 @@ class NewNames:
                 self.refused += 1
                 return False
             self._admitted += 1
+        self.remember(name)
+        return True
+
+    def remember(self, name: str) -> None:
+        """Know a name without spending the minute's allowance on it."""
         if len(self.known) >= MAX_KNOWN:
             self.known.pop()
         self.known.add(name)
-        return True
+
+    def admit_for(self, shard: Shard | None) -> Callable[[str], bool]:
+        """`admit` for a node or worker counting `shard` of the accounts: another
+        shard's name is remembered (so the fast path skips its events cheaply) but
+        not held to this node's limit, which is for the names it counts."""
+        if shard is None:
+            return self.admit
+
+        def admit(name: str) -> bool:
+            if shard.owns(name):
+                return self.admit(name)
+            self.remember(name)
+            return True
+
+        return admit
 
 
 class Limited(Exception):

@@ -10,6 +10,7 @@ import pytest
 import zmq
 
 from tallyd.limits import ClientRate, NewNames
+from tallyd.shard import Shard
 from tests.conftest import Server
 from tests.test_zmq import connected, ctx, total, wait_total
 
@@ -61,6 +62,39 @@ def test_the_bus_drops_and_counts_past_the_limit(
     assert rejected + " 151" in server.get("/metrics").text
     time.sleep(0.3)
     assert total(server) == 49
+
+
+def test_a_shard_node_spends_its_limit_on_its_own_accounts_only(
+    server_factory: type[Server], tmp_path: Path, ctx: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    # 400 new accounts on the bus, about half of them this node's: its limit of 250
+    # a minute is more than its share, so all its share is counted.
+    server, pub = connected(
+        server_factory, tmp_path, ctx, "--shard", "0/2", "--max-new-ids-per-minute", "250"
+    )
+    accounts = [f"bus{i}" for i in range(400)]
+    mine = [a for a in accounts if Shard(0, 2).owns(a)]
+    assert 150 < len(mine) < 250
+    for account in accounts:
+        event = {"type": "pageview", "data": {"account": account}, "time": T}
+        pub.send(b"events " + orjson.dumps(event))
+    assert wait_total(server, len(mine)) == len(mine)
+    time.sleep(0.3)
+    assert total(server) == len(mine)
+    assert server.metric("tallyd_new_names_refused_total") == 0
+
+
+def test_new_names_of_other_shards_are_known_but_not_admitted_against_the_limit() -> None:
+    known: set[str] = set()
+    names = NewNames(known, per_minute=1)
+    shard = Shard(0, 2)
+    ours = [n for n in (f"n{i}" for i in range(20)) if shard.owns(n)]
+    theirs = [n for n in (f"n{i}" for i in range(20)) if not shard.owns(n)]
+    admit = names.admit_for(shard)
+    assert all(admit(n) for n in theirs)
+    assert [admit(n) for n in ours[:2]] == [True, False]
+    assert known == {*theirs, ours[0]} and names.refused == 1
+    assert names.admit_for(None) == names.admit
 
 
 def test_new_badge_ids_past_the_limit_get_an_error_badge(
