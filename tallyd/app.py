@@ -1,4 +1,4 @@
-"""The ASGI application: routes requests to the API, ingest and operations."""
+"""The ASGI application: answers each request by its route (`tallyd/routes.py`)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,17 @@ from typing import Any
 
 import orjson
 
-from tallyd import api
 from tallyd.aggregator import Aggregator
 from tallyd.badges.counts import BadgeCounts
-from tallyd.badges.http import NO_CACHE, badge, badge_now, error_badge, visitor_headers
-from tallyd.dashboard import assets
+from tallyd.badges.http import NO_CACHE, badge_now, error_badge, visitor_headers
 from tallyd.dashboard.live import Live
 from tallyd.dashboard.page import Dashboard
 from tallyd.events import Rejected, RejectLog
-from tallyd.ingest.http import post_events
 from tallyd.intake import Intake
 from tallyd.metrics import Metrics
-from tallyd.openapi import DOCUMENT
+from tallyd.openapi import document
+from tallyd.router import Answer, Match, Router
+from tallyd.routes import ROUTES, miss
 from tallyd.stats import Stats
 from tallyd.stores import StoreError, public_error
 from tallyd.web import (
@@ -36,20 +35,21 @@ from tallyd.web import (
     Scope,
     Send,
     Streamed,
+    badge_space,
     check_callback,
     client_address,
     error_response,
     json_response,
     jsonp,
-    read_body,
     send_response,
     send_stream,
-    share_of,
 )
 
 log = logging.getLogger("tallyd.http")
 
-OPENAPI = orjson.dumps(DOCUMENT)
+ROUTER = Router(ROUTES)
+# The document of the default routes (an app given other routes serves its own).
+OPENAPI = orjson.dumps(document(ROUTER.document()))
 
 
 @dataclass
@@ -66,8 +66,10 @@ class App:
     cors: Cors = field(default_factory=Cors)
     # Which worker process answers (`--workers`); None when there is one process.
     worker: int | None = None
+    router: Router = ROUTER
+    openapi: bytes = field(init=False)
+    badge_headers: Headers = field(init=False)
     _refusals: RejectLog = field(init=False)
-    _badge_headers: Headers = field(init=False)
     dashboard: Dashboard = field(init=False)
     live: Live = field(init=False)
 
@@ -76,7 +78,9 @@ class App:
         self.dashboard = Dashboard(self.stats, self.intake.breakdowns)
         self.live = Live(self.aggregator, self.metrics)
         # Every badge answer carries these; one list, so the server joins them once.
-        self._badge_headers = [*NO_CACHE, *self.cors.headers(BADGE)]
+        self.badge_headers = [*NO_CACHE, *self.cors.headers(BADGE)]
+        routed = self.router is ROUTER
+        self.openapi = OPENAPI if routed else orjson.dumps(document(self.router.document()))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -84,13 +88,17 @@ class App:
             return
         if scope["type"] != "http":
             return
-        share = share_of(scope.get("raw_path") or scope["path"].encode())
+        share: str | None = None
         try:
             req = Request(scope)
-            if req.method == "OPTIONS" and share is not None:
-                await send_response(send, self.cors.preflight(share, req.headers))
-                return
-            answer = await self.route(req, receive)
+            found = self.router.find(req.segments)
+            if found is not None:
+                share = found.path.share
+                if req.method == "OPTIONS" and share is not None:
+                    preflight = self.cors.preflight(share, found.path.shared, req.headers)
+                    await send_response(send, preflight)
+                    return
+            answer = await self.route(req, receive, found)
             if isinstance(answer, Streamed):
                 answer.headers += self.cors.headers(share)
                 await send_stream(receive, send, answer)
@@ -111,7 +119,7 @@ class App:
             log.exception("error answering %s %s", scope.get("method"), scope.get("path"))
             resp = self.refused(INTERNAL, scope)
         if share is not None and share != BADGE:
-            # Badges carry theirs already (see `_badge_headers`).
+            # Badges carry theirs already (see `badge_headers`).
             resp.headers = [*resp.headers, *self.cors.headers(share)]
         await send_response(send, resp)
 
@@ -138,7 +146,7 @@ class App:
         try:
             return badge_now(
                 self.badges,
-                self._badge_headers,
+                self.badge_headers,
                 raw_path,
                 query,
                 client_address(client, forwarded),
@@ -162,72 +170,18 @@ class App:
             where = f"({scope.get('method')} {path[:200]})"
             self._refusals(f"HTTP {err.status}", Rejected(err.error, f"{err.detail} {where}"))
         raw_path: bytes = scope.get("raw_path") or path.encode("latin-1", "replace")
-        if scope.get("method") in ("GET", "HEAD") and share_of(raw_path) == BADGE:
+        if scope.get("method") in ("GET", "HEAD") and badge_space(raw_path):
             query: bytes = scope.get("query_string", b"")
-            return error_badge(err, raw_path, query, self._badge_headers)
+            return error_badge(err, raw_path, query, self.badge_headers)
         return error_response(err)
 
-    async def route(self, req: Request, receive: Receive) -> Response | Streamed:
-        seg = req.segments
-        head = seg[0] if seg else ""
-        if head == "badge" or (head in ("badge.svg", "badge.json") and len(seg) == 1):
-            return await badge(self.badges, self._badge_headers, req)
-        if head == "api" and len(seg) >= 2:
-            return await self._api(req, receive, seg[1:])
-        if len(seg) == 1:
-            if head == "healthz":
-                _only(req, "GET", "HEAD")
-                return self.health()
-            if head == "metrics":
-                _only(req, "GET", "HEAD")
-                return Response(
-                    200,
-                    self.metrics.render().encode(),
-                    b"text/plain; version=0.0.4; charset=utf-8",
-                    [NO_STORE],
-                )
-            if head == "openapi.json":
-                _only(req, "GET", "HEAD")
-                return Response(200, OPENAPI)
-        if not seg:
-            _only(req, "GET", "HEAD")
-            return await self.dashboard.page(req)
-        if head == "dashboard" and len(seg) == 2:
-            _only(req, "GET", "HEAD")
-            return assets.serve(seg[1], req)
-        raise HTTPError(404, "not_found", "no such path; see /openapi.json")
-
-    async def _api(self, req: Request, receive: Receive, seg: list[str]) -> Response | Streamed:
-        head = seg[0]
-        if head == "events" and len(seg) == 1:
-            _only(req, "POST")
-            wait = req.query.get("wait")
-            if wait not in (None, "flush"):
-                raise HTTPError(400, "bad_wait", "wait takes one value: wait=flush")
-            if req.headers.get(b"content-encoding", b"identity").lower() != b"identity":
-                # A gzip body read as JSON would be refused with a misleading reason.
-                raise HTTPError(415, "bad_encoding", "send the body uncompressed")
-            body = await read_body(req, receive, self.max_body)
-            return await post_events(self.intake, body, wait == "flush")
-        if head == "stats" and len(seg) >= 2:
-            _only(req, "GET", "HEAD")
-            kind, rest = seg[1], seg[2:]
-            if kind == "track":
-                return await api.track(self.stats, req, rest)
-            if kind == "funnels":
-                return await api.funnels(self.stats, req, rest)
-            if kind == "series" and not rest:
-                return await api.series(self.stats, req)
-        elif head == "accounts" and len(seg) == 1:
-            _only(req, "GET", "HEAD")
-            return await api.accounts(self.stats, req)
-        elif head == "top" and len(seg) == 1:
-            _only(req, "GET", "HEAD")
-            return await api.top(self.stats, req)
-        elif head == "live" and len(seg) == 1:
-            _only(req, "GET", "HEAD")
-            return self.live.answer(req)
-        raise HTTPError(404, "not_found", "no such path; see /openapi.json")
+    async def route(self, req: Request, receive: Receive, found: Match | None) -> Answer:
+        """The answer of the route `found` for this request (`Router.find`), a 405 for a
+        method it does not take, or a 404."""
+        if found is None:
+            raise miss(req)
+        route = found.path.route(req.method)
+        return await route.handler(self, req, receive, found.params)
 
     def health(self) -> Response:
         agg = self.aggregator
@@ -245,14 +199,6 @@ class App:
             body["detail"] = agg.last_error
             return json_response(body, 503, [NO_STORE])
         return json_response(body, 200, [NO_STORE])
-
-
-def _only(req: Request, *methods: str) -> None:
-    if req.method not in methods:
-        allow = ", ".join(methods).encode()
-        raise HTTPError(
-            405, "method_not_allowed", f"use {' or '.join(methods)}", [(b"allow", allow)]
-        )
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -1,4 +1,9 @@
-"""The OpenAPI document served at `/openapi.json`."""
+"""The pieces of the OpenAPI document served at `/openapi.json`.
+
+Its `paths` come from the route table (`tallyd/routes.py`, through
+`router.Router.document`): each route carries its operation, built with the
+helpers here, so that no route is undocumented and no document is unrouted.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +20,10 @@ from tallyd.dashboard.live import HEARTBEAT, MAX_STREAMS, MIN_GAP
 from tallyd.periods import MAX_YEAR, MIN_YEAR
 from tallyd.rules import MAX_NAME, MAX_TIME, ROLLUP
 from tallyd.stats import INTERVALS, MAX_SERIES_POINTS
-from tallyd.web import CALLBACK, INGEST_METHODS, MAX_CALLBACK, READ_METHODS
+from tallyd.web import CALLBACK, INGEST, MAX_CALLBACK
 
 
-def _param(
+def param(
     name: str,
     where: str = "query",
     required: bool = False,
@@ -50,7 +55,7 @@ _CORS = {"Access-Control-Allow-Origin": {**_STR, "description": "--cors-origin (
 _ERR = {"description": "error", "content": _json(_ref("Error"))}
 _READ_ERR = {**_ERR, "headers": _CORS}
 # What the server takes as a JSONP callback (web.check_callback), and what it answers.
-_CB = _param(
+_CB = param(
     "callback",
     description="wrap the JSON answer as JSONP, answered as application/javascript",
     pattern=f"^(?:{CALLBACK.pattern})$",
@@ -59,7 +64,9 @@ _CB = _param(
 _JSONP = {"application/javascript": {"schema": {"type": "string", "pattern": r"^/\*\*/"}}}
 
 
-def _preflight(methods: bytes, setting: str) -> dict[str, Any]:
+def preflight(share: str, methods: bytes) -> dict[str, Any]:
+    """The OPTIONS operation of a path with a CORS policy (`share`)."""
+    setting = "--cors-ingest (default none)" if share == INGEST else "--cors-origin"
     allow = {
         "Allow": _STR,
         "Access-Control-Allow-Origin": {**_STR, "description": f"{setting}; absent when none"},
@@ -76,41 +83,29 @@ def _preflight(methods: bytes, setting: str) -> dict[str, Any]:
     }
 
 
-_READ_PREFLIGHT = _preflight(READ_METHODS, "--cors-origin")
-
-
-def _get(
+def read(
     summary: str,
-    path: list[dict[str, Any]],
     query: list[dict[str, Any]],
     schema: str,
     other: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A read of the stats API: JSON (JSONP with `callback`), errors as JSON.
-
-    Path parameters are the path's, so that its CORS preflight has them too.
-    """
+    """The GET operation of a read of the stats API: JSON (JSONP with `callback`),
+    errors as JSON."""
     content = {**_json(_ref(schema)), **_JSONP, **(other or {})}
     ok = {"description": "OK", "headers": _CORS, "content": content}
-    item: dict[str, Any] = {
-        "get": {
-            "summary": summary,
-            "parameters": [*query, _CB],
-            "responses": {"200": ok, "400": _READ_ERR, "404": _READ_ERR, "503": _READ_ERR},
-        },
-        "options": _READ_PREFLIGHT,
+    return {
+        "summary": summary,
+        "parameters": [*query, _CB],
+        "responses": {"200": ok, "400": _READ_ERR, "404": _READ_ERR, "503": _READ_ERR},
     }
-    if path:
-        item["parameters"] = path
-    return item
 
 
 # A name as the API takes it in a path: any text, percent-encoded (`owner%2Fname`).
-_ACC = _param("account", "path", minLength=1)
-_EV = _param("event", "path", minLength=1)
-_Y = _param("year", "path", type="integer", minimum=MIN_YEAR, maximum=MAX_YEAR)
-_M = _param("month", "path", type="integer", minimum=1, maximum=12)
-_D = _param(
+ACC = param("account", "path", minLength=1)
+EV = param("event", "path", minLength=1)
+Y = param("year", "path", type="integer", minimum=MIN_YEAR, maximum=MAX_YEAR)
+M = param("month", "path", type="integer", minimum=1, maximum=12)
+D = param(
     "day",
     "path",
     description="past the month's last day: 400",
@@ -118,8 +113,7 @@ _D = _param(
     minimum=1,
     maximum=31,
 )
-_H = _param("hour", "path", type="integer", minimum=0, maximum=23)
-_T = "/api/stats/track/{account}/{event}"
+H = param("hour", "path", type="integer", minimum=0, maximum=23)
 # Dates of the read API: a day in 1970..9999 (past the month's end is a 400).
 _DAY = "(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
 _DATE_TIME = (
@@ -127,31 +121,31 @@ _DATE_TIME = (
     "(?:Z|[+-](?:0[0-9]|1[0-4]):[0-5][0-9])?)?$"
 )
 _DAY_OR_MONTH = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:0[1-9]|1[0-2])(?:-(?:0[1-9]|[12][0-9]|3[01]))?$"
-_LIMIT = _param("limit", type="integer", minimum=1, maximum=MAX_PAGE)
-_ID = _param("id", "path", description="the counted account; may contain /", minLength=1)
+_LIMIT = param("limit", type="integer", minimum=1, maximum=MAX_PAGE)
+ID = param("id", "path", description="the counted account; may contain /", minLength=1)
 _BADGE_PARAMS = [
-    _param("label", maxLength=MAX_LABEL),
-    _param("color"),
-    _param("label_color"),
-    _param("style", enum=list(STYLES)),
-    _param(
+    param("label", maxLength=MAX_LABEL),
+    param("color"),
+    param("label_color"),
+    param("style", enum=list(STYLES)),
+    param(
         "logo",
         description="a simple-icons name (github) or a data:image/svg+xml;base64 URL of "
         f"at most {MAX_LOGO_BYTES} bytes of plain SVG; else an error badge",
     ),
-    _param("logo_color", description="the named logo's colour (also logoColor)"),
-    _param("theme", enum=list(THEMES), description="auto: follows the reader's dark mode"),
-    _param("metric", enum=list(METRICS)),
-    _param("format", enum=list(FORMATS)),
-    _param("base", type="integer", minimum=0, maximum=MAX_BASE),
-    _param("increment", enum=["0", "1"], description="default: 1 for .svg, 0 for .json"),
-    _param("event"),
-    _param(
+    param("logo_color", description="the named logo's colour (also logoColor)"),
+    param("theme", enum=list(THEMES), description="auto: follows the reader's dark mode"),
+    param("metric", enum=list(METRICS)),
+    param("format", enum=list(FORMATS)),
+    param("base", type="integer", minimum=0, maximum=MAX_BASE),
+    param("increment", enum=["0", "1"], description="default: 1 for .svg, 0 for .json"),
+    param("event"),
+    param(
         "tz",
         description="an IANA time zone (Europe/Madrid) for today, week, month, year, "
         "7d, 30d and the sparklines; default: the server's --timezone",
     ),
-    _param(
+    param(
         "count",
         enum=list(COUNTS),
         description="github: only views through GitHub's image proxy (github-camo) count",
@@ -174,28 +168,21 @@ _BADGE_NOTE = (
 )
 
 
-def _badge(
-    summary: str, path: list[dict[str, Any]], query: list[dict[str, Any]], media: dict[str, Any]
-) -> dict[str, Any]:
-    item: dict[str, Any] = {
-        "get": {
-            "summary": summary,
-            "description": _BADGE_NOTE,
-            "parameters": [*query, *_BADGE_PARAMS],
-            "responses": {
-                "200": {"description": "the badge", "headers": _BADGE_HEADERS, "content": media},
-                "405": _ERR,
-            },
+def badge(summary: str, query: list[dict[str, Any]], media: dict[str, Any]) -> dict[str, Any]:
+    """The GET operation of a badge URL."""
+    return {
+        "summary": summary,
+        "description": _BADGE_NOTE,
+        "parameters": [*query, *_BADGE_PARAMS],
+        "responses": {
+            "200": {"description": "the badge", "headers": _BADGE_HEADERS, "content": media},
+            "405": _ERR,
         },
-        "options": _READ_PREFLIGHT,
     }
-    if path:
-        item["parameters"] = path
-    return item
 
 
-_SVG = {"image/svg+xml": {"schema": {"type": "string"}}}
-_ENDPOINT = _json(_ref("Endpoint"))
+SVG = {"image/svg+xml": {"schema": {"type": "string"}}}
+ENDPOINT = _json(_ref("Endpoint"))
 _COUNTS = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}}
 _NAMES = {"type": "array", "items": {"type": "string"}}
 _PART = {"type": ["integer", "null"]}
@@ -218,489 +205,422 @@ _TIME = (
 _TEXT = {"schema": {"type": "string"}}
 _HTML = {"text/html": _TEXT}
 _PAGE_HEADERS = {"Cache-Control": _STR, "Content-Security-Policy": _STR}
-_DASHBOARD = {
-    "get": {
-        "summary": "The dashboard: a period's counts as an HTML table; with JavaScript, bars, "
-        "drill-down and live updates",
-        "parameters": [
-            _param("account", description="default: all"),
-            _param("event", description="default: pageview, else the first event type"),
-            _param(
-                "period",
-                description="year[/month[/day[/hour]]], like 2013/09; empty: all time; "
-                "absent: the latest year with counts",
-            ),
-        ],
-        "responses": {
-            "200": {"description": "the page", "headers": _PAGE_HEADERS, "content": _HTML},
-            "400": {
-                "description": "the page, saying why the period cannot be shown",
-                "headers": _PAGE_HEADERS,
-                "content": _HTML,
-            },
-            "503": _ERR,
+DASHBOARD: dict[str, Any] = {
+    "summary": "The dashboard: a period's counts as an HTML table; with JavaScript, bars, "
+    "drill-down and live updates",
+    "parameters": [
+        param("account", description="default: all"),
+        param("event", description="default: pageview, else the first event type"),
+        param(
+            "period",
+            description="year[/month[/day[/hour]]], like 2013/09; empty: all time; "
+            "absent: the latest year with counts",
+        ),
+    ],
+    "responses": {
+        "200": {"description": "the page", "headers": _PAGE_HEADERS, "content": _HTML},
+        "400": {
+            "description": "the page, saying why the period cannot be shown",
+            "headers": _PAGE_HEADERS,
+            "content": _HTML,
         },
-    }
-}
-_ASSET = {
-    "get": {
-        "summary": "The dashboard's script and style sheet",
-        "parameters": [
-            _param("asset", "path", enum=list(TYPES)),
-            _param(
-                "v",
-                description="the file's version, as the page links it: then cached for good "
-                "(immutable); else revalidated with its ETag",
-            ),
-        ],
-        "responses": {
-            "200": {
-                "description": "the file",
-                "headers": {"Cache-Control": _STR, "ETag": _STR},
-                "content": {"text/javascript": _TEXT, "text/css": _TEXT},
-            },
-            "304": {"description": "not modified (If-None-Match)"},
-            "404": _ERR,
-        },
-    }
-}
-_LIVE = {
-    "get": {
-        "summary": "Live updates: server-sent events while events are counted",
-        "description": f"An `event: flush` after each batch written to the store (at most one "
-        f"per {MIN_GAP:g} s: closer flushes are sent as one), with `data` "
-        '`{"batch": N, "time": UNIX_SECONDS}`; a comment every '
-        f"{HEARTBEAT:g} s otherwise. The stream never ends on its own; it ends when the "
-        f"server stops. At most {MAX_STREAMS} streams at once.",
-        "responses": {
-            "200": {
-                "description": "the stream",
-                "headers": {**_CORS, "Cache-Control": _STR, "X-Accel-Buffering": _STR},
-                "content": {"text/event-stream": _TEXT},
-            },
-            "503": {**_ERR, "headers": {**_CORS, "Retry-After": _STR}},
-        },
+        "503": _ERR,
     },
-    "options": _READ_PREFLIGHT,
+}
+ASSET: dict[str, Any] = {
+    "summary": "The dashboard's script and style sheet",
+    "parameters": [
+        param("asset", "path", enum=list(TYPES)),
+        param(
+            "v",
+            description="the file's version, as the page links it: then cached for good "
+            "(immutable); else revalidated with its ETag",
+        ),
+    ],
+    "responses": {
+        "200": {
+            "description": "the file",
+            "headers": {"Cache-Control": _STR, "ETag": _STR},
+            "content": {"text/javascript": _TEXT, "text/css": _TEXT},
+        },
+        "304": {"description": "not modified (If-None-Match)"},
+        "404": _ERR,
+    },
+}
+LIVE: dict[str, Any] = {
+    "summary": "Live updates: server-sent events while events are counted",
+    "description": f"An `event: flush` after each batch written to the store (at most one "
+    f"per {MIN_GAP:g} s: closer flushes are sent as one), with `data` "
+    '`{"batch": N, "time": UNIX_SECONDS}`; a comment every '
+    f"{HEARTBEAT:g} s otherwise. The stream never ends on its own; it ends when the "
+    f"server stops. At most {MAX_STREAMS} streams at once.",
+    "responses": {
+        "200": {
+            "description": "the stream",
+            "headers": {**_CORS, "Cache-Control": _STR, "X-Accel-Buffering": _STR},
+            "content": {"text/event-stream": _TEXT},
+        },
+        "503": {**_ERR, "headers": {**_CORS, "Retry-After": _STR}},
+    },
 }
 
 
-DOCUMENT: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {
-        "title": "tallyd",
-        "version": __version__,
-        "description": "Event counts per account and event type, by period.",
-    },
-    "paths": {
-        "/": _DASHBOARD,
-        "/dashboard/{asset}": _ASSET,
-        "/api/live": _LIVE,
-        "/api/events": {
-            "post": {
-                "summary": "Count events: one JSON object, a JSON array, or NDJSON",
-                "parameters": [_param("wait", enum=["flush"])],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "oneOf": [
-                                    _ref("Event"),
-                                    {"type": "array", "items": _ref("Event"), "minItems": 1},
-                                ]
-                            }
-                        },
-                        "application/x-ndjson": {
-                            "schema": {
-                                "description": "one event per line",
-                                "type": "array",
-                                "items": _ref("Event"),
-                                "minItems": 1,
-                            }
-                        },
-                    },
-                },
-                "responses": {
-                    "202": {"description": "accepted", "content": _json(_ref("IngestResult"))},
-                    "400": {
-                        "description": "no event could be counted (then also the "
-                        "IngestResult's figures), or a bad request",
-                        "content": _json(_ref("Error")),
-                    },
-                    "413": _ERR,
-                    "415": _ERR,
-                    "429": {
-                        "description": "past --max-new-ids-per-minute: the events that fit "
-                        "are counted, `resend` lists the index of every one refused "
-                        "(new_name_limit) to send again after Retry-After",
-                        "content": _json(_ref("IngestResult")),
-                    },
-                    "503": _ERR,
-                },
+EVENTS: dict[str, Any] = {
+    "summary": "Count events: one JSON object, a JSON array, or NDJSON",
+    "parameters": [param("wait", enum=["flush"])],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        _ref("Event"),
+                        {"type": "array", "items": _ref("Event"), "minItems": 1},
+                    ]
+                }
             },
-            "options": _preflight(INGEST_METHODS, "--cors-ingest (default none)"),
-        },
-        "/api/stats/track": _get("Event types seen", [], [], "Events"),
-        "/api/stats/track/{account}": _get(
-            "Event types an account has sent", [_ACC], [], "AccountEvents"
-        ),
-        _T: _get("All time, by year", [_ACC, _EV], [], "Period"),
-        _T + "/{year}": _get("A year, by month", [_ACC, _EV, _Y], [], "Period"),
-        _T + "/{year}/{month}": _get("A month, by day", [_ACC, _EV, _Y, _M], [], "Period"),
-        _T + "/{year}/{month}/{day}": _get("A day, by hour", [_ACC, _EV, _Y, _M, _D], [], "Period"),
-        _T + "/{year}/{month}/{day}/{hour}": _get(
-            "An hour, by minute", [_ACC, _EV, _Y, _M, _D, _H], [], "Period"
-        ),
-        "/api/stats/funnels/{account}/{event}/{year}": _get(
-            "Breakdown for a year", [_ACC, _EV, _Y], [], "Funnel"
-        ),
-        "/api/stats/funnels/{account}/{event}/{year}/{month}": _get(
-            "Breakdown for a month", [_ACC, _EV, _Y, _M], [], "Funnel"
-        ),
-        "/api/stats/series": _get(
-            "Counts per interval across a range",
-            [],
-            [
-                _param("account", required=True, minLength=1),
-                _param("event", required=True, minLength=1),
-                _param(
-                    "from",
-                    required=True,
-                    description="ISO 8601 date or date-time (in the server's --timezone; "
-                    f"with an offset, converted to it); from..to is at most {MAX_SERIES_POINTS} "
-                    "intervals, else 400",
-                    pattern=_DATE_TIME,
-                ),
-                _param("to", description="as from; default: now", pattern=_DATE_TIME),
-                _param("interval", enum=list(INTERVALS)),
-                _param("format", enum=["json", "csv"]),
-            ],
-            "Series",
-            {"text/csv": {"schema": {"type": "string"}}},
-        ),
-        "/api/accounts": _get(
-            "Accounts seen for an event, in name order",
-            [],
-            [
-                _param("event", required=True, minLength=1),
-                _param("prefix"),
-                _param("after"),
-                _LIMIT,
-            ],
-            "Accounts",
-        ),
-        "/api/top": _get(
-            "Accounts with the most events in a day or month",
-            [],
-            [
-                _param("event", required=True, minLength=1),
-                _param("period", enum=["day", "month"]),
-                _param(
-                    "date",
-                    description="a day (2013-09-05) for period=day, a month (2013-09) or a "
-                    "day in it for period=month; default: today",
-                    pattern=_DAY_OR_MONTH,
-                ),
-                _LIMIT,
-            ],
-            "Top",
-        ),
-        "/badge.svg": _badge(
-            "The seed's badge URL: counts a hit for `repo`, shows the total",
-            [],
-            [_param("repo", required=True)],
-            _SVG,
-        ),
-        "/badge.json": _badge(
-            "The seed's badge URL as shields.io's endpoint JSON; counts only with increment=1",
-            [],
-            [_param("repo", required=True)],
-            _ENDPOINT,
-        ),
-        "/badge/{id}.svg": _badge(
-            "A badge: counts a view, shows the chosen figure", [_ID], [], _SVG
-        ),
-        "/badge/{id}.json": _badge(
-            "shields.io's endpoint JSON for the figure; counts only with increment=1",
-            [_ID],
-            [],
-            _ENDPOINT,
-        ),
-        "/openapi.json": {
-            "get": {
-                "summary": "This document",
-                "responses": {
-                    "200": {
-                        "description": "OpenAPI 3.1",
-                        "headers": _CORS,
-                        "content": _json({"type": "object", "required": ["openapi", "paths"]}),
-                    }
-                },
+            "application/x-ndjson": {
+                "schema": {
+                    "description": "one event per line",
+                    "type": "array",
+                    "items": _ref("Event"),
+                    "minItems": 1,
+                }
             },
-            "options": _READ_PREFLIGHT,
-        },
-        "/healthz": {
-            "get": {
-                "summary": "Liveness and store health",
-                "responses": {
-                    "200": {"description": "ok", "content": _json(_ref("Health"))},
-                    "503": {
-                        "description": "the store fails",
-                        "content": _json({"allOf": [_ref("Health"), _ref("Error")]}),
-                    },
-                },
-            }
-        },
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus metrics",
-                "responses": {
-                    "200": {
-                        "description": "Prometheus text format",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
-                },
-            }
         },
     },
-    "components": {
-        "schemas": {
-            "Endpoint": {
-                "type": "object",
-                "description": "shields.io's endpoint badge document; no other keys "
-                "(the logo ones only when a logo is asked for)",
-                "required": [
-                    "schemaVersion",
-                    "label",
-                    "message",
-                    "color",
-                    "labelColor",
-                    "isError",
-                    "cacheSeconds",
-                ],
-                "additionalProperties": False,
-                "properties": {
-                    "schemaVersion": {"const": 1},
-                    "label": {"type": "string"},
-                    "message": {"type": "string", "minLength": 1},
-                    "color": {"type": "string"},
-                    "labelColor": {"type": "string"},
-                    "isError": {"type": "boolean"},
-                    "cacheSeconds": {"type": "integer", "minimum": ENDPOINT_CACHE_SECONDS},
-                    "namedLogo": {"type": "string", "description": "a simple-icons name"},
-                    "logoColor": {"type": "string"},
-                    "logoSvg": {"type": "string", "description": "a custom logo's SVG"},
-                },
-            },
-            "Error": {
-                "type": "object",
-                "required": ["error", "detail"],
-                "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
-            },
-            "Event": {
-                "type": "object",
-                "description": "the Bootic shape (type, data.account) or the flat one "
-                "(event, account); time: Unix seconds, or ISO 8601 / RFC 3339 (a fraction "
-                "up to nanoseconds, Z, +02:00 or +0200, T or a space), or Ruby's "
-                "2013-09-05 09:04:16 -0400, from 1970-01-01T00:00:00Z to 9999-12-31T09:59:59Z "
-                "(past it, a zone 14 hours ahead of UTC would be in year 10000)",
-                "anyOf": [
-                    {
-                        "required": ["type", "data"],
-                        "properties": {
-                            "type": _EVENT_NAME,
-                            "data": {
-                                "type": "object",
-                                "required": ["account"],
-                                "properties": {"account": _ACCOUNT},
-                            },
-                        },
-                    },
-                    {
-                        "required": ["event", "account"],
-                        "properties": {
-                            "event": _EVENT_NAME,
-                            "account": _ACCOUNT,
-                            "data": {"not": {"type": "object", "required": ["account"]}},
-                        },
-                    },
-                ],
-                "properties": {
-                    "time": {
-                        "oneOf": [
-                            {"type": "number", "minimum": 0, "maximum": MAX_TIME},
-                            {"type": "string", "pattern": _TIME},
-                        ]
-                    },
-                    "id": {
-                        "oneOf": [
-                            {"type": "string", "maxLength": MAX_NAME},
-                            {"type": "integer"},
-                        ],
-                        "description": "the same account and id within --dedup-window "
-                        "count once; empty: no id",
-                    },
-                    "seq": {"type": "integer"},
-                },
-            },
-            "IngestResult": {
-                "type": "object",
-                "required": ["accepted", "duplicates", "rejected", "errors"],
-                "properties": {
-                    "accepted": {"type": "integer", "minimum": 0},
-                    "duplicates": {"type": "integer", "minimum": 0},
-                    "rejected": {"type": "integer", "minimum": 0},
-                    "stored": {
-                        "type": "boolean",
-                        "description": "with wait=flush: whether the events are in the store",
-                    },
-                    "error": {"type": "string", "description": "on a 429: new_name_limit"},
-                    "resend": {
-                        "type": "array",
-                        "items": {"type": "integer", "minimum": 0},
-                        "description": "on a 429: the index of every event refused by "
-                        "--max-new-ids-per-minute, to send again after Retry-After",
-                    },
-                    "detail": {"type": "string"},
-                    "errors": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["index", "reason", "detail"],
-                            "properties": {
-                                "index": {"type": "integer"},
-                                "reason": {"type": "string"},
-                                "detail": {"type": "string"},
-                            },
-                        },
-                    },
-                },
-            },
-            "Period": {
-                "type": "object",
-                "required": [
-                    "account",
-                    "event",
-                    "year",
-                    "month",
-                    "day",
-                    "hour",
-                    "total",
-                    "data",
-                    "links",
-                ],
-                "properties": {
-                    "account": {"type": "string"},
-                    "event": {"type": "string"},
-                    "year": _PART,
-                    "month": _PART,
-                    "day": _PART,
-                    "hour": _PART,
-                    "total": {"type": "integer", "minimum": 0},
-                    "data": _COUNTS,
-                    "links": {
-                        "type": "object",
-                        "required": ["self", "up", "segments"],
-                        "properties": {
-                            "self": {"type": "string"},
-                            "up": {"type": "string"},
-                            "segments": _NAMES,
-                        },
-                    },
-                },
-            },
-            "Funnel": {
-                "type": "object",
-                "required": ["account", "event", "year", "month", "total", "data"],
-                "properties": {
-                    "account": {"type": "string"},
-                    "event": {"type": "string"},
-                    "year": {"type": "integer"},
-                    "month": _PART,
-                    "total": {"type": "integer", "minimum": 0},
-                    "data": _COUNTS,
-                },
-            },
-            "Events": {
-                "type": "object",
-                "required": ["events"],
-                "properties": {"events": _NAMES},
-            },
-            "AccountEvents": {
-                "type": "object",
-                "required": ["account", "events"],
-                "properties": {"account": {"type": "string"}, "events": _NAMES},
-            },
-            "Series": {
-                "type": "object",
-                "required": ["account", "event", "interval", "from", "to", "total", "points"],
-                "properties": {
-                    "account": {"type": "string"},
-                    "event": {"type": "string"},
-                    "interval": {"enum": list(INTERVALS)},
-                    "from": {"type": "string"},
-                    "to": {"type": "string"},
-                    "timezone": {"type": "string"},
-                    "total": {"type": "integer", "minimum": 0},
-                    "points": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "required": ["time", "count"],
-                            "properties": {
-                                "time": {"type": "string"},
-                                "count": {"type": "integer", "minimum": 0},
-                            },
-                        },
-                    },
-                },
-            },
-            "Accounts": {
-                "type": "object",
-                "required": ["event", "prefix", "accounts", "next"],
-                "properties": {
-                    "event": {"type": "string"},
-                    "prefix": {"type": "string"},
-                    "accounts": _NAMES,
-                    "next": {
-                        "type": ["string", "null"],
-                        "description": "the after= of the next page; null on the last",
-                    },
-                },
-            },
-            "Top": {
-                "type": "object",
-                "required": ["event", "period", "date", "top"],
-                "properties": {
-                    "event": {"type": "string"},
-                    "period": {"enum": ["day", "month"]},
-                    "date": {"type": "string"},
-                    "top": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "required": ["account", "count"],
-                            "properties": {
-                                "account": {"type": "string"},
-                                "count": {"type": "integer", "minimum": 0},
-                            },
-                        },
-                    },
-                },
-            },
-            "Health": {
-                "type": "object",
-                "required": ["status", "store", "pending_cells", "last_flush", "time"],
-                "properties": {
-                    "status": {"enum": ["ok", "degraded"]},
-                    "store": {"type": "string"},
-                    "pending_cells": {"type": "integer", "minimum": 0},
-                    "last_flush": {"type": ["number", "null"]},
-                    "time": {"type": "number"},
-                },
-            },
+    "responses": {
+        "202": {"description": "accepted", "content": _json(_ref("IngestResult"))},
+        "400": {
+            "description": "no event could be counted (then also the "
+            "IngestResult's figures), or a bad request",
+            "content": _json(_ref("Error")),
+        },
+        "413": _ERR,
+        "415": _ERR,
+        "429": {
+            "description": "past --max-new-ids-per-minute: the events that fit "
+            "are counted, `resend` lists the index of every one refused "
+            "(new_name_limit) to send again after Retry-After",
+            "content": _json(_ref("IngestResult")),
+        },
+        "503": _ERR,
+    },
+}
+SERIES_QUERY = [
+    param("account", required=True, minLength=1),
+    param("event", required=True, minLength=1),
+    param(
+        "from",
+        required=True,
+        description="ISO 8601 date or date-time (in the server's --timezone; "
+        f"with an offset, converted to it); from..to is at most {MAX_SERIES_POINTS} "
+        "intervals, else 400",
+        pattern=_DATE_TIME,
+    ),
+    param("to", description="as from; default: now", pattern=_DATE_TIME),
+    param("interval", enum=list(INTERVALS)),
+    param("format", enum=["json", "csv"]),
+]
+CSV = {"text/csv": {"schema": {"type": "string"}}}
+ACCOUNTS_QUERY = [
+    param("event", required=True, minLength=1),
+    param("prefix"),
+    param("after"),
+    _LIMIT,
+]
+TOP_QUERY = [
+    param("event", required=True, minLength=1),
+    param("period", enum=["day", "month"]),
+    param(
+        "date",
+        description="a day (2013-09-05) for period=day, a month (2013-09) or a "
+        "day in it for period=month; default: today",
+        pattern=_DAY_OR_MONTH,
+    ),
+    _LIMIT,
+]
+SELF: dict[str, Any] = {
+    "summary": "This document",
+    "responses": {
+        "200": {
+            "description": "OpenAPI 3.1",
+            "headers": _CORS,
+            "content": _json({"type": "object", "required": ["openapi", "paths"]}),
         }
     },
+}
+HEALTH: dict[str, Any] = {
+    "summary": "Liveness and store health",
+    "responses": {
+        "200": {"description": "ok", "content": _json(_ref("Health"))},
+        "503": {
+            "description": "the store fails",
+            "content": _json({"allOf": [_ref("Health"), _ref("Error")]}),
+        },
+    },
+}
+PROMETHEUS: dict[str, Any] = {
+    "summary": "Prometheus metrics",
+    "responses": {
+        "200": {
+            "description": "Prometheus text format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+}
+
+
+def document(paths: dict[str, Any]) -> dict[str, Any]:
+    """The whole document, for the paths of a route table (`Router.document`)."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "tallyd",
+            "version": __version__,
+            "description": "Event counts per account and event type, by period.",
+        },
+        "paths": paths,
+        "components": COMPONENTS,
+    }
+
+
+COMPONENTS: dict[str, Any] = {
+    "schemas": {
+        "Endpoint": {
+            "type": "object",
+            "description": "shields.io's endpoint badge document; no other keys "
+            "(the logo ones only when a logo is asked for)",
+            "required": [
+                "schemaVersion",
+                "label",
+                "message",
+                "color",
+                "labelColor",
+                "isError",
+                "cacheSeconds",
+            ],
+            "additionalProperties": False,
+            "properties": {
+                "schemaVersion": {"const": 1},
+                "label": {"type": "string"},
+                "message": {"type": "string", "minLength": 1},
+                "color": {"type": "string"},
+                "labelColor": {"type": "string"},
+                "isError": {"type": "boolean"},
+                "cacheSeconds": {"type": "integer", "minimum": ENDPOINT_CACHE_SECONDS},
+                "namedLogo": {"type": "string", "description": "a simple-icons name"},
+                "logoColor": {"type": "string"},
+                "logoSvg": {"type": "string", "description": "a custom logo's SVG"},
+            },
+        },
+        "Error": {
+            "type": "object",
+            "required": ["error", "detail"],
+            "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
+        },
+        "Event": {
+            "type": "object",
+            "description": "the Bootic shape (type, data.account) or the flat one "
+            "(event, account); time: Unix seconds, or ISO 8601 / RFC 3339 (a fraction "
+            "up to nanoseconds, Z, +02:00 or +0200, T or a space), or Ruby's "
+            "2013-09-05 09:04:16 -0400, from 1970-01-01T00:00:00Z to 9999-12-31T09:59:59Z "
+            "(past it, a zone 14 hours ahead of UTC would be in year 10000)",
+            "anyOf": [
+                {
+                    "required": ["type", "data"],
+                    "properties": {
+                        "type": _EVENT_NAME,
+                        "data": {
+                            "type": "object",
+                            "required": ["account"],
+                            "properties": {"account": _ACCOUNT},
+                        },
+                    },
+                },
+                {
+                    "required": ["event", "account"],
+                    "properties": {
+                        "event": _EVENT_NAME,
+                        "account": _ACCOUNT,
+                        "data": {"not": {"type": "object", "required": ["account"]}},
+                    },
+                },
+            ],
+            "properties": {
+                "time": {
+                    "oneOf": [
+                        {"type": "number", "minimum": 0, "maximum": MAX_TIME},
+                        {"type": "string", "pattern": _TIME},
+                    ]
+                },
+                "id": {
+                    "oneOf": [
+                        {"type": "string", "maxLength": MAX_NAME},
+                        {"type": "integer"},
+                    ],
+                    "description": "the same account and id within --dedup-window "
+                    "count once; empty: no id",
+                },
+                "seq": {"type": "integer"},
+            },
+        },
+        "IngestResult": {
+            "type": "object",
+            "required": ["accepted", "duplicates", "rejected", "errors"],
+            "properties": {
+                "accepted": {"type": "integer", "minimum": 0},
+                "duplicates": {"type": "integer", "minimum": 0},
+                "rejected": {"type": "integer", "minimum": 0},
+                "stored": {
+                    "type": "boolean",
+                    "description": "with wait=flush: whether the events are in the store",
+                },
+                "error": {"type": "string", "description": "on a 429: new_name_limit"},
+                "resend": {
+                    "type": "array",
+                    "items": {"type": "integer", "minimum": 0},
+                    "description": "on a 429: the index of every event refused by "
+                    "--max-new-ids-per-minute, to send again after Retry-After",
+                },
+                "detail": {"type": "string"},
+                "errors": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["index", "reason", "detail"],
+                        "properties": {
+                            "index": {"type": "integer"},
+                            "reason": {"type": "string"},
+                            "detail": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        },
+        "Period": {
+            "type": "object",
+            "required": [
+                "account",
+                "event",
+                "year",
+                "month",
+                "day",
+                "hour",
+                "total",
+                "data",
+                "links",
+            ],
+            "properties": {
+                "account": {"type": "string"},
+                "event": {"type": "string"},
+                "year": _PART,
+                "month": _PART,
+                "day": _PART,
+                "hour": _PART,
+                "total": {"type": "integer", "minimum": 0},
+                "data": _COUNTS,
+                "links": {
+                    "type": "object",
+                    "required": ["self", "up", "segments"],
+                    "properties": {
+                        "self": {"type": "string"},
+                        "up": {"type": "string"},
+                        "segments": _NAMES,
+                    },
+                },
+            },
+        },
+        "Funnel": {
+            "type": "object",
+            "required": ["account", "event", "year", "month", "total", "data"],
+            "properties": {
+                "account": {"type": "string"},
+                "event": {"type": "string"},
+                "year": {"type": "integer"},
+                "month": _PART,
+                "total": {"type": "integer", "minimum": 0},
+                "data": _COUNTS,
+            },
+        },
+        "Events": {
+            "type": "object",
+            "required": ["events"],
+            "properties": {"events": _NAMES},
+        },
+        "AccountEvents": {
+            "type": "object",
+            "required": ["account", "events"],
+            "properties": {"account": {"type": "string"}, "events": _NAMES},
+        },
+        "Series": {
+            "type": "object",
+            "required": ["account", "event", "interval", "from", "to", "total", "points"],
+            "properties": {
+                "account": {"type": "string"},
+                "event": {"type": "string"},
+                "interval": {"enum": list(INTERVALS)},
+                "from": {"type": "string"},
+                "to": {"type": "string"},
+                "timezone": {"type": "string"},
+                "total": {"type": "integer", "minimum": 0},
+                "points": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["time", "count"],
+                        "properties": {
+                            "time": {"type": "string"},
+                            "count": {"type": "integer", "minimum": 0},
+                        },
+                    },
+                },
+            },
+        },
+        "Accounts": {
+            "type": "object",
+            "required": ["event", "prefix", "accounts", "next"],
+            "properties": {
+                "event": {"type": "string"},
+                "prefix": {"type": "string"},
+                "accounts": _NAMES,
+                "next": {
+                    "type": ["string", "null"],
+                    "description": "the after= of the next page; null on the last",
+                },
+            },
+        },
+        "Top": {
+            "type": "object",
+            "required": ["event", "period", "date", "top"],
+            "properties": {
+                "event": {"type": "string"},
+                "period": {"enum": ["day", "month"]},
+                "date": {"type": "string"},
+                "top": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["account", "count"],
+                        "properties": {
+                            "account": {"type": "string"},
+                            "count": {"type": "integer", "minimum": 0},
+                        },
+                    },
+                },
+            },
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status", "store", "pending_cells", "last_flush", "time"],
+            "properties": {
+                "status": {"enum": ["ok", "degraded"]},
+                "store": {"type": "string"},
+                "pending_cells": {"type": "integer", "minimum": 0},
+                "last_flush": {"type": ["number", "null"]},
+                "time": {"type": "number"},
+            },
+        },
+    }
 }

@@ -213,26 +213,21 @@ async def send_stream(receive: Receive, send: Send, resp: Streamed) -> None:
         await pieces.aclose()
 
 
-# Which CORS policy covers a path (see `share_of`).
+# CORS policies: a route's `share` (tallyd/routes.py) names one.
 BADGE, READ, INGEST = "badge", "read", "ingest"
-READ_METHODS = b"GET, HEAD, OPTIONS"
-INGEST_METHODS = b"POST, OPTIONS"
 # Seconds a browser may reuse a preflight answer (browsers cap it lower anyway).
 PREFLIGHT_MAX_AGE = b"86400"
 ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]+")
-_READ_PATHS = frozenset({b"/api/accounts", b"/api/top", b"/api/live", b"/openapi.json"})
 
 
-def share_of(raw_path: bytes) -> str | None:
-    """The CORS policy of a path: BADGE or READ (the read API), INGEST, or None."""
+def badge_space(raw_path: bytes) -> bool:
+    """Whether a path is a badge's URL, right or wrong: its refusals are drawn as badges.
+
+    A prefix test, cheap enough for the badge fast path (`App.fast_get`), which
+    answers before any routing.
+    """
     path = raw_path.rstrip(b"/")
-    if path.startswith(b"/badge/") or path in (b"/badge", b"/badge.svg", b"/badge.json"):
-        return BADGE
-    if path.startswith(b"/api/stats/") or path in _READ_PATHS:
-        return READ
-    if path == b"/api/events":
-        return INGEST
-    return None
+    return path.startswith(b"/badge/") or path in (b"/badge", b"/badge.svg", b"/badge.json")
 
 
 def check_origin(value: str, name: str) -> str:
@@ -261,9 +256,11 @@ class Cors:
             return []
         return self.ingest if share == INGEST else self.read
 
-    def preflight(self, share: str, request_headers: dict[bytes, bytes]) -> Response:
-        """The answer to OPTIONS: what may be asked, and by whom (nobody when CORS is off)."""
-        methods = INGEST_METHODS if share == INGEST else READ_METHODS
+    def preflight(
+        self, share: str, methods: bytes, request_headers: dict[bytes, bytes]
+    ) -> Response:
+        """The answer to OPTIONS: what may be asked (`methods`, the route table's), and by
+        whom (nobody when CORS is off)."""
         headers: Headers = [(b"allow", methods)]
         allow = self.headers(share)
         if allow:
