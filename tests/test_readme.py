@@ -12,6 +12,12 @@ from tests.conftest import REPO
 README = (REPO / "README.md").read_text()
 
 
+def fenced(text: str) -> list[tuple[str, str]]:
+    """The fenced blocks of Markdown `text`: (info string, body). tests/test_docs.py
+    runs those whose info string says how (`sh loopback`, `nginx`, `ini`)."""
+    return re.findall(r"^```([^`\n]*)\n(.*?)^```", text, re.S | re.M)
+
+
 def first_screen() -> str:
     return README.split("\n## ", 1)[0]
 
@@ -19,7 +25,7 @@ def first_screen() -> str:
 def test_the_first_screen_gives_two_commands_run_and_test() -> None:
     screen = first_screen()
     assert len(screen.splitlines()) <= 30
-    blocks = re.findall(r"^```(\w*)\n(.*?)^```", screen, re.S | re.M)
+    blocks = fenced(screen)
     assert [lang for lang, _ in blocks] == ["sh", "sh"]
     run, test = (body.strip() for _, body in blocks)
     assert "\n" not in run and run.endswith(".venv/bin/tallyd serve")
