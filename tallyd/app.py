@@ -18,6 +18,7 @@ from tallyd.events import Rejected, RejectLog
 from tallyd.intake import Intake
 from tallyd.metrics import Metrics
 from tallyd.openapi import document
+from tallyd.owner import Gate, Owner
 from tallyd.router import Answer, Match, Router
 from tallyd.routes import ROUTES, miss
 from tallyd.stats import Stats
@@ -67,6 +68,8 @@ class App:
     # Which worker process answers (`--workers`); None when there is one process.
     worker: int | None = None
     router: Router = ROUTER
+    # Owner actions (tallyd/owner.py); off, and refused, until given a token.
+    owner: Owner = field(init=False)
     openapi: bytes = field(init=False)
     badge_headers: Headers = field(init=False)
     _refusals: RejectLog = field(init=False)
@@ -77,6 +80,7 @@ class App:
         self._refusals = RejectLog(log, what="refused")
         self.dashboard = Dashboard(self.stats, self.intake.breakdowns)
         self.live = Live(self.aggregator, self.metrics)
+        self.owner = Owner(Gate(""), self.stats, self.aggregator, self.badges)
         # Every badge answer carries these; one list, so the server joins them once.
         self.badge_headers = [*NO_CACHE, *self.cors.headers(BADGE)]
         routed = self.router is ROUTER

@@ -385,7 +385,10 @@ def document(paths: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# The owner routes' bearer token (--admin-token, tallyd/owner.py).
+ADMIN_SCHEME = "adminToken"
 COMPONENTS: dict[str, Any] = {
+    "securitySchemes": {ADMIN_SCHEME: {"type": "http", "scheme": "bearer"}},
     "schemas": {
         "Endpoint": {
             "type": "object",
@@ -543,6 +546,26 @@ COMPONENTS: dict[str, Any] = {
                 "data": _COUNTS,
             },
         },
+        "Seed": {
+            "type": "object",
+            "description": "the Bootic Go aggregator's answer (--seed-api, docs/seed-api.md): "
+            'the URL\'s parts as strings ("" where absent), links to the periods below '
+            "that hold counts, data sparse with unpadded keys (null at the prefix itself)",
+            "required": ["type", "account", "event", "year", "month", "day", "links", "data"],
+            "properties": {
+                "type": {"enum": ["", "track", "funnels"]},
+                "account": {"type": "string"},
+                "event": {"type": "string"},
+                "year": {"type": "string"},
+                "month": {"type": "string"},
+                "day": {"type": "string"},
+                "links": {"type": "array", "items": {"type": "string", "format": "uri"}},
+                "data": {
+                    "type": ["object", "null"],
+                    "additionalProperties": {"type": "integer", "minimum": 1},
+                },
+            },
+        },
         "Events": {
             "type": "object",
             "required": ["events"],
@@ -622,5 +645,5 @@ COMPONENTS: dict[str, Any] = {
                 "time": {"type": "number"},
             },
         },
-    }
+    },
 }

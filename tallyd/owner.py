@@ -11,14 +11,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from tallyd import openapi as doc
 from tallyd.aggregator import Aggregator
 from tallyd.badges.counts import BadgeCounts
 from tallyd.events import Rejected, check_name
 from tallyd.keys import BASELINE, KeySpace, escape
+from tallyd.router import Answer, Params, Route
 from tallyd.rules import reserved
 from tallyd.stats import Stats
 from tallyd.stores.base import Edit, Store
@@ -32,6 +35,9 @@ from tallyd.web import (
     json_response,
     read_body,
 )
+
+if TYPE_CHECKING:
+    from tallyd.app import App
 
 log = logging.getLogger("tallyd.owner")
 
@@ -51,7 +57,7 @@ def _digest(token: bytes) -> bytes:
 class Gate:
     """Whether a request carries the admin token; the token is never repeated."""
 
-    token: str
+    token: str = field(repr=False)
 
     def check(self, req: Request) -> None:
         """Raise 403 when owner actions are off, 401 without a bearer token, 403 with
@@ -199,3 +205,87 @@ def _baseline(body: bytes) -> int:
 
 def _ok(body: dict[str, object]) -> Response:
     return json_response(body, 200, [NO_STORE])
+
+
+# -- routes (tallyd/routes.py) ------------------------------------------------------
+
+
+async def _put_baseline(app: App, req: Request, receive: Receive, params: Params) -> Answer:
+    return await app.owner.baseline(req, receive, params["account"], params["event"])
+
+
+async def _reset(app: App, req: Request, receive: Receive, params: Params) -> Answer:
+    return await app.owner.reset(req, params["account"], params["event"])
+
+
+async def _delete(app: App, req: Request, receive: Receive, params: Params) -> Answer:
+    return await app.owner.delete(req, params["account"], params["event"])
+
+
+def _operation(summary: str, body: bool) -> dict[str, Any]:
+    error = {"description": "", "content": {"application/json": {"schema": ERROR}}}
+    answer = {
+        "type": "object",
+        "required": ["account", "event", "action"],
+        "properties": {
+            "account": {"type": "string"},
+            "event": {"type": "string"},
+            "action": {"enum": ["baseline", "reset", "delete"]},
+            "baseline": BASELINE_SCHEMA,
+            "keys": {"type": "integer", "minimum": 0},
+        },
+    }
+    responses = {
+        "200": {"description": "done", "content": {"application/json": {"schema": answer}}},
+        "400": {**error, "description": "names that are no id, or a body that is no baseline"},
+        "401": {
+            **error,
+            "description": "no bearer token",
+            "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+        },
+        "403": {**error, "description": "owner actions off (no --admin-token), or a wrong token"},
+        "404": {**error, "description": "no such path"},
+        "503": {**error, "description": "the counts before the action are not written yet"},
+    }
+    op: dict[str, Any] = {
+        "summary": summary,
+        "security": [{doc.ADMIN_SCHEME: []}],
+        "responses": responses,
+    }
+    if body:
+        responses["413"] = {**error, "description": "a body past 1 KiB"}
+        schema = {
+            "type": "object",
+            "required": ["baseline"],
+            "properties": {"baseline": BASELINE_SCHEMA},
+        }
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+    return op
+
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+BASELINE_SCHEMA = {"type": "integer", "minimum": 0, "maximum": MAX_BASELINE}
+_ID = "/api/admin/{account}/{event}"
+ROUTES = [
+    Route(
+        _ID + "/baseline",
+        "PUT",
+        _put_baseline,
+        _operation("Set an id's baseline: in its all-time total, in no period", True),
+        (doc.ACC, doc.EV),
+    ),
+    Route(
+        _ID + "/counts",
+        "DELETE",
+        _reset,
+        _operation("Reset an id's counts to zero; it stays listed", False),
+        (doc.ACC, doc.EV),
+    ),
+    Route(
+        _ID,
+        "DELETE",
+        _delete,
+        _operation("Delete an id: its counts and its index and ranking entries", False),
+        (doc.ACC, doc.EV),
+    ),
+]

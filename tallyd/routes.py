@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tallyd import api
+from tallyd import api, owner
 from tallyd import openapi as doc
 from tallyd.badges.http import badge, badge_target
 from tallyd.dashboard import assets
@@ -222,6 +222,7 @@ ROUTES: list[Route] = [
     Route("/openapi.json", "GET", _openapi, doc.SELF, share=READ),
     Route("/healthz", "GET", _health, doc.HEALTH),
     Route("/metrics", "GET", _metrics, doc.PROMETHEUS),
+    *owner.ROUTES,
 ]
 
 

@@ -38,9 +38,11 @@ from tallyd.intake import Intake
 from tallyd.keys import KeySpace
 from tallyd.limits import ClientRate
 from tallyd.metrics import Metrics
+from tallyd.owner import Gate, Owner
 from tallyd.periods import Clock
 from tallyd.recovery import open_journal, save_ids
 from tallyd.retention import Retention
+from tallyd.seedapi import router_for
 from tallyd.shard import Shard, for_worker
 from tallyd.stats import Stats
 from tallyd.stores import Store, StoreError, kind, open_store, open_when_ready, redact
@@ -117,7 +119,18 @@ def assemble(cfg: Config, worker: Worker | None = None) -> Parts:
     )
     cors = Cors(cfg.cors_origin, cfg.cors_ingest)
     # /healthz names the kind of store only: its address is nobody's business outside.
-    app = App(stats, aggregator, intake, metrics, badges, cfg.max_body, kind(cfg.store), cors)
+    app = App(
+        stats,
+        aggregator,
+        intake,
+        metrics,
+        badges,
+        cfg.max_body,
+        kind(cfg.store),
+        cors,
+        router=router_for(cfg.seed_api),
+    )
+    app.owner = Owner(Gate(cfg.admin_token), stats, aggregator, badges)
     if worker is not None:
         app.worker = worker.index
         metrics.gauge(

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import httpx
 import pytest
 
 from tallyd.aggregator import Aggregator
@@ -23,6 +27,7 @@ from tallyd.retention import Retention
 from tallyd.stats import Stats
 from tallyd.stores import Store
 from tallyd.stores.base import Edit
+from tests.conftest import Server
 
 NOW = int(time.time() // 60)
 TODAY = Clock("UTC").parts(NOW)[:3]
@@ -168,3 +173,186 @@ def test_rollups_are_no_ids(account: str) -> None:
     with pytest.raises(HTTPError) as err:
         _id(account, "hit")
     assert err.value.error == "reserved_account"
+
+
+# -- over HTTP, on real `tallyd serve` processes -----------------------------------
+
+TOKEN = "s3cret-owner-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ID = "/api/admin/o%2Fr/hit"
+
+
+def figure(server: Server, metric: str = "total", count: bool = False) -> int:
+    """A badge's figure from its endpoint JSON; `count` counts a view too."""
+    r = server.get("/badge/o/r.json", metric=metric, format="plain", increment=str(int(count)))
+    return int(r.json()["message"])
+
+
+def view(server: Server, n: int) -> None:
+    for _ in range(n):
+        assert server.get("/badge/o/r.svg").status_code == 200
+
+
+def owner_lines(server: Server) -> list[str]:
+    return [line for line in server.log.read_text().splitlines() if "owner action:" in line]
+
+
+def refused(r: httpx.Response, status: int, error: str) -> None:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    assert r.json()["error"] == error and r.json()["detail"]
+
+
+def test_owner_actions_are_off_without_a_token(server: Server) -> None:
+    view(server, 2)
+    for method, path, body in (
+        ("PUT", ID + "/baseline", {"baseline": 5}),
+        ("DELETE", ID + "/counts", None),
+        ("DELETE", ID, None),
+    ):
+        # Whatever a client sends: there is no token to match.
+        for headers in ({}, AUTH, {"Authorization": "Bearer"}):
+            r = server.client.request(method, path, json=body, headers=headers)
+            refused(r, 403, "owner_actions_off")
+    assert figure(server) == 2
+    assert owner_lines(server) == []
+
+
+def test_a_missing_or_wrong_token_is_refused(server_factory: type[Server], tmp_path: Path) -> None:
+    config = tmp_path / "tallyd.toml"
+    config.write_text(f'admin_token = "{TOKEN}"\n')  # a file, not a flag that ps shows
+    server = server_factory(tmp_path, "--config", str(config)).start()
+    view(server, 2)
+    wrong = [
+        {"Authorization": f"Bearer {TOKEN[:-1]}x"},  # same length
+        {"Authorization": f"Bearer {TOKEN}0"},
+        {"Authorization": "Bearer short"},
+    ]
+    for method, path in (("PUT", ID + "/baseline"), ("DELETE", ID + "/counts"), ("DELETE", ID)):
+        body = {"baseline": 5} if method == "PUT" else None
+        for headers in ({}, {"Authorization": TOKEN}, {"Authorization": f"Basic {TOKEN}"}):
+            r = server.client.request(method, path, json=body, headers=headers)
+            refused(r, 401, "missing_token")
+            assert r.headers["www-authenticate"].startswith("Bearer")
+        for headers in wrong:
+            refused(
+                server.client.request(method, path, json=body, headers=headers), 403, "bad_token"
+            )
+    assert figure(server) == 2
+    assert owner_lines(server) == []
+    assert TOKEN not in server.log.read_text()
+
+
+@pytest.fixture(params=["sqlite", "redis", "redis+cluster"])
+def owned(request: pytest.FixtureRequest, server_factory: type[Server], tmp_path: Path) -> Server:
+    """A server with owner actions on, over each store."""
+    store = None
+    if request.param != "sqlite":
+        fixture = "redis_url" if request.param == "redis" else "cluster_url"
+        store = request.getfixturevalue(fixture)
+    return server_factory(tmp_path, "--admin-token", TOKEN, store=store).start()
+
+
+def test_owner_actions_are_applied_with_the_token(owned: Server) -> None:
+    server = owned
+    view(server, 3)
+    r = server.client.put(ID + "/baseline", json={"baseline": 1000}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"account": "o/r", "event": "hit", "action": "baseline", "baseline": 1000}
+    # In the total, not in today's count (nor in the owner's rollup).
+    assert (figure(server), figure(server, "today")) == (1003, 3)
+    assert figure(server, count=True) == 1004
+    assert int(server.get("/badge/o/*.json", format="plain").json()["message"]) == 4
+
+    r = server.client.delete(ID + "/counts", headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert r.json()["action"] == "reset"
+    assert (figure(server), figure(server, "today")) == (0, 0)
+    view(server, 2)  # counted from zero
+    assert (figure(server), figure(server, "today")) == (2, 2)
+    listed = server.get("/api/accounts", event="hit").json()["accounts"]
+    assert listed == ["o/r"], "a reset keeps the id"
+
+    r = server.client.delete(ID, headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert r.json()["action"] == "delete"
+    assert server.get("/api/accounts", event="hit").json()["accounts"] == []
+    assert server.get("/api/stats/track/o%2Fr/hit").json()["total"] == 0
+    assert server.get("/api/top", event="hit").json()["top"] == []
+    assert figure(server) == 0
+
+    lines = owner_lines(server)
+    assert len(lines) == 3, lines
+    for line, action in zip(lines, ("baseline", "reset", "delete"), strict=True):
+        assert f"owner action: {action} of 'o/r' event 'hit'" in line
+        assert "by 127.0.0.1" in line
+    assert TOKEN not in server.log.read_text()
+
+
+def test_counts_not_written_before_a_reset_are_not_written_after_it(
+    server_factory: type[Server], tmp_path: Path
+) -> None:
+    # Hits wait in memory for a long flush interval when the reset comes.
+    server = server_factory(
+        tmp_path, "--admin-token", TOKEN, "--flush-interval", "3", "--max-batch-cells", "100000"
+    ).start()
+    view(server, 5)
+    assert figure(server) == 5
+    assert server.client.delete(ID + "/counts", headers=AUTH).status_code == 200
+    time.sleep(3.5)  # past the next flush: nothing of the 5 comes back
+    assert server.get("/api/stats/track/o%2Fr/hit").json()["total"] == 0
+    assert figure(server) == 0
+    server.restart()  # nor does the last flush at a stop
+    assert figure(server) == 0
+
+
+def test_bad_owner_requests_are_refused_with_a_reason(
+    server_factory: type[Server], tmp_path: Path
+) -> None:
+    server = server_factory(tmp_path, "--admin-token", TOKEN).start()
+    for body in ({}, {"baseline": -1}, {"baseline": 1.5}, {"baseline": "7"}, [1], None):
+        r = server.client.put(ID + "/baseline", json=body, headers=AUTH)
+        refused(r, 400, "bad_baseline")
+    refused(server.client.delete("/api/admin/all/hit", headers=AUTH), 400, "reserved_account")
+    refused(server.client.delete("/api/admin/o%2F*/hit", headers=AUTH), 400, "reserved_account")
+    assert server.client.get(ID + "/baseline", headers=AUTH).status_code == 405
+    assert owner_lines(server) == []
+
+
+def test_a_short_token_is_refused_at_start_without_repeating_it(tmp_path: Path) -> None:
+    token = "tooshort"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tallyd",
+            "serve",
+            "--admin-token",
+            token,
+            "--store",
+            f"sqlite:///{tmp_path}/t.db",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 2
+    assert "--admin-token must be at least 16 characters" in out.stderr
+    assert token not in out.stderr + out.stdout
+
+
+def test_the_openapi_document_has_the_owner_routes_behind_a_bearer_token(server: Server) -> None:
+    doc = server.get("/openapi.json").json()
+    assert doc["components"]["securitySchemes"]["adminToken"] == {
+        "type": "http",
+        "scheme": "bearer",
+    }
+    operations = {
+        ("put", "/api/admin/{account}/{event}/baseline"),
+        ("delete", "/api/admin/{account}/{event}/counts"),
+        ("delete", "/api/admin/{account}/{event}"),
+    }
+    for method, path in operations:
+        op = doc["paths"][path][method]
+        assert op["security"] == [{"adminToken": []}]
+        assert {"200", "401", "403"} <= set(op["responses"])
