@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import orjson
@@ -15,7 +15,7 @@ import orjson
 from tallyd import __version__
 from tallyd.config import Config, add_arguments
 from tallyd.periods import Period
-from tallyd.stats import INTERVALS
+from tallyd.stats import INTERVALS, Stats
 from tallyd.stores import StoreError, open_when_ready, redact
 
 if TYPE_CHECKING:
@@ -56,48 +56,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from tallyd.api import BadRange, series_of, when
-    from tallyd.periods import Clock
-    from tallyd.query import csv_of, default_interval, is_date, render
+    from tallyd.api import BadRange
+    from tallyd.query import csv_of, render
 
     cfg = _config(args, AT_ONCE)
-
-    def refuse(problem: str) -> int:
-        print(f"tallyd query: {problem}", file=sys.stderr)
-        return 2
-
-    ranged = args.start is not None
-    if ranged and args.period:
-        return refuse("give a period (YEAR [MONTH [DAY [HOUR]]]) or --from/--to, not both")
-    if not ranged and (args.end is not None or args.interval is not None):
-        return refuse("--to and --interval need --from")
     try:
-        period = Period.from_strings([] if ranged else args.period)
-        interval = args.interval
-        if ranged:
-            # Read here too, so a bad time is refused before the store is opened.
-            clock = Clock(cfg.timezone)
-            start = when(args.start, clock, "from")
-            if args.end is None:
-                end, dates = clock.now().replace(tzinfo=None), False
-            else:
-                end, dates = when(args.end, clock, "to"), is_date(args.start) and is_date(args.end)
-            interval = interval or default_interval(start, end, dates)
+        ask = _question(args, cfg)
     except ValueError as exc:
-        return refuse(str(exc))
+        print(f"tallyd query: {exc}", file=sys.stderr)
+        return 2
 
     async def query() -> dict[str, Any]:
         async with _opened(cfg) as parts:
-            if ranged:
-                return await series_of(
-                    parts.stats, args.account, args.event, args.start, args.end, interval
-                )
-            return await parts.stats.period(args.account, args.event, period)
+            return await ask(parts.stats)
 
     try:
         answer = _run(query())
     except BadRange as exc:
-        return refuse(str(exc))
+        print(f"tallyd query: {exc}", file=sys.stderr)
+        return 2
     except StoreError as exc:
         print(f"tallyd query: {exc}", file=sys.stderr)
         return 1
@@ -108,6 +85,34 @@ def cmd_query(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(render(answer, bars=args.bars or sys.stdout.isatty()))
     return 0
+
+
+def _question(
+    args: argparse.Namespace, cfg: Config
+) -> Callable[[Stats], Awaitable[dict[str, Any]]]:
+    """What `tallyd query` asks: a period, or a range with its interval; ValueError
+    for a bad one, before the store is opened."""
+    from tallyd.api import series_of, when
+    from tallyd.periods import Clock
+    from tallyd.query import default_interval, is_date
+
+    account, event = args.account, args.event
+    if args.start is None:
+        if args.end is not None or args.interval is not None:
+            raise ValueError("--to and --interval need --from")
+        period = Period.from_strings(args.period)
+        return lambda stats: stats.period(account, event, period)
+    if args.period:
+        raise ValueError("give a period (YEAR [MONTH [DAY [HOUR]]]) or --from/--to, not both")
+    # Read here as series_of reads them, so a bad time is refused before the store opens.
+    clock = Clock(cfg.timezone)
+    start = when(args.start, clock, "from")
+    if args.end is None:
+        end, dates = clock.now().replace(tzinfo=None), False
+    else:
+        end, dates = when(args.end, clock, "to"), is_date(args.start) and is_date(args.end)
+    interval = args.interval or default_interval(start, end, dates)
+    return lambda stats: series_of(stats, account, event, args.start, args.end, interval)
 
 
 def cmd_emit(args: argparse.Namespace) -> int:

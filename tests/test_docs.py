@@ -289,9 +289,11 @@ def test_the_nginx_configuration_loads_and_proxies(body: str, tmp_path: Path) ->
     assert checked.returncode == 0, checked.stderr
 
     log = tmp_path / "tallyd.log"
+    upstream = f"127.0.0.1:{ports['tallyd']}"
     with open(log, "ab") as out:
         tallyd = subprocess.Popen(
-            [sys.executable, "-m", "tallyd", "serve", "--http", f"127.0.0.1:{ports['tallyd']}"],
+            # One counted badge view per client, id and minute: shows whom tallyd sees.
+            [*(sys.executable, "-m", "tallyd", "serve", "--badge-rate", "1"), "--http", upstream],
             cwd=tmp_path,
             env=env(),
             stdout=out,
@@ -323,6 +325,16 @@ def test_the_nginx_configuration_loads_and_proxies(body: str, tmp_path: Path) ->
             read = client.get(f"{https}/api/stats/track/acme/pageview/2013")
             assert read.json()["data"]["9"] == 1
             assert client.get(f"{https}/metrics").status_code == 404
+
+            def views(base: str, badge: str) -> int:
+                for forged in ("198.51.100.1", "198.51.100.2"):
+                    client.get(f"{base}/badge/{badge}.svg", headers={"X-Forwarded-For": forged})
+                return int(client.get(f"{base}/api/stats/track/{badge}/hit").json()["total"])
+
+            # Through nginx a client's own X-Forwarded-For is not believed: both views
+            # come from the address nginx saw. Straight from loopback it would be.
+            assert views(https, "through-nginx") == 1
+            assert views(f"http://{upstream}", "from-loopback") == 2
     finally:
         pid = prefix / "nginx.pid"
         if pid.exists():
