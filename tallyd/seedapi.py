@@ -23,11 +23,16 @@ from urllib.parse import quote
 
 import orjson
 
+from tallyd import openapi as doc
+from tallyd.app import ROUTER, App
 from tallyd.periods import Period
+from tallyd.router import Answer, Handler, Params, Route, Router
+from tallyd.routes import ROUTES
 from tallyd.stats import Stats
-from tallyd.web import JSON, Headers, HTTPError, Request, Response
+from tallyd.web import JSON, READ, Headers, HTTPError, Receive, Request, Response
 
-KINDS = ("track", "funnels")
+# Each kind of the Go routes, and what it counts (for the OpenAPI summaries).
+KINDS = {"track": "counts", "funnels": "breakdown counts"}
 # The Go handler's cache headers, word for word (`respond` in handlers.go).
 GO_HEADERS: Headers = [
     (b"cache-control", b"no-store, no-cache, must-revalidate, private, proxy-revalidate"),
@@ -48,13 +53,25 @@ PREFIX = re.compile(r"(?:/[A-Za-z0-9._~-]+)+")
 
 
 def check_prefix(prefix: str) -> str:
-    """`--seed-api PREFIX`: a path like `/stats`; a ValueError naming the flag otherwise."""
+    """`--seed-api PREFIX`: a path like `/stats` outside tallyd's own paths; a
+    ValueError naming the flag otherwise."""
     if not PREFIX.fullmatch(prefix) or any(p in (".", "..") for p in prefix.split("/")):
         raise ValueError(
             f"--seed-api {prefix!r}: expected a path like /stats "
             "(segments of letters, digits, . _ ~ -; no trailing /)"
         )
+    head = prefix.split("/")[1]
+    # A first segment of tallyd's own would mix the two APIs under one path.
+    if any(route.path.split("/")[1] == head for route in ROUTES):
+        raise ValueError(f"--seed-api {prefix!r}: /{head} is a path of tallyd's own")
     return prefix
+
+
+def router_for(prefix: str) -> Router:
+    """The app's route table: tallyd's own, and the Go routes under `prefix` if set."""
+    if not prefix:
+        return ROUTER
+    return Router([*ROUTES, *SeedApi(prefix).routes()])
 
 
 def go_json(payload: dict[str, object]) -> Response:
@@ -92,81 +109,63 @@ def payload(
 
 
 class SeedApi:
-    """The Go routes' answers under one prefix, from one `Stats`."""
+    """The Go routes under one prefix: `routes()` for the app's route table."""
 
-    def __init__(self, stats: Stats, prefix: str) -> None:
-        self.stats = stats
+    def __init__(self, prefix: str) -> None:
         self.prefix = prefix
 
-    def root(self, req: Request) -> Response:
-        """`PREFIX/`: links to the two kinds (Go's RootHandler)."""
+    def routes(self) -> list[Route]:
+        """The root, and a year, month and day for each kind, as Go's router had them."""
+        op = doc.read
+        root = op("Links to track and funnels", [], "Seed")
+        out = [Route(self.prefix, "GET", self._root, root, share=READ)]
+        for kind in KINDS:
+            handler = self._handler(kind)
+            path = f"{self.prefix}/{kind}/{{account}}/{{event}}/{{year}}"
+            for below, summary, params in (
+                ("", "by month", (doc.ACC, doc.EV, doc.Y)),
+                ("/{month}", "by day", (doc.ACC, doc.EV, doc.Y, doc.M)),
+                ("/{day}", "by hour", (doc.ACC, doc.EV, doc.Y, doc.M, doc.D)),
+            ):
+                path += below
+                what = f"The Go aggregator's {KINDS[kind]} {summary}, sparse"
+                out.append(Route(path, "GET", handler, op(what, [], "Seed"), params, share=READ))
+        return out
+
+    async def _root(self, app: App, req: Request, receive: Receive, params: Params) -> Answer:
+        """`PREFIX`: links to the two kinds (Go's RootHandler)."""
         base = self._base(req)
         return go_json(payload(links=[f"{base}/track", f"{base}/funnels"]))
 
+    def _handler(self, kind: str) -> Handler:
+        async def handle(app: App, req: Request, receive: Receive, params: Params) -> Answer:
+            when = tuple(params[p] for p in ("year", "month", "day") if p in params)
+            return await self.period(app.stats, req, kind, params["account"], params["event"], when)
+
+        return handle
+
     async def period(
-        self, req: Request, kind: str, account: str, event: str, when: tuple[str, ...]
+        self,
+        stats: Stats,
+        req: Request,
+        kind: str,
+        account: str,
+        event: str,
+        when: tuple[str, ...],
     ) -> Response:
         """`PREFIX/{track|funnels}/{account}/{event}/{year}[/{month}[/{day}]]` (Go's
         KeyHandler): the period's hash, sparse, and links to the periods below it
         that hold counts. A period with none answers 200 with `"data": {}`."""
         period = _period(when)
         if kind == "track":
-            data, below = await self._track(account, event, period)
+            data, below = await _track(stats, account, event, period)
         else:
-            data, below = await self._funnels(account, event, period)
+            data, below = await _funnels(stats, account, event, period)
         here = f"{self._base(req)}/{kind}/{quote(account, safe='')}/{quote(event, safe='')}"
         links = [here + "".join(f"/{n}" for n in parts) for parts in below]
         # Go's encoding/json writes a map's keys sorted as strings ("1", "10", "2").
         ordered = {k: data[k] for k in sorted(data)}
         return go_json(payload(kind, account, event, when, links, ordered))
-
-    async def _track(
-        self, account: str, event: str, period: Period
-    ) -> tuple[dict[str, int], list[tuple[int, ...]]]:
-        """A period's counts by segment, and the periods below it with counts: for a
-        year its months and their days (what Go's `KEYS track:...:2013:*` found), for
-        a month its days, for a day none (its hours were fields, not keys)."""
-        stats = self.stats
-        counts = await stats.segment_counts(account, event, period)
-        data = {str(s): counts[s] for s in _held(counts)}
-        year, month = period.year, period.month
-        assert year is not None
-        if period.day is not None:
-            return data, []
-        if month is not None:
-            return data, [(year, month, d) for d in _held(counts)]
-        months = _held(counts)
-        days = await asyncio.gather(
-            *(stats.segment_counts(account, event, Period(year, m)) for m in months)
-        )
-        below: list[tuple[int, ...]] = []
-        for m, of_month in zip(months, days, strict=True):
-            below += [(year, m), *((year, m, d) for d in _held(of_month))]
-        return data, below
-
-    async def _funnels(
-        self, account: str, event: str, period: Period
-    ) -> tuple[dict[str, int], list[tuple[int, ...]]]:
-        """Breakdown counts of a year or a month, and for a year the months that have
-        some. Funnels were never kept by day: a day is always empty, as in Go."""
-        stats = self.stats
-        year = period.year
-        assert year is not None
-        if period.day is not None:
-            return {}, []
-        found: dict[str, int] = (await stats.funnel(account, event, period))["data"]
-        data = {value: n for value, n in found.items() if n}
-        if period.month is not None:
-            return data, []
-        # Only months with events of this kind can hold a breakdown: read those.
-        months = _held(await stats.segment_counts(account, event, period))
-        funnels = await asyncio.gather(
-            *(stats.funnel(account, event, Period(year, m)) for m in months)
-        )
-        below: list[tuple[int, ...]] = [
-            (year, m) for m, f in zip(months, funnels, strict=True) if any(f["data"].values())
-        ]
-        return data, below
 
     def _base(self, req: Request) -> str:
         # As Go built its links: http, the Host the client asked for, the prefix.
@@ -175,6 +174,52 @@ class SeedApi:
             server = req.scope.get("server") or ("127.0.0.1", 80)
             host = f"{server[0]}:{server[1]}".encode()
         return f"http://{host.decode('latin-1')}{self.prefix}"
+
+
+async def _track(
+    stats: Stats, account: str, event: str, period: Period
+) -> tuple[dict[str, int], list[tuple[int, ...]]]:
+    """A period's counts by segment, and the periods below it with counts: for a
+    year its months and their days (what Go's `KEYS track:...:2013:*` found), for
+    a month its days, for a day none (its hours were fields, not keys)."""
+    counts = await stats.segment_counts(account, event, period)
+    data = {str(s): counts[s] for s in _held(counts)}
+    year, month = period.year, period.month
+    assert year is not None
+    if period.day is not None:
+        return data, []
+    if month is not None:
+        return data, [(year, month, d) for d in _held(counts)]
+    months = _held(counts)
+    days = await asyncio.gather(
+        *(stats.segment_counts(account, event, Period(year, m)) for m in months)
+    )
+    below: list[tuple[int, ...]] = []
+    for m, of_month in zip(months, days, strict=True):
+        below += [(year, m), *((year, m, d) for d in _held(of_month))]
+    return data, below
+
+
+async def _funnels(
+    stats: Stats, account: str, event: str, period: Period
+) -> tuple[dict[str, int], list[tuple[int, ...]]]:
+    """Breakdown counts of a year or a month, and for a year the months that have
+    some. Funnels were never kept by day: a day is always empty, as in Go."""
+    year = period.year
+    assert year is not None
+    if period.day is not None:
+        return {}, []
+    found: dict[str, int] = (await stats.funnel(account, event, period))["data"]
+    data = {value: n for value, n in found.items() if n}
+    if period.month is not None:
+        return data, []
+    # Only months with events of this kind can hold a breakdown: read those.
+    months = _held(await stats.segment_counts(account, event, period))
+    funnels = await asyncio.gather(*(stats.funnel(account, event, Period(year, m)) for m in months))
+    below: list[tuple[int, ...]] = [
+        (year, m) for m, f in zip(months, funnels, strict=True) if any(f["data"].values())
+    ]
+    return data, below
 
 
 def _held(counts: dict[int, int]) -> list[int]:
