@@ -415,7 +415,8 @@ def test_a_units_command_runs_on_loopback(body: str, tmp_path: Path) -> None:
     """ExecStart with the unit's Environment= and WorkingDirectory=, its paths moved
     into a temporary directory and its ports onto free ones."""
     text = body.replace(INSTALLED, f"{BIN}/")
-    text = text.replace("/var/lib/", f"{tmp_path}/state/").replace("/run/", f"{tmp_path}/run/")
+    for system, ours in (("/var/lib/", "state"), ("/var/www/", "www"), ("/run/", "run")):
+        text = text.replace(system, f"{tmp_path}/{ours}/")
     port = free_port()
     text = text.replace(f"127.0.0.1:{DOC_PORT}", f"127.0.0.1:{port}")
     text = re.sub(r"udp://127\.0\.0\.1:\d+", f"udp://127.0.0.1:{udp_port()}", text)
@@ -425,10 +426,12 @@ def test_a_units_command_runs_on_loopback(body: str, tmp_path: Path) -> None:
     )
     assert all(name.startswith("TALLYD_") for name in variables)
     one = {k: v for s, k, v in directives if s == "Service"}
-    for name in ("StateDirectory", "RuntimeDirectory"):
+    # What systemd (or the doc's commands) would have made.
+    for name, base in (("StateDirectory", "state"), ("RuntimeDirectory", "run")):
         if name in one:
-            base = "state" if name == "StateDirectory" else "run"
             (tmp_path / base / one[name]).mkdir(parents=True)
+    for path in one.get("ReadWritePaths", "").split():
+        Path(path).mkdir(parents=True)
     command = shlex.split(one["ExecStart"])
     cwd = Path(one.get("WorkingDirectory", str(tmp_path)))
     log = tmp_path / "unit.log"
