@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import subprocess
 import sys
 import time
@@ -356,3 +357,20 @@ def test_the_openapi_document_has_the_owner_routes_behind_a_bearer_token(server:
         op = doc["paths"][path][method]
         assert op["security"] == [{"adminToken": []}]
         assert {"200", "401", "403"} <= set(op["responses"])
+
+
+def test_a_journal_replayed_after_a_crash_does_not_undo_a_reset(
+    server_factory: type[Server], tmp_path: Path
+) -> None:
+    # Counts stay in the journal and in memory (a long flush interval) until the reset.
+    server = server_factory(
+        tmp_path, "--durable", "--admin-token", TOKEN, "--flush-interval", "60"
+    ).start()
+    event = {"event": "hit", "account": "o/r"}
+    assert server.post([event] * 5).status_code == 202  # on disk when answered
+    assert server.client.delete(ID + "/counts", headers=AUTH).status_code == 200
+    assert server.post([event] * 2).status_code == 202
+    server.stop(signal.SIGKILL)
+    server.start()  # replays the journal: the 2 after the reset, not the 5 before
+    assert server.get("/api/stats/track/o%2Fr/hit").json()["total"] == 2
+    assert figure(server) == 2
