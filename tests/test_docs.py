@@ -410,54 +410,62 @@ def test_the_units_are_valid(tmp_path: Path) -> None:
             assert key in KNOWN.get(section, "").split(), f"[{section}] {key}"
 
 
-@pytest.mark.parametrize("body", UNITS, ids=lambda b: b.splitlines()[0].rsplit("/", 1)[-1])
-def test_a_units_command_runs_on_loopback(body: str, tmp_path: Path) -> None:
-    """ExecStart with the unit's Environment= and WorkingDirectory=, its paths moved
+class Unit:
+    """A unit's ExecStart with its Environment= and WorkingDirectory=, its paths moved
     into a temporary directory and its ports onto free ones."""
-    text = body.replace(INSTALLED, f"{BIN}/")
-    for system, ours in (("/var/lib/", "state"), ("/var/www/", "www"), ("/run/", "run")):
-        text = text.replace(system, f"{tmp_path}/{ours}/")
-    port = free_port()
-    text = text.replace(f"127.0.0.1:{DOC_PORT}", f"127.0.0.1:{port}")
-    text = re.sub(r"udp://127\.0\.0\.1:\d+", f"udp://127.0.0.1:{udp_port()}", text)
-    directives = sections(text)
-    variables = dict(
-        v.split("=", 1) for s, k, v in directives if (s, k) == ("Service", "Environment")
-    )
-    assert all(name.startswith("TALLYD_") for name in variables)
-    one = {k: v for s, k, v in directives if s == "Service"}
-    # What systemd (or the doc's commands) would have made.
-    for name, base in (("StateDirectory", "state"), ("RuntimeDirectory", "run")):
-        if name in one:
-            (tmp_path / base / one[name]).mkdir(parents=True)
-    for path in one.get("ReadWritePaths", "").split():
-        Path(path).mkdir(parents=True)
-    command = shlex.split(one["ExecStart"])
-    cwd = Path(one.get("WorkingDirectory", str(tmp_path)))
-    log = tmp_path / "unit.log"
-    if command[1] == "render-badges":
-        # Once instead of --every: it draws what the store holds, and exits.
-        i = command.index("--every")
-        del command[i : i + 2]
-        done = subprocess.run(
-            command, cwd=cwd, env={**env(), **variables}, capture_output=True, timeout=30
+
+    def __init__(self, body: str, tmp: Path, port: int, syslog: int) -> None:
+        text = body.replace(INSTALLED, f"{BIN}/")
+        for system, ours in (("/var/lib/", "state"), ("/var/www/", "www"), ("/run/", "run")):
+            text = text.replace(system, f"{tmp}/{ours}/")
+        text = text.replace(f"127.0.0.1:{DOC_PORT}", f"127.0.0.1:{port}")
+        text = re.sub(r"udp://127\.0\.0\.1:\d+", f"udp://127.0.0.1:{syslog}", text)
+        directives = sections(text)
+        self.variables = dict(
+            v.split("=", 1) for s, k, v in directives if (s, k) == ("Service", "Environment")
         )
-        assert done.returncode == 0, done.stderr
-        assert Path(command[command.index("--out") + 1]).is_dir()
-        return
+        assert all(name.startswith("TALLYD_") for name in self.variables)
+        service = {k: v for s, k, v in directives if s == "Service"}
+        # What systemd (or the doc's commands) would have made.
+        for name, base in (("StateDirectory", "state"), ("RuntimeDirectory", "run")):
+            if name in service:
+                (tmp / base / service[name]).mkdir(parents=True, exist_ok=True)
+        for path in service.get("ReadWritePaths", "").split():
+            Path(path).mkdir(parents=True, exist_ok=True)
+        self.command = shlex.split(service["ExecStart"])
+        self.cwd = Path(service.get("WorkingDirectory", str(tmp)))
+        self.env = {**env(), **self.variables}
+
+
+def test_the_units_commands_run_on_loopback(tmp_path: Path) -> None:
+    """tallyd.service counts badge views; tallyd-badges.service then draws them."""
+    port, syslog = free_port(), udp_port()
+    units = {b.splitlines()[0].rsplit("/", 1)[-1]: Unit(b, tmp_path, port, syslog) for b in UNITS}
+    serve = units.pop("tallyd.service")
+    log = tmp_path / "tallyd.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            command, cwd=cwd, env={**env(), **variables}, stdout=out, stderr=subprocess.STDOUT
+            serve.command, cwd=serve.cwd, env=serve.env, stdout=out, stderr=subprocess.STDOUT
         )
     try:
         wait_healthy(f"http://127.0.0.1:{port}", proc, log)
-        health = httpx.get(f"http://127.0.0.1:{port}/healthz").json()
-        assert health["store"] == "sqlite"
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").json()["store"] == "sqlite"
+        for _ in range(3):
+            assert httpx.get(f"http://127.0.0.1:{port}/badge/owner/name.svg").status_code == 200
     finally:
         stop(proc, log)
     # --durable with the SQLite file in the state directory: the journal is beside it.
-    assert (tmp_path / "state" / "tallyd" / "tallyd.db").exists()
     assert (tmp_path / "state" / "tallyd" / "tallyd.db.journal").is_dir()
+
+    badges = units.pop("tallyd-badges.service")
+    # Once instead of --every: it draws what the store holds, and exits.
+    command = list(badges.command)
+    del command[command.index("--every") : command.index("--every") + 2]
+    done = subprocess.run(command, cwd=badges.cwd, env=badges.env, capture_output=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    drawn = Path(command[command.index("--out") + 1]) / "owner%2Fname.svg"
+    assert 'aria-label="hits: 3"' in drawn.read_text()
+    assert not units, f"units not run: {sorted(units)}"
 
 
 # -- the configuration reference ----------------------------------------------------
