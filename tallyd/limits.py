@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 from tallyd.events import MAX_KNOWN
+from tallyd.seen import SeenNames
 from tallyd.shard import Shard
 
 
@@ -27,8 +28,10 @@ class NewNames:
     which counts only names in it): a name in it is not new. 0: no limit.
     """
 
-    def __init__(self, known: set[str], per_minute: int) -> None:
+    def __init__(self, known: set[str], per_minute: int, seen: SeenNames | None = None) -> None:
         self.known = known
+        # Every name ever admitted, for badges' first views (tallyd.seen).
+        self.seen = seen or SeenNames()
         self.per_minute = per_minute
         self.refused = 0
         self._minute = _minute()
@@ -49,8 +52,14 @@ class NewNames:
         self.remember(name)
         return True
 
+    def room(self) -> bool:
+        """Whether a new name would be admitted now (nothing is spent by asking)."""
+        return not self.per_minute or self._minute != _minute() or self._admitted < self.per_minute
+
     def remember(self, name: str) -> None:
         """Know a name without spending the minute's allowance on it."""
+        if name not in self.known:
+            self.seen.add(name)
         if len(self.known) >= MAX_KNOWN:
             self.known.pop()
         self.known.add(name)

@@ -228,7 +228,9 @@ def test_a_store_outage_shows_the_last_figure(
         badge(server.get("/badge/known.svg"))
     assert badge(server.get("/badge/known.svg", metric="today")).get("aria-label") == "hits: 4"
     assert endpoint(server.get("/badge/known.json"))["message"] == "4"
+    assert server.post([{"event": "hit", "account": "stored"}]).status_code == 202
     assert wait_until(lambda: total(server, "known"), 4) == 4
+    assert wait_until(lambda: total(server, "stored"), 1) == 1
     own_redis.stop()
     # The figures drawn before stay, kept up to date by the views, past their refresh.
     for want in (5, 6):
@@ -239,9 +241,13 @@ def test_a_store_outage_shows_the_last_figure(
     assert badge(r).get("aria-label") == "hits: 6"
     doc = endpoint(server.get("/badge/known.json"))
     assert (doc["message"], doc["isError"]) == ("6", False)
-    # A figure never read has nothing to show: a grey badge saying why.
-    for path in ("/badge/never.svg", "/badge/never.json", "/badge.svg?repo=never"):
+    # A figure never read, of an id the store holds, has nothing to show: a grey
+    # badge saying why.
+    for path in ("/badge/stored.svg", "/badge/stored.json", "/badge.svg?repo=stored"):
         check_error(server.client.get(path), path, "store_unavailable", "unavailable", GREY)
+    # An id the store has never held starts at 0 without it (tallyd.seen).
+    r = server.get("/badge/fresh.svg")
+    assert badge(r).get("aria-label") == "hits: 1" and "x-tallyd-error" not in r.headers
     r = server.get("/badge/known.svg", metric="year")
     assert error_badge(r, "store_unavailable", GREY) == "hits: unavailable"
     metrics = server.get("/metrics").text
@@ -249,7 +255,8 @@ def test_a_store_outage_shows_the_last_figure(
     # Views taken during the outage are written once the store is back.
     own_redis.start()
     assert wait_until(lambda: _total_or_zero(server, "known"), 7) == 7
-    assert wait_until(lambda: _total_or_zero(server, "never"), 2) == 2
+    assert wait_until(lambda: _total_or_zero(server, "stored"), 3) == 3
+    assert wait_until(lambda: _total_or_zero(server, "fresh"), 1) == 1
 
 
 def _total_or_zero(server: Server, account: str) -> int:

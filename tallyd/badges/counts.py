@@ -125,12 +125,12 @@ class BadgeCounts:
         # The hot path of every badge view: a few dictionary updates.
         figures = self._shown.get((account, event))
         if figures is None:
-            return None
+            return self._unseen(account, event, metric, count, client, user_agent)
         now, minute = self._now()
         figure = self._figures.get(metric) or self._zoned(metric)
         entry = figures.get(figure)
         if entry is None:
-            return None
+            return self._unseen(account, event, metric, count, client, user_agent)
         if entry.until <= time.monotonic():
             entry.until = time.monotonic() + self.refresh  # one refresh at a time
             self._stale[(account, event), figure] = None
@@ -139,6 +139,26 @@ class BadgeCounts:
         if count:
             self._count(account, event, figures, now, minute, client, user_agent)
         return entry.shown
+
+    def _unseen(
+        self, account: str, event: str, metric: str, count: bool, client: str, user_agent: bytes
+    ) -> Shown | None:
+        """`hit` for a figure not cached: when its id surely has no count in the store
+        (tallyd.seen), it starts at 0 with no read; else None (read it first)."""
+        names = self.new_names
+        seen = names.seen
+        if not seen.ready:
+            seen.load_soon(self.stats.store, self.stats.keys)
+            return None
+        figure = self._figure(metric)
+        if figure[0] not in DEPTH or not seen.surely_absent(account):
+            return None
+        if count:
+            if not names.room():
+                return None  # refused on the path that reads, which says why
+            names.admit(account)
+        self._set((account, event), figure, 0)
+        return self.hit(account, event, metric, count, client, user_agent)
 
     def view(self, account: str, event: str, client: str, user_agent: bytes) -> str:
         """Count one view: a hit and a visitor of the day. Returns the visitor's hash
