@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tallyd.query import bar
 from tests.conftest import Server
 from tests.test_cli import tallyd
 
@@ -163,3 +164,10 @@ def test_a_bad_range_is_one_line_and_exit_2(store: str, args: list[str], problem
     assert out.returncode == 2, out.stdout
     assert out.stdout == "" and out.stderr.count("\n") == 1, out.stderr
     assert out.stderr.startswith("tallyd query: ") and problem in out.stderr, out.stderr
+
+
+def test_a_bar_is_drawn_to_an_eighth_of_a_cell() -> None:
+    assert bar(4, 4) == "█" * 40
+    assert bar(1, 3) == "█" * 13 + "▍"  # 13.33 cells: 13 and 3/8
+    assert bar(1, 10**6) == "▏"  # never nothing for a count above zero
+    assert bar(0, 4) == ""
