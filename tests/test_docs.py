@@ -185,6 +185,7 @@ LOOPBACK = sorted({doc for doc, _ in blocks("sh loopback")})
 
 @pytest.mark.parametrize("doc", LOOPBACK, ids=lambda p: p.name)
 def test_the_loopback_commands_print_what_the_doc_shows(doc: Path, tmp_path: Path) -> None:
+    require("curl")
     here = Loopback(tmp_path)
     try:
         problems = [p for d, body in blocks("sh loopback") if d == doc for p in here.run(body)]
