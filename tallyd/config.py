@@ -109,7 +109,8 @@ def _opt(default: Any, help_: str, parse: Parser, **meta: Any) -> Any:
     meta = {"help": help_, "parse": parse, **meta}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
+    # A secret stays out of the dataclass's repr, should a Config ever be printed.
+    return field(default=default, metadata=meta, repr=not meta.get("secret"))
 
 
 @dataclass

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tallyd.aggregator import Aggregator
+from tallyd.config import Config
 from tallyd.expand import Expander
 from tallyd.keys import BASELINE, KeySpace
 from tallyd.metrics import Metrics
@@ -374,3 +375,18 @@ def test_a_journal_replayed_after_a_crash_does_not_undo_a_reset(
     server.start()  # replays the journal: the 2 after the reset, not the 5 before
     assert server.get("/api/stats/track/o%2Fr/hit").json()["total"] == 2
     assert figure(server) == 2
+
+
+def test_the_token_is_never_repeated_by_the_configuration(tmp_path: Path) -> None:
+    config = tmp_path / "tallyd.toml"
+    config.write_text("admin_token = 1234567890123456789\n")  # a number, not text
+    with pytest.raises(ValueError, match="admin_token=…: expected text") as err:
+        Config.load({}, env={}, path=str(config))
+    assert "1234567890123456789" not in str(err.value)
+    with pytest.raises(ValueError, match="at least 16") as err:
+        Config.load({}, env={"TALLYD_ADMIN_TOKEN": "guessable"})
+    assert "guessable" not in str(err.value)
+    with pytest.raises(ValueError, match="without spaces"):
+        Config.load({"admin_token": "a token with spaces in it"}, env={})
+    loaded = Config.load({}, env={"TALLYD_ADMIN_TOKEN": TOKEN})
+    assert loaded.admin_token == TOKEN and TOKEN not in repr(loaded)
