@@ -8,6 +8,8 @@ missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v wrk >/dev/null || missing+=(wrk)
+# The deployment docs' nginx test makes a throw-away TLS certificate with it.
+command -v openssl >/dev/null || missing+=(openssl)
 # The dashboard's browser test drives it through Playwright (tests/test_dashboard.py).
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
