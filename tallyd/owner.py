@@ -121,13 +121,22 @@ class Owner:
         try:
             async with self.aggregator.exclusive():
                 if action == "baseline":
-                    key = keys.baseline(escape(account), escape(event))
-                    change = Edit(fields={key: {BASELINE: baseline}})
+                    ea, ee = escape(account), escape(event)
+                    # Listed as an id with counts, as its first hit would list it: a
+                    # badge's first view reads only ids listed (tallyd.seen).
+                    listed = [(keys.events, ee), (keys.accounts(ee), ea)]
+                    listed.append((keys.account_events(ea), ee))
+                    change = Edit(
+                        fields={keys.baseline(ea, ee): {BASELINE: baseline}},
+                        listed=listed if baseline else [],
+                    )
                 else:
                     change = await stored_keys(store, keys, account, event, action == "delete")
                 await store.edit(change)
                 if action == "delete":
                     self.aggregator.forget()
+                elif action == "baseline":
+                    self.badges.new_names.remember(account)
                 self.badges.forget(account, event)
         except TimeoutError:
             raise HTTPError(

@@ -121,3 +121,26 @@ def test_a_restarted_server_still_shows_what_the_store_holds(
 def total(server: Server, account: str) -> int:
     r = server.get(f"/api/stats/track/{account.replace('/', '%2F')}/hit")
     return int(r.json()["total"]) if r.status_code == 200 else 0
+
+
+TOKEN = "s3cret-owner-token-0123456789"
+
+
+def test_an_id_given_only_a_baseline_is_read_not_started_at_0(
+    server_factory: type[Server], tmp_path: Path, store_url: str
+) -> None:
+    token = ("--admin-token", TOKEN)
+    server = server_factory(tmp_path, *token, store=store_url).start()
+    assert badge(server.get("/badge/warm.svg")).get("aria-label") == "hits: 1"  # loaded
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    r = server.client.put("/api/admin/moved/hit/baseline", json={"baseline": 1000}, headers=auth)
+    assert r.status_code == 200, r.text
+    assert badge(server.get("/badge/moved.svg")).get("aria-label") == "hits: 1,001"
+    r = server.client.put("/api/admin/moved2/hit/baseline", json={"baseline": 500}, headers=auth)
+    assert r.status_code == 200, r.text
+    assert server.stop() == 0
+    server = server_factory(tmp_path, *token, store=store_url).start()
+    assert badge(server.get("/badge/warm.svg")).get("aria-label") == "hits: 2"
+    time.sleep(0.5)  # the load of so small a store is done: the filter answers
+    assert badge(server.get("/badge/moved2.svg")).get("aria-label") == "hits: 501"
+    assert "moved2" in server.get("/api/accounts", event="hit").json()["accounts"]

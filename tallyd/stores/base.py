@@ -71,6 +71,8 @@ class Edit:
     drop: list[str] = field(default_factory=list)
     members: list[tuple[str, str]] = field(default_factory=list)  # (key, member)
     fields: dict[str, dict[str, int]] = field(default_factory=dict)
+    # (index key, member) added: an id given a baseline is listed as one with counts.
+    listed: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Store(Protocol):

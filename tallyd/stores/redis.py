@@ -339,6 +339,8 @@ class RedisCommands:
                     p.delete(key)
                 for key, member in change.members:
                     p.zrem(key, member)
+                for key, member in change.listed:
+                    p.zadd(key, {member: 0})
                 for key, values in change.fields.items():
                     for name, value in values.items():
                         if value:

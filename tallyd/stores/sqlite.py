@@ -473,6 +473,9 @@ class SQLiteStore:
             # Redis keeps indexes and rankings alike (sorted sets): a member goes from both.
             for table in ("indexes", "rankings"):
                 c.executemany(f"DELETE FROM {table} WHERE key = ? AND member = ?", change.members)
+            c.executemany(
+                "INSERT OR IGNORE INTO indexes (key, member) VALUES (?, ?)", change.listed
+            )
             for key, values in change.fields.items():
                 for name, value in values.items():
                     if value:
