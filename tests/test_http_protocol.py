@@ -580,10 +580,14 @@ async def test_a_client_waiting_for_100_continue_is_not_timed_out() -> None:
     assert t.statuses() == [100, 408] and b"body_timeout" in t.written
 
 
-async def test_the_sweep_refuses_a_crowd_of_late_heads_a_slice_at_a_time() -> None:
+async def test_the_sweep_refuses_a_crowd_of_late_heads_a_slice_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A turn's time is spent at the first check: a slice is SWEEP_CHECK connections.
+    monkeypatch.setattr(httpd, "SWEEP_TURN", 0.0)
     server = HTTPServer(FakeApp(), Limits(header_timeout=0.2, keepalive_timeout=5))
     crowd = []
-    for _ in range(httpd.SWEEP_ACTIONS * 3):
+    for _ in range(httpd.SWEEP_CHECK * 12):
         conn = Connection(server)
         t = FakeTransport()
         t.protocol = conn
@@ -598,8 +602,8 @@ async def test_the_sweep_refuses_a_crowd_of_late_heads_a_slice_at_a_time() -> No
             before = sum(t.closed for t in crowd)
             await asyncio.sleep(0)
             turns += 1
-            assert sum(t.closed for t in crowd) - before <= httpd.SWEEP_ACTIONS + 1
-        assert all(t.statuses() == [408] for t in crowd)
+            assert sum(t.closed for t in crowd) - before <= httpd.SWEEP_CHECK + 1
+        assert all(t.statuses() == [408] for t in crowd) and turns >= 12
     finally:
         sweep.cancel()
 
