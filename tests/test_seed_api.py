@@ -72,6 +72,8 @@ def _go(server: Server, path: str) -> dict[str, Any]:
     )
     assert r.headers["pragma"] == "no-cache"
     assert r.headers["expires"] == "Fri, 24 Nov 2000 01:00:00 GMT"
+    # Go sent no CORS headers; these are the read API's, which Go's clients ignore.
+    assert r.headers["access-control-allow-origin"] == "*"
     answer: dict[str, Any] = r.json()
     return answer
 
