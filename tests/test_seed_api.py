@@ -25,7 +25,7 @@ pytestmark = pytest.mark.timeout(120)
 FLAGS = ("--retention-hours", "0", "--retention-minutes", "0", "--flush-interval", "60")
 
 STORED = [
-    # acme's pageviews: January, September (two days, two hours of the 5th), October.
+    # acme's pageviews in January and two hours of September 5th, beta's one; orders.
     ("pageview", "acme", "2013-01-31T23:59:00Z", None),
     ("pageview", "acme", "2013-09-05T00:10:00Z", None),
     ("pageview", "acme", "2013-09-05T14:03:07Z", None),
