@@ -1,4 +1,4 @@
-"""The `tallyd` command: serve, query, emit, check, render-badges, export, import, config."""
+"""The `tallyd` command: serve, query, emit, check, render-badges, export, import, config, api."""
 
 from __future__ import annotations
 
@@ -124,15 +124,28 @@ def cmd_emit(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     from tallyd import configdoc
 
-    if args.write is None:
-        sys.stdout.write(configdoc.reference())
+    return _reference("config", configdoc.reference, configdoc.write, args.write)
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    from tallyd import apidoc
+
+    return _reference("api", apidoc.reference, apidoc.write, args.write)
+
+
+def _reference(
+    command: str, reference: Callable[[], str], write: Callable[[str], bool], path: str | None
+) -> int:
+    """Print a generated reference, or put it between the markers of the file at `path`."""
+    if path is None:
+        sys.stdout.write(reference())
         return 0
     try:
-        changed = configdoc.write(args.write)
+        changed = write(path)
     except (OSError, ValueError) as exc:
-        print(f"tallyd config: {args.write}: {exc}", file=sys.stderr)
+        print(f"tallyd {command}: {path}: {exc}", file=sys.stderr)
         return 2
-    print(f"{args.write}: {'reference rewritten' if changed else 'reference up to date'}")
+    print(f"{path}: {'reference rewritten' if changed else 'reference up to date'}")
     return 0
 
 
@@ -394,21 +407,23 @@ def parser() -> argparse.ArgumentParser:
     add_arguments(c)
     c.set_defaults(func=cmd_check)
 
-    g = sub.add_parser(
-        "config", help="print the reference of every setting: flag, variable, TOML key, default"
-    )
-    g.add_argument(
-        "--reference",
-        action="store_true",
-        required=True,
-        help="a Markdown table of every setting (docs/configuration.md holds it)",
-    )
-    g.add_argument(
-        "--write",
-        metavar="FILE",
-        help="put the table between the reference markers of FILE instead of printing it",
-    )
-    g.set_defaults(func=cmd_config)
+    for name, about, what, func in (
+        ("config", "every setting: flag, variable, TOML key, default", "configuration", cmd_config),
+        ("api", "every HTTP route, from the OpenAPI document", "api", cmd_api),
+    ):
+        g = sub.add_parser(name, help=f"print the reference of {about}")
+        g.add_argument(
+            "--reference",
+            action="store_true",
+            required=True,
+            help=f"the reference in Markdown (docs/{what}.md holds it)",
+        )
+        g.add_argument(
+            "--write",
+            metavar="FILE",
+            help="put the reference between the markers of FILE instead of printing it",
+        )
+        g.set_defaults(func=func)
     return p
 
 

@@ -12,6 +12,7 @@ from dataclasses import MISSING, Field
 from typing import Any
 
 from tallyd.config import FIELDS, _flag, _variable
+from tallyd.generated import between, rewrite
 
 BEGIN = "<!-- BEGIN config reference: made by `tallyd config --reference`, do not edit -->"
 END = "<!-- END config reference -->"
@@ -60,19 +61,9 @@ def reference() -> str:
 
 def updated(text: str) -> str:
     """`text` with the reference between its markers replaced by the current one."""
-    head, begin, rest = text.partition(BEGIN)
-    _, end, tail = rest.partition(END)
-    if not begin or not end:
-        raise ValueError(f"no {BEGIN!r} ... {END!r} markers")
-    return f"{head}{BEGIN}\n{reference()}{END}{tail}"
+    return between(text, BEGIN, END, reference())
 
 
 def write(path: str) -> bool:
     """Rewrite the reference in the file at `path`; whether it changed."""
-    with open(path, encoding="utf-8") as fh:
-        old = fh.read()
-    new = updated(old)
-    if new != old:
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(new)
-    return new != old
+    return rewrite(path, BEGIN, END, reference())

@@ -5,7 +5,8 @@
 - every `tallyd` command line in an `sh` block parses with tallyd's own parser;
 - `nginx` blocks for conf.d load in a real nginx, which then proxies to tallyd;
 - systemd units pass `systemd-analyze verify` and start tallyd on loopback;
-- the configuration reference is the one `Config` makes.
+- the configuration reference is the one `Config` makes, the API reference the one
+  the route table makes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tallyd import configdoc
+from tallyd import apidoc, configdoc
+from tallyd.app import OPENAPI
 from tallyd.cli import parser
 from tallyd.config import FIELDS
 from tests.conftest import REPO, free_port, require, udp_port
@@ -488,3 +490,28 @@ def test_the_reference_has_a_row_per_setting() -> None:
         flag, variable, key = (cell.strip() for cell in row.split(" | ")[:3])
         assert flag.startswith(f"| `--{name.replace('_', '-')}`")
         assert (variable, key) == (f"`TALLYD_{name.upper()}`", f"`{name}`")
+
+
+# -- the API reference --------------------------------------------------------------
+
+
+def test_the_api_reference_is_the_codes() -> None:
+    text = (REPO / "docs" / "api.md").read_text()
+    assert apidoc.updated(text) == text, (
+        "docs/api.md does not describe the routes of tallyd/routes.py: "
+        f"run `.venv/bin/{apidoc.COMMAND}` and commit the result"
+    )
+
+
+def test_the_api_reference_has_a_section_per_route() -> None:
+    document = json.loads(OPENAPI)
+    headings = set(re.findall(r"^### `([A-Z]+) (\S+)`$", apidoc.reference(), re.M))
+    routes = {
+        (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method in item
+        if method in apidoc.METHODS
+    }
+    assert headings == routes
+    assert ("POST", "/api/events") in routes
+    assert ("PUT", "/api/admin/{account}/{event}/baseline") in routes
