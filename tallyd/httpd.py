@@ -29,6 +29,7 @@ import httptools
 
 from tallyd.listener import Listener, raise_fd_limit
 from tallyd.metrics import Histogram
+from tallyd.pace import Pace
 from tallyd.plainget import plain_get
 from tallyd.web import INTERNAL, Headers, HTTPError, Message, Response, Scope, too_large
 
@@ -48,10 +49,9 @@ MIN_BODY_RATE: Final = 500
 # answer: closing with unread input would reset the connection, and a client that
 # had not read the answer yet would lose it.
 LINGER: Final = 1.0
-# The sweep's work between two turns of the event loop: at most this many seconds
-# (checked every SWEEP_CHECK connections). 5,000 heads late at once must not stall
-# everyone; with 64 refusals a turn, an honest view waited 2-4 ms behind each.
-SWEEP_TURN: Final = 0.0005
+# The sweep checks its time (tallyd.pace) every SWEEP_CHECK connections. 5,000 heads
+# late at once must not stall everyone; with 64 refusals a turn, an honest view
+# waited 2-4 ms behind each.
 SWEEP_CHECK: Final = 16
 # How an answer leaves the connection; `plain_get` returns the same values.
 CLOSE, KEEP, KEEP_ALIVE_1_0 = 0, 1, 2
@@ -949,23 +949,20 @@ class HTTPServer:
 
     async def _sweep(self) -> None:
         # One timer for all connections: a timer per request cost 5% of a badge view.
-        # A pass works SWEEP_TURN seconds at most between turns of the loop: slowloris
-        # heads opened together fall late together, and refusing 5,000 of them in one
-        # go held every other client for 0.3-0.8 s.
+        # A pass works in paced turns of the loop: slowloris heads opened together
+        # fall late together, and refusing 5,000 of them in one go held every other
+        # client for 0.3-0.8 s.
         loop = asyncio.get_running_loop()
         limits = self.limits
         every = max(0.05, min(1.0, limits.header_timeout / 4, limits.keepalive_timeout / 4))
-        clock = time.perf_counter
         while True:
             await asyncio.sleep(every)
             now = loop.time()
-            turn_ends = clock() + SWEEP_TURN
+            pace = Pace()
             for looked, conn in enumerate(list(self.connections), 1):
                 conn.check(now)
-                if looked % SWEEP_CHECK == 0 and clock() > turn_ends:
-                    await asyncio.sleep(0)
+                if looked % SWEEP_CHECK == 0 and await pace.turn():
                     now = loop.time()
-                    turn_ends = clock() + SWEEP_TURN
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop accepting; close idle connections at once; let the requests under way

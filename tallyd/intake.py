@@ -7,7 +7,6 @@ the same on bad input.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,11 +16,12 @@ from tallyd.events import Cell, Event, Rejected, RejectLog, decoded, parse_many
 from tallyd.hotpath import Counter, NameCache, count_body, count_objs
 from tallyd.limits import NewNames
 from tallyd.metrics import Metrics
+from tallyd.pace import Pace
 from tallyd.shard import Shard
 
 MAX_COARSE = 100_000
 # Events parsed in one go before the event loop gets a turn (`settle_fairly`).
-SLICE = 64
+SLICE = 16
 COARSE_RENEW = 60.0
 
 
@@ -127,14 +127,15 @@ class Intake:
         now: float,
         decode: bool = False,
     ) -> Counted:
-        """`settle` in slices of SLICE events, with a turn of the event loop between
-        them: a body of events the fast path cannot take (new names, odd shapes)
-        costs some microseconds an event, and other clients must not wait for all
-        of it at once. With `decode`, `slow` holds raw JSON items, decoded per slice."""
+        """`settle` in slices of SLICE events, in paced turns of the event loop
+        (tallyd.pace): a body of events the fast path cannot take (new names, odd
+        shapes) costs some microseconds an event, and other clients must not wait for
+        all of it at once. With `decode`, `slow` holds raw JSON items, decoded per slice."""
         out = Counted(fast, 0, [])
+        pace = Pace()
         for start in range(0, max(len(slow), 1), SLICE):
             if start:
-                await asyncio.sleep(0)
+                await pace.turn()
             part = slow[start : start + SLICE]
             if decode:
                 part = [(i, decoded(item, "this event")) for i, item in part]

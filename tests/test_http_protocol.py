@@ -21,7 +21,7 @@ import h11
 import httpx
 import pytest
 
-from tallyd import httpd
+from tallyd import httpd, pace
 from tallyd.config import Config
 from tallyd.httpd import MAX_HEADERS, MAX_URL, PIECE, Connection, HTTPServer, Limits
 from tallyd.web import (
@@ -584,7 +584,7 @@ async def test_the_sweep_refuses_a_crowd_of_late_heads_a_slice_at_a_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A turn's time is spent at the first check: a slice is SWEEP_CHECK connections.
-    monkeypatch.setattr(httpd, "SWEEP_TURN", 0.0)
+    monkeypatch.setattr(pace, "TURN", 0.0)
     server = HTTPServer(FakeApp(), Limits(header_timeout=0.2, keepalive_timeout=5))
     crowd = []
     for _ in range(httpd.SWEEP_CHECK * 12):
