@@ -7,6 +7,7 @@ helpers here, so that no route is undocumented and no document is unrouted.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from tallyd import __version__
@@ -64,8 +65,9 @@ _CB = param(
 _JSONP = {"application/javascript": {"schema": {"type": "string", "pattern": r"^/\*\*/"}}}
 
 
-def preflight(share: str, methods: bytes) -> dict[str, Any]:
-    """The OPTIONS operation of a path with a CORS policy (`share`)."""
+def preflight(share: str, methods: bytes, path: list[str]) -> dict[str, Any]:
+    """The OPTIONS operation of a path with a CORS policy (`share`), whose path
+    parameters are named in `path`."""
     setting = "--cors-ingest (default none)" if share == INGEST else "--cors-origin"
     allow = {
         "Allow": _STR,
@@ -77,10 +79,16 @@ def preflight(share: str, methods: bytes) -> dict[str, Any]:
         },
         "Access-Control-Max-Age": {"schema": {"type": "integer"}},
     }
-    return {
+    operation: dict[str, Any] = {
         "summary": "CORS preflight",
         "responses": {"204": {"description": "what may be asked", "headers": allow}},
     }
+    if path:
+        # What may be asked does not depend on which account or year: a preflight
+        # answers alike for any value, and the request itself is checked when it comes.
+        any_value = "any value: a preflight does not check it"
+        operation["parameters"] = [param(name, "path", description=any_value) for name in path]
+    return operation
 
 
 def read(
@@ -114,41 +122,111 @@ D = param(
     maximum=31,
 )
 H = param("hour", "path", type="integer", minimum=0, maximum=23)
-# Dates of the read API: a day in 1970..9999 (past the month's end is a 400).
-_DAY = "(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+# Dates as the read API takes them: real days of 1970..9999 (no April 31), so that a
+# date the document allows is one the server answers.
+_YEAR = "(?:19[7-9][0-9]|[2-9][0-9]{3})"
+_LEAP = (
+    "(?:19(?:7[26]|8[048]|9[26])|[2-9][0-9](?:0[48]|[2468][048]|[13579][26])"
+    "|(?:[2468][048]|[3579][26])00)"
+)
+
+
+def _number(lo: int, hi: int, width: int, exact: bool) -> str:
+    """`lo..hi` written in `width` digits (`exact`), or in up to `width` with leading zeros."""
+    forms = [
+        f"{n:0{width}d}" if exact else f"0{{0,{width - len(str(n))}}}{n}" for n in range(lo, hi + 1)
+    ]
+    return "(?:" + "|".join(sorted(forms, key=len, reverse=True)) + ")"
+
+
+def _days(sep: str, part: Callable[[int, int], str], rest: str = "", optional: bool = False) -> str:
+    """A month and a day in it, joined by `sep`, in a common year; `rest` may follow the
+    day; with `optional`, the day may be left out."""
+    by_length = {31: (1, 3, 5, 7, 8, 10, 12), 30: (4, 6, 9, 11), 28: (2,)}
+    forms = []
+    for length, months in by_length.items():
+        month = "(?:" + "|".join(part(m, m) for m in months) + ")"
+        forms.append(f"{month}(?:{sep}{part(1, length)}{rest})" + ("?" if optional else ""))
+    return "(?:" + "|".join(forms) + ")"
+
+
+def _iso(lo: int, hi: int) -> str:
+    return _number(lo, hi, 2, exact=True)
+
+
+_DAY = f"(?:{_YEAR}-{_days('-', _iso)}|{_LEAP}-02-29)"
 _DATE_TIME = (
     f"^{_DAY}(?:T(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9])?"
     "(?:Z|[+-](?:0[0-9]|1[0-4]):[0-5][0-9])?)?$"
 )
-_DAY_OR_MONTH = "^(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:0[1-9]|1[0-2])(?:-(?:0[1-9]|[12][0-9]|3[01]))?$"
-_LIMIT = param("limit", type="integer", minimum=1, maximum=MAX_PAGE)
-ID = param("id", "path", description="the counted account; may contain /", minLength=1)
+# Empty is as absent (today, or now).
+_DAY_OR_MONTH = f"^(?:{_YEAR}-(?:0[1-9]|1[0-2])|{_DAY}|)$"
+
+
+def _part(lo: int, hi: int) -> str:
+    # A part of a dashboard period: 1 to 4 digits (`2`, `02`), as Period.from_strings reads.
+    return _number(lo, hi, 4, exact=False)
+
+
+_HOUR = f"(?:/{_part(0, 23)})?"
+# year[/month[/day[/hour]]], slashes around it ignored; empty: all time.
+_PERIOD = (
+    f"^/*(?:{_YEAR}(?:/{_days('/', _part, _HOUR, optional=True)})?"
+    f"|{_LEAP}/{_part(2, 2)}/{_part(29, 29)}{_HOUR})?/*$"
+)
+_LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "required": False,
+    "description": "empty: as absent",
+    "schema": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, {"const": ""}]},
+}
+ID = param(
+    "id",
+    "path",
+    description="the counted account; may contain /; empty, over 200 characters or with "
+    "control characters: an error badge",
+)
+
+
+def _choice(name: str, values: list[str], note: str = "") -> dict[str, Any]:
+    """A badge parameter with a set of values; any other is drawn as an error badge."""
+    listed = ", ".join(values)
+    described = f"one of {listed}{note}; any other value: an error badge (bad_{name})"
+    found = param(name, description=described)
+    found["schema"]["examples"] = values
+    return found
+
+
+REPO = param("repo", description="the counted account (owner/name); absent: an error badge")
+# A badge answers an image whatever its parameters (see _BADGE_NOTE): each takes any
+# text, and what it cannot use is drawn as an error badge saying why, with status 200.
 _BADGE_PARAMS = [
-    param("label", maxLength=MAX_LABEL),
-    param("color"),
-    param("label_color"),
-    param("style", enum=list(STYLES)),
+    param("label", description=f"at most {MAX_LABEL} characters, else an error badge"),
+    param("color", description="a shields colour name or hex; else an error badge"),
+    param("label_color", description="as color"),
+    _choice("style", list(STYLES)),
     param(
         "logo",
         description="a simple-icons name (github) or a data:image/svg+xml;base64 URL of "
         f"at most {MAX_LOGO_BYTES} bytes of plain SVG; else an error badge",
     ),
     param("logo_color", description="the named logo's colour (also logoColor)"),
-    param("theme", enum=list(THEMES), description="auto: follows the reader's dark mode"),
-    param("metric", enum=list(METRICS)),
-    param("format", enum=list(FORMATS)),
-    param("base", type="integer", minimum=0, maximum=MAX_BASE),
-    param("increment", enum=["0", "1"], description="default: 1 for .svg, 0 for .json"),
-    param("event"),
+    _choice("theme", list(THEMES), " (auto: follows the reader's dark mode)"),
+    _choice("metric", list(METRICS)),
+    _choice("format", list(FORMATS)),
+    param("base", description=f"a whole number 0..{MAX_BASE} added to the figure"),
+    _choice("increment", ["0", "1"], " (default: 1 for .svg, 0 for .json)"),
+    param("event", description="default: hit"),
     param(
         "tz",
         description="an IANA time zone (Europe/Madrid) for today, week, month, year, "
         "7d, 30d and the sparklines; default: the server's --timezone",
     ),
-    param(
+    _choice(
         "count",
-        enum=list(COUNTS),
-        description="github: only views through GitHub's image proxy (github-camo) count",
+        list(COUNTS),
+        " (github: only views through GitHub's image proxy, github-camo, count)",
     ),
 ]
 _BADGE_HEADERS = {
@@ -195,6 +273,10 @@ _EVENT_NAME = {
 }
 _ACCOUNT = {**_EVENT_NAME, "not": {"anyOf": [{"const": ROLLUP}, {"pattern": "/\\*$"}]}}
 # Times every zone agrees are within 1970..9999; the description says what else is read.
+# An account and an event as a route that writes takes them (events.check_name, no
+# rollup): the owner actions refuse anything else with a 400.
+ACCOUNT_NAME = {"name": "account", "in": "path", "required": True, "schema": _ACCOUNT}
+EVENT_NAME = {"name": "event", "in": "path", "required": True, "schema": _EVENT_NAME}
 _TIME = (
     "^(?:19[89][0-9]|[2-8][0-9]{3})-(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
     "(?:[T ](?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:[.][0-9]{1,9})?)?"
@@ -213,8 +295,9 @@ DASHBOARD: dict[str, Any] = {
         param("event", description="default: pageview, else the first event type"),
         param(
             "period",
-            description="year[/month[/day[/hour]]], like 2013/09; empty: all time; "
-            "absent: the latest year with counts",
+            description="year[/month[/day[/hour]]], like 2013/09 (a day of the month, an "
+            "hour 0..23); empty: all time; absent: the latest year with counts",
+            pattern=_PERIOD,
         ),
     ],
     "responses": {
@@ -247,6 +330,28 @@ ASSET: dict[str, Any] = {
         "404": _ERR,
     },
 }
+# Each event of the stream, as an event-stream reader sees it (comments and the first
+# `retry:` carry no data, so they are no events).
+_LIVE_EVENT = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"const": "flush"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {
+                "type": "object",
+                "required": ["batch", "time"],
+                "additionalProperties": False,
+                "properties": {
+                    "batch": {"type": "integer", "minimum": 1},
+                    "time": {"type": "number"},
+                },
+            },
+        },
+    },
+}
 LIVE: dict[str, Any] = {
     "summary": "Live updates: server-sent events while events are counted",
     "description": f"An `event: flush` after each batch written to the store (at most one "
@@ -258,13 +363,20 @@ LIVE: dict[str, Any] = {
         "200": {
             "description": "the stream",
             "headers": {**_CORS, "Cache-Control": _STR, "X-Accel-Buffering": _STR},
-            "content": {"text/event-stream": _TEXT},
+            "content": {"text/event-stream": {"schema": _LIVE_EVENT}},
         },
         "503": {**_ERR, "headers": {**_CORS, "Retry-After": _STR}},
     },
 }
 
 
+# A batch is answered 202 when one of its items at least is an event: the others are
+# refused one by one, named by index in the answer's `errors`.
+_BATCH = {"type": "array", "minItems": 1, "contains": _ref("Event")}
+_BATCH_NOTE = (
+    "a batch: counted when one item at least is an Event; every other item is refused, "
+    "named by its index in `errors` (when none is an Event: 400)"
+)
 EVENTS: dict[str, Any] = {
     "summary": "Count events: one JSON object, a JSON array, or NDJSON",
     "parameters": [param("wait", enum=["flush"])],
@@ -272,20 +384,10 @@ EVENTS: dict[str, Any] = {
         "required": True,
         "content": {
             "application/json": {
-                "schema": {
-                    "oneOf": [
-                        _ref("Event"),
-                        {"type": "array", "items": _ref("Event"), "minItems": 1},
-                    ]
-                }
+                "schema": {"oneOf": [_ref("Event"), {**_BATCH, "description": _BATCH_NOTE}]}
             },
             "application/x-ndjson": {
-                "schema": {
-                    "description": "one event per line",
-                    "type": "array",
-                    "items": _ref("Event"),
-                    "minItems": 1,
-                }
+                "schema": {**_BATCH, "description": f"one item a line; {_BATCH_NOTE}"}
             },
         },
     },
@@ -318,7 +420,7 @@ SERIES_QUERY = [
         "intervals, else 400",
         pattern=_DATE_TIME,
     ),
-    param("to", description="as from; default: now", pattern=_DATE_TIME),
+    param("to", description="as from; empty or absent: now", pattern=f"{_DATE_TIME}|^$"),
     param("interval", enum=list(INTERVALS)),
     param("format", enum=["json", "csv"]),
 ]
@@ -335,7 +437,7 @@ TOP_QUERY = [
     param(
         "date",
         description="a day (2013-09-05) for period=day, a month (2013-09) or a "
-        "day in it for period=month; default: today",
+        "day in it for period=month; empty or absent: today",
         pattern=_DAY_OR_MONTH,
     ),
     _LIMIT,
@@ -455,17 +557,23 @@ COMPONENTS: dict[str, Any] = {
                     "oneOf": [
                         {"type": "number", "minimum": 0, "maximum": MAX_TIME},
                         {"type": "string", "pattern": _TIME},
+                        {"type": "null", "description": "as absent: the time it is received"},
                     ]
                 },
                 "id": {
                     "oneOf": [
                         {"type": "string", "maxLength": MAX_NAME},
                         {"type": "integer"},
+                        {"type": "null"},
                     ],
                     "description": "the same account and id within --dedup-window "
-                    "count once; empty: no id",
+                    "count once; empty or null: no id",
                 },
-                "seq": {"type": "integer"},
+                "seq": {
+                    "description": "a publisher's sequence number: on the ZeroMQ bus an "
+                    "integer is checked for gaps; over HTTP, and of any other type, it is "
+                    "ignored (never a reason to refuse an event)"
+                },
             },
         },
         "IngestResult": {

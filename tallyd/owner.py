@@ -202,7 +202,12 @@ def _baseline(body: bytes) -> int:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
         doc = None
-    value = doc.get("baseline") if isinstance(doc, dict) else None
+    # Nothing but the baseline: a body that says more is a mistake (`{"base": 5}`), and
+    # what is documented then fits well within MAX_BODY.
+    value = doc.get("baseline") if isinstance(doc, dict) and len(doc) == 1 else None
+    if type(value) is float and value.is_integer():
+        # JSON has one kind of number: 5.0 is the whole number 5 (JSON Schema agrees).
+        value = int(value)
     if type(value) is not int or not 0 <= value <= MAX_BASELINE:
         raise HTTPError(
             400,
@@ -266,6 +271,7 @@ def _operation(summary: str, body: bool) -> dict[str, Any]:
         schema = {
             "type": "object",
             "required": ["baseline"],
+            "additionalProperties": False,
             "properties": {"baseline": BASELINE_SCHEMA},
         }
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
@@ -281,20 +287,20 @@ ROUTES = [
         "PUT",
         _put_baseline,
         _operation("Set an id's baseline: in its all-time total, in no period", True),
-        (doc.ACC, doc.EV),
+        (doc.ACCOUNT_NAME, doc.EVENT_NAME),
     ),
     Route(
         _ID + "/counts",
         "DELETE",
         _reset,
         _operation("Reset an id's counts to zero; it stays listed", False),
-        (doc.ACC, doc.EV),
+        (doc.ACCOUNT_NAME, doc.EVENT_NAME),
     ),
     Route(
         _ID,
         "DELETE",
         _delete,
         _operation("Delete an id: its counts and its index and ranking entries", False),
-        (doc.ACC, doc.EV),
+        (doc.ACCOUNT_NAME, doc.EVENT_NAME),
     ),
 ]

@@ -135,7 +135,8 @@ class Path:
         """This path's item in the OpenAPI document."""
         item: dict[str, Any] = {m.lower(): r.operation for m, r in self.routes.items()}
         if self.share is not None:
-            item["options"] = preflight(self.share, self.shared)
+            names = [part.name for part in self.parts if isinstance(part, _Param)]
+            item["options"] = preflight(self.share, self.shared, names)
         if self.parameters:
             item["parameters"] = list(self.parameters)
         return item

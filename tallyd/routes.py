@@ -205,13 +205,13 @@ ROUTES: list[Route] = [
         "/badge.svg",
         "The seed's badge URL: counts a hit for `repo`, shows the total",
         doc.SVG,
-        [doc.param("repo", required=True)],
+        [doc.REPO],
     ),
     _image(
         "/badge.json",
         "The seed's badge URL as shields.io's endpoint JSON; counts only with increment=1",
         doc.ENDPOINT,
-        [doc.param("repo", required=True)],
+        [doc.REPO],
     ),
     _image("/badge/{id}.svg", "A badge: counts a view, shows the chosen figure", doc.SVG),
     _image(

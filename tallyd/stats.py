@@ -16,7 +16,7 @@ from urllib.parse import quote, unquote
 
 from tallyd.aggregator import NOTHING, Aggregator, Unflushed
 from tallyd.keys import BASELINE, ROLLUP, KeySpace, escape
-from tallyd.periods import Clock, Period
+from tallyd.periods import MAX_YEAR, MIN_YEAR, Clock, Period
 from tallyd.retention import Retention
 from tallyd.stores.base import Store
 
@@ -62,8 +62,11 @@ class Stats:
         """A period's segments, zero-filled, with totals and drill-down links."""
         counts = await self.segment_counts(account, event, period)
         segments = period.segments()
-        if period.year is None and counts:
-            segments = list(range(min(counts), max(counts) + 1))
+        if period.year is None:
+            # Only years a period can name: each is a link the API must answer.
+            counts = {y: n for y, n in counts.items() if MIN_YEAR <= y <= MAX_YEAR}
+            if counts:
+                segments = list(range(min(counts), max(counts) + 1))
         data = {str(s): counts.get(s, 0) for s in segments}
         total = sum(data.values())
         up = period.up()

@@ -1,106 +1,135 @@
-"""The OpenAPI document is what the server does: schemathesis sends a real `tallyd serve`
-requests generated from its own `/openapi.json`, and every answer must be a documented
-status, in a documented content type, with documented headers and a body matching the
-documented schema — and never a 5xx."""
+"""The OpenAPI document is what the server does: `st run` with every check sends a real
+`tallyd serve` requests generated from its own `/openapi.json` (valid ones, invalid
+ones, unsupported methods, missing headers, and sequences that follow the answers'
+links), and every answer must be documented — status, content type, headers and body —
+valid requests must be accepted, invalid ones refused, and nothing may be a 5xx.
+
+The command is the one to run by hand or in CI against any tallyd (see `st_command`).
+"""
 
 from __future__ import annotations
 
 import json
-from collections import Counter
+import os
+import re
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-import orjson
+import httpx
+import jsonschema
 import pytest
-import requests
-import schemathesis
-from hypothesis import HealthCheck, settings
-from schemathesis import Case, SerializationContext
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from tallyd.app import OPENAPI
-from tests.conftest import Server
+from tests.conftest import REPO, Server
 
-pytestmark = pytest.mark.timeout(150)
+pytestmark = pytest.mark.timeout(300)
 
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-]
-EXAMPLES = 100
-# Requests per operation, and their statuses: what the run covered, for the summary.
-SENT: Counter[str] = Counter()
-STATUSES: Counter[int] = Counter()
+TOKEN = "schemathesis-admin-token"
+# Test cases per operation and phase. Measured on the 2-core machine with other work on
+# it (load average near 1.3): 80 ran in 60 s, about 4,300 cases over 44 operations
+# (examples, coverage, fuzzing and stateful phases together); 100 took 87 s (5,200
+# cases), past the 90 s this whole test may take once the machine is busier.
+EXAMPLES = 80
+SEED = 1
 
 
-@schemathesis.serializer("application/x-ndjson")
-def ndjson(ctx: SerializationContext, value: Any) -> bytes:
-    """The documented events, one JSON document a line."""
-    lines = value if isinstance(value, list) else [value]
-    # json, not orjson: generated integers may be past 64 bits.
-    return "\n".join(json.dumps(line) for line in lines).encode()
+def st_command(url: str, report: Path) -> list[str]:
+    return [
+        str(Path(sys.executable).with_name("st")),
+        "--config-file",
+        str(REPO / "tests" / "schemathesis.toml"),
+        "run",
+        f"{url}/openapi.json",
+        "--checks",
+        "all",
+        # Replaced by positive_data_acceptance_across_parameters (tests/schemathesis_hooks.py),
+        # which runs it on every answer but the 400s of rules between two parameters that
+        # OpenAPI cannot state per parameter (April 31, a series' length, period=day with
+        # a month); see that check's docstring.
+        "--exclude-checks",
+        "positive_data_acceptance",
+        "--max-examples",
+        str(EXAMPLES),
+        "--seed",
+        str(SEED),
+        # One worker: with two, Python 3.11's AST validator (which Hypothesis reaches
+        # from threads) failed now and then with "AST constructor recursion depth
+        # mismatch"; the run is CPU-bound in one process anyway, so two saved little.
+        "--workers",
+        "1",
+        "--request-timeout",
+        "5",
+        # The owner actions are tested as their owner would use them; without the token
+        # they are refused with 401, which the missing-header check expects.
+        "--header",
+        f"Authorization: Bearer {TOKEN}",
+        "--no-color",
+        "--report",
+        "ndjson",
+        "--report-ndjson-path",
+        str(report),
+    ]
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = Server(tmp_path_factory.mktemp("schemathesis")).start()
+    server = Server(tmp_path_factory.mktemp("schemathesis"), "--admin-token", TOKEN).start()
     yield server
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def session() -> Iterator[requests.Session]:
-    with requests.Session() as s:
-        yield s
-
-
-# The document the server serves at /openapi.json (its bytes are checked below), loaded
-# at collection so that each operation is a test of its own.
-# The live stream never ends, so a request to it would hang: tests/test_dashboard.py tests it.
-STREAMED = "/api/live"
-schema = schemathesis.openapi.from_dict(orjson.loads(OPENAPI)).exclude(path=STREAMED)
-
-
-@schema.parametrize()
-@settings(
-    max_examples=EXAMPLES,
-    derandomize=True,
-    deadline=None,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-)
-def test_api_conforms_to_its_openapi_document(
-    case: Case[Any], served: Server, session: requests.Session
-) -> None:
-    response = case.call_and_validate(served.url, session, checks=CHECKS, timeout=10)
-    SENT[f"{case.method} {case.path}"] += 1
-    STATUSES[response.status_code] += 1
-
-
-def test_conformance_run_covered_every_operation(served: Server) -> None:
-    # Runs after the generated test (pytest keeps the file's order): every operation
-    # was sent requests, and the server is still up, healthy, and logged no traceback.
-    document = served.get("/openapi.json").json()
+def test_api_conforms_to_its_openapi_document(served: Server, tmp_path: Path) -> None:
     assert served.get("/openapi.json").content == OPENAPI
-    operations = {
-        f"{method.upper()} {path}"
-        for path, item in document["paths"].items()
-        if path != STREAMED
-        for method in item
-        if method in ("get", "post", "options")
-    }
-    print(f"{len(operations)} operations, {sum(SENT.values())} requests, statuses {STATUSES}")
-    assert operations <= set(SENT), operations - set(SENT)
-    assert sum(SENT.values()) >= 20 * len(operations)
-    assert not any(status >= 500 for status in STATUSES), STATUSES
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks", "PYTHONPATH": str(REPO)}
+    started = time.monotonic()
+    run = subprocess.run(
+        st_command(served.url, tmp_path / "events.ndjson"),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=280,
+    )
+    took = time.monotonic() - started
+    out = run.stdout + run.stderr
+    (tmp_path / "st-run.txt").write_text(out)
+    summary = out[out.rfind("SUMMARY") :]
+    print(f"st run took {took:.0f} s\n{summary}")
+    heads = (out.find("= FAILURES ="), out.find("= ERRORS ="))
+    found = min((i for i in heads if i >= 0), default=0)
+    assert run.returncode == 0, out[found : found + 20_000] + summary
+    # Every operation of the document was tested, with a fair number of cases each.
+    selected = re.search(r"Selected: (\d+)/(\d+)\s+Tested: (\d+)", summary)
+    assert selected is not None and len(set(selected.groups())) == 1, summary
+    generated = re.search(r"(\d+) generated", summary)
+    assert generated is not None and int(generated[1]) >= 50 * int(selected[1]), summary
     assert served.get("/healthz").status_code == 200
     assert "Traceback" not in served.log.read_text()
+
+
+def test_live_events_match_their_schema(served: Server) -> None:
+    # `st run` reads the stream for a second at most, often with no flush in it: here
+    # one is made, and its event checked against the documented one.
+    document = json.loads(OPENAPI)
+    media = document["paths"]["/api/live"]["get"]["responses"]["200"]["content"]
+    schema: dict[str, Any] = media["text/event-stream"]["schema"]
+    event: dict[str, Any] = {}
+    with (
+        httpx.Client(base_url=served.url, timeout=10) as client,
+        client.stream("GET", "/api/live") as stream,
+    ):
+        lines = stream.iter_lines()
+        assert next(lines).startswith("retry: ")
+        served.post({"event": "live", "account": "acme"}, wait="flush")
+        for line in lines:
+            if line == "" and "data" in event:
+                break
+            field, _, value = line.partition(": ")
+            if field in ("event", "data"):
+                event[field] = value
+    jsonschema.validate(event, schema)
+    jsonschema.validate(json.loads(event["data"]), schema["properties"]["data"]["contentSchema"])
