@@ -140,7 +140,9 @@ def test_a_bad_period_is_a_400_page_that_says_why(served: Server) -> None:
     r = served.get("/", account="acme", event="pageview", period="2013/13")
     assert r.status_code == 400
     assert r.headers["content-type"] == "text/html; charset=utf-8"
-    assert '<p class="notice" role="alert">month must be 1..12</p>' in r.text
+    notice = "month must be 1..12: showing 2013 instead"
+    assert f'<p class="notice" role="alert">{notice}</p>' in r.text
+    assert '<h2 id="view-title">2013</h2>' in r.text
 
 
 def test_every_value_is_escaped(served: Server) -> None:

@@ -97,8 +97,11 @@ class Dashboard:
         try:
             period = await self._period(account, event, q.get("period"))
         except ValueError as exc:
-            notice, status = f'<p class="notice" role="alert">{escape(str(exc))}</p>', 400
-            period = Period(self.stats.clock.now().year)
+            # The page the link would show by default, saying which one it is: a
+            # year's table under a bad period's error read as that period's counts.
+            period = await self._period(account, event, None)
+            shown = f"{exc}: showing {heading(period)} instead"
+            notice, status = f'<p class="notice" role="alert">{escape(shown)}</p>', 400
         view = View(account, event, period)
         answer = await self.stats.period(account, event, period)
         fields = {
