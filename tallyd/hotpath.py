@@ -217,6 +217,9 @@ class Counter:
             _minute = _time_minute(b, 0, len(b))
         else:
             return SLOW
+        if _minute == BAD_TIME:
+            # Out of range, or a form only the full parser reads: it decides, and says why.
+            return SLOW
         _bval = None
         prop = self.prop
         if prop and prop in src:
