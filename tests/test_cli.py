@@ -103,12 +103,17 @@ BAD_STORES = [
     "mongodb://localhost/tallyd",
     "redis://127.0.0.1:port/0",
     "redis+cluster://",
+    "redis://127.0.0.1:6399/0?x=1",
+    "redis://127.0.0.1:6399/0?socket_timeout=5&ssl_certfile=c.pem",
+    "redis+cluster://127.0.0.1:7000,127.0.0.1:7001?x=1",
 ]
 COMMANDS = [
     ["serve"],
     ["check"],
     ["query", "acme", "pageview", "2013"],
     ["render-badges", "--out", "badges"],
+    ["export"],
+    ["import", "counts.jsonl"],
 ]
 
 
@@ -121,7 +126,26 @@ def test_a_bad_store_url_is_one_line_and_exit_2(command: list[str], tmp_path: Pa
         assert out.stderr.startswith(f"tallyd: store {url!r}: ")
         assert "sqlite:///RELATIVE/PATH.db" in out.stderr
         assert "redis+cluster://[:PASSWORD@]HOST:PORT[,HOST:PORT...]" in out.stderr
+        if "?" in url:
+            assert "unknown option 'x'" in out.stderr or "option 'ssl_certfile'" in out.stderr
     assert not list(tmp_path.iterdir())  # nothing was started, nothing written
+
+
+def test_redis_options_in_the_store_url_reach_the_connection(
+    server_factory: type[Server], redis_url: str, tmp_path: Path
+) -> None:
+    import redis
+
+    name = f"tallyd-{uuid.uuid4().hex[:8]}"
+    url = f"{redis_url}?socket_timeout=5&client_name={name}"
+    assert tallyd("check", "--store", url).returncode == 0
+    server = server_factory(tmp_path, store=url).start()
+    assert server.post({"type": "pageview", "data": {"account": "acme"}}, wait="flush").json()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert any(c["name"] == name for c in client.client_list())
+    finally:
+        client.close()
 
 
 @pytest.mark.parametrize(

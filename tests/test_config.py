@@ -150,6 +150,8 @@ def test_a_field_must_name_a_parser_of_its_type() -> None:
         ({"store": "mongodb://x"}, {}, "unknown scheme; accepted: sqlite:///"),
         ({"store": "redis://:secret@h:x/0"}, {}, "'redis://:\\*\\*\\*@h:x/0'"),
         ({"store": "redis+cluster://"}, {}, "redis\\+cluster://"),
+        ({"store": "redis://h:6379/0?x=1"}, {}, "unknown option 'x' \\(options: client_name, db"),
+        ({"store": "redis+cluster://h:7000?socket_timeout=5"}, {}, "takes no options"),
         ({"zmq": ["tcp://127.0.0.1"]}, {}, "--zmq 'tcp://127.0.0.1': expected tcp://HOST:PORT"),
         ({"zmq": ["bus:6666x"]}, {}, "--zmq 'bus:6666x'"),
         ({"zmq_bind": ["udp://*:1"]}, {}, "--zmq-bind 'udp://\\*:1': expected tcp://\\*:PORT"),
@@ -177,6 +179,11 @@ def test_good_endpoints_pass() -> None:
         env={},
     )
     assert len(cfg.zmq) == 3
+
+
+def test_redis_py_options_pass() -> None:
+    url = "redis://h:6379/0?socket_timeout=5&socket_connect_timeout=2&client_name=tallyd"
+    assert Config.load({"store": url}, env={}).store == url
 
 
 @pytest.mark.parametrize(

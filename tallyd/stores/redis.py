@@ -10,14 +10,15 @@ timeout or a reconnect is applied exactly once.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, cast
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import redis.asyncio as aioredis
-from redis.asyncio.connection import parse_url
+from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS, parse_url
 from redis.exceptions import RedisError
 
 from tallyd import hll
@@ -365,7 +366,22 @@ class RedisStore(RedisCommands):
     @staticmethod
     def check_url(url: str) -> None:
         """Raise ValueError unless redis-py takes `url` as it is meant."""
-        parse_url(url)  # the port, and options such as ?socket_timeout=
+        # The port, and the values of redis-py's typed options (?socket_timeout=5).
+        options = parse_url(url)
+        # redis-py hands every other option to the connection as it connects, where
+        # one it does not know is a TypeError: refuse it now, by name.
+        conn = options.pop("connection_class", aioredis.Connection)
+        takes = {
+            name
+            for cls in (*conn.__mro__, aioredis.ConnectionPool)
+            if "__init__" in vars(cls)
+            for name in inspect.signature(vars(cls)["__init__"]).parameters
+        }
+        text = {"client_name", "ssl_ca_certs", "ssl_cert_reqs", "ssl_certfile", "ssl_keyfile"}
+        known = sorted(takes & (URL_QUERY_ARGUMENT_PARSERS.keys() | text))
+        for name in parse_qs(urlsplit(url).query, keep_blank_values=True):
+            if name not in known:
+                raise ValueError(f"unknown option {name!r} (options: {', '.join(known)})")
         # redis-py drops a database that is not a number: say so instead.
         db = urlsplit(url).path.strip("/")
         if db and not db.isdigit():

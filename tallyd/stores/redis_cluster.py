@@ -16,7 +16,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from functools import cache
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
@@ -119,6 +119,12 @@ class RedisClusterStore(RedisCommands):
     @staticmethod
     def check_url(url: str) -> None:
         nodes_of(url)
+        # The client is built from the nodes and the password alone: an option
+        # would be ignored, so none is taken.
+        query = urlsplit(url).query
+        if query:
+            names = ", ".join(repr(n) for n in parse_qs(query, keep_blank_values=True)) or "?"
+            raise ValueError(f"unknown option {names} (redis+cluster:// takes no options)")
 
     def __init__(self, url: str, key_prefix: str = "") -> None:
         self.url = url
