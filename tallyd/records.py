@@ -39,8 +39,9 @@ NAME = re.compile(r"(?:[A-Za-z0-9._~-]|%[0-9A-F]{2})+")
 # Widths of a period's parts: year, month, day, hour, minute.
 WIDTHS = (4, 2, 2, 2, 2)
 RANGES = ((1970, 9999), (1, 12), (1, 31), (0, 23), (0, 59))
-# A count or a score: what Redis's HINCRBY and the Lua number both hold exactly.
-LARGEST = 2**53
+# The largest count or score: what a Lua number (an import's script on Redis)
+# holds exactly. Export writes no more, import takes no more, seeds give no more.
+MOST = 2**53 - 1
 
 
 class BadRecord(ValueError):
@@ -272,8 +273,8 @@ def _text(record: dict[str, Any], name: str) -> str:
 
 def _whole(record: dict[str, Any], name: str) -> int:
     value = record.get(name)
-    if type(value) is not int or not 0 <= value < LARGEST:
-        raise BadRecord(f"{name!r} must be a whole number from 0 to 2^53")
+    if type(value) is not int or not 0 <= value <= MOST:
+        raise BadRecord(f"{name!r} must be a whole number from 0 to 2^53 - 1")
     return value
 
 

@@ -17,16 +17,18 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from urllib.parse import unquote
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from tallyd.events import Cell, Rejected, check_name
 from tallyd.expand import Expander
 from tallyd.keys import ROLLUP, KeySpace
 from tallyd.periods import Clock
 from tallyd.progress import Progress
+from tallyd.records import MOST
 from tallyd.retention import Retention
 from tallyd.rules import reserved
 from tallyd.stores import redact
@@ -38,6 +40,8 @@ LAYOUTS = ("ghit", "bootic-go")
 PART_CELLS = 20_000
 SCAN_COUNT = 1000
 DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
+# A count as Redis's INCR wrote it; longer ones are past MOST anyway.
+COUNT = re.compile(r"[0-9]{1,16}")
 
 
 class SeedError(Exception):
@@ -84,6 +88,13 @@ class Sink:
             return
         b = self.expander.build(self.writer.run, self.writer.seq + 1, self.cells)
         self.cells = {}
+        for key, fields in b.counters.items():
+            for f, n in fields.items():
+                if n > MOST:
+                    raise SeedError(
+                        f"{key} field {f} would hold {n:,}, more than 2^53 - 1, the largest "
+                        "count tallyd imports and exports"
+                    )
         await self.writer.write(Contents(b.counters, b.indexes, b.rankings, {}, b.expire_at), 0)
 
 
@@ -101,10 +112,9 @@ def _name(text: str, report: Report, what: str) -> str | None:
 
 
 def _count(value: object) -> int | None:
-    try:
-        return int(str(value))
-    except ValueError:
-        return None
+    """A seed's count (or day or hour field) as tallyd takes it: 0 to MOST, else None."""
+    text = str(value)
+    return int(text) if COUNT.fullmatch(text) and int(text) <= MOST else None
 
 
 class Seed:
@@ -139,12 +149,20 @@ class Seed:
             if cursor == 0:
                 return
 
-    async def hashes(self, keys: list[str]) -> list[dict[str, str]]:
+    async def values(self, keys: list[str], command: str) -> list[Any]:
+        """Each key's value by `command` (GET, HGETALL) in one round trip; None
+        for a key of another type, skipped and counted under its head (`repo:`...)."""
         async with self.r.pipeline(transaction=False) as p:
             for k in keys:
-                p.hgetall(k)
-            found: list[dict[str, str]] = await p.execute()
-        return found
+                p.execute_command(command, k)
+            found = await p.execute(raise_on_error=False)
+        for i, (key, value) in enumerate(zip(keys, found, strict=True)):
+            if isinstance(value, ResponseError):
+                if not str(value).startswith("WRONGTYPE"):
+                    raise value
+                self.report.skip(f"{key.split(':')[0]}: keys of another type than the seed's")
+                found[i] = None
+        return list(found)
 
 
 async def ghit(seed: Seed, event: str) -> None:
@@ -155,10 +173,11 @@ async def ghit(seed: Seed, event: str) -> None:
     totals: dict[str, int] = {}
     dated: dict[str, tuple[int, int]] = {}  # account → (hits in its days, first day's minute)
     async for keys in seed.keys("repo:*"):
-        for key, value in zip(keys, await seed.r.mget(keys), strict=True):
-            n = _count(value)
+        for key, value in zip(keys, await seed.values(keys, "GET"), strict=True):
+            n = None if value is None else _count(value)
             if n is None:
-                report.skip("repo: keys that hold no count")
+                if value is not None:
+                    report.skip("repo: keys that hold no count")
                 continue
             rest = key[len("repo:") :]
             day = DATE.fullmatch(rest[:10]) if rest[10:11] == ":" else None
@@ -234,7 +253,9 @@ async def bootic_go(seed: Seed, event: str) -> None:
     ours: dict[tuple[str, int], int] = {}
     tracked: set[tuple[str, str]] = set()
     async for account, ev, y, key in _go_years(seed, "track"):
-        months = await seed.hashes([key, *(f"{key}:{m}" for m in range(1, 13))])
+        months = await _go_hashes(seed, key)
+        if months is None:
+            continue
         if account == ROLLUP:
             seed_all[ev, y] = sum(_count(n) or 0 for n in months[0].values())
             continue
@@ -254,8 +275,9 @@ async def bootic_go(seed: Seed, event: str) -> None:
         if (name, evname) in tracked:
             report.skip("funnels: keys of an event also under track: (counted from track:)")
             continue
-        months = await seed.hashes([key, *(f"{key}:{m}" for m in range(1, 13))])
-        _go_funnel(seed, name, evname, y, months)
+        months = await _go_hashes(seed, key)
+        if months is not None:
+            _go_funnel(seed, name, evname, y, months)
     await sink.flush(full=False)
     differ = sorted(k for k in seed_all if seed_all[k] != ours.get(k, 0))
     if differ:
@@ -272,6 +294,13 @@ async def bootic_go(seed: Seed, event: str) -> None:
         )
 
 
+async def _go_hashes(seed: Seed, key: str) -> list[dict[str, str]] | None:
+    """A year's hash and its months' (empty if none), or None if the year's key is
+    no hash (skipped: its months are not read)."""
+    found = await seed.values([key, *(f"{key}:{m}" for m in range(1, 13))], "HGETALL")
+    return None if found[0] is None else [h or {} for h in found]
+
+
 async def _go_track(
     seed: Seed, account: str, event: str, y: int, key: str, months: list[dict[str, str]]
 ) -> None:
@@ -285,7 +314,7 @@ async def _go_track(
     hours_of = dict(
         zip(
             ((m, d) for m, d, _ in day_keys),
-            await seed.hashes([k for *_, k in day_keys]),
+            [h or {} for h in await seed.values([k for *_, k in day_keys], "HGETALL")],
             strict=True,
         )
     )

@@ -130,3 +130,40 @@ def test_bootic_go(server_factory: type[Server], tmp_path: Path, redis_server: R
     assert data("/api/stats/track/acme/order/2013") == {"1": 3, "9": 10}
     top = server.client.get("/api/top?event=pageview&period=month&date=2013-09").json()
     assert top["top"] == [{"account": "acme", "count": 101}, {"account": "shop2", "count": 5}]
+
+
+def test_keys_of_another_type_and_counts_too_large_are_skipped(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Both layouts read a key of another type, or a count past 2^53 - 1, as no
+    count: skipped and counted in the summary, the rest imported."""
+    url, r = seed(redis_server)
+    r.hset("track:acme:pageview:2013", mapping={"9": 5})
+    r.hset("track:acme:pageview:2013:9", mapping={"5": 5, "6": "99999999999999999999"})
+    r.hset("track:acme:pageview:2013:9:5", mapping={"9": 2**53})
+    r.set("track:acme:weird:2013", 5)
+    r.set("funnels:acme:order:2013", 5)
+    r.sadd("track:acme:pageview:2013:8", "x")  # a month of a year hash
+    done = tallyd(
+        "import", "--from-redis", url, "--layout", "bootic-go",
+        "--store", f"sqlite:///{tmp_path}/b.db", *KEEP_ALL,
+    )  # fmt: skip
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "skipped: 2 track: keys of another type than the seed's" in done.stderr
+    assert "skipped: 1 funnels: keys of another type than the seed's" in done.stderr
+    assert "1 fields of track: hashes that are no day or count" in done.stderr
+    assert "1 fields of track: hashes that are no hour or count" in done.stderr
+    assert "imported 5 events of 1 accounts" in done.stderr
+
+    r.flushdb()
+    r.set("repo:2015-12-25:w", "99999999999999999999")
+    r.set("repo:2015-12-25:v", 2**53 - 4)  # `all` then holds 2^53 - 1: the most
+    r.hset("repo:2015-12-25:h", "n", 1)
+    r.set("repo:2015-12-25:x", 3)
+    done = tallyd(
+        "import", "--from-redis", url, "--layout", "ghit", "--store", f"sqlite:///{tmp_path}/g.db"
+    )
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "skipped: 1 repo: keys that hold no count" in done.stderr
+    assert "skipped: 1 repo: keys of another type than the seed's" in done.stderr
+    assert f"imported {2**53 - 1:,} events of 2 accounts" in done.stderr
