@@ -48,6 +48,16 @@ class BadRecord(ValueError):
     """A line that is no record of this format; its message says why."""
 
 
+class TooLarge(ValueError):
+    """A store's count or score past MOST: no import would take it."""
+
+    def __init__(self, key: str, what: str, n: int) -> None:
+        super().__init__(
+            f"{key} {what} holds {n:,}, more than 2^53 - 1, the largest count an import "
+            "takes: the file is unfinished"
+        )
+
+
 class Key(NamedTuple):
     """A key of tallyd's layout: its kind, escaped account and event, period parts."""
 
@@ -237,6 +247,8 @@ def lines(part: Contents, prefix: str, flt: Filter, tally: Tally) -> Iterator[by
             continue
         for f, n in fields.items():
             if flt.period((*k.parts, f) if k.kind == "counter" else k.parts):
+                if n > MOST:
+                    raise TooLarge(name, f"field {f}", n)
                 tally.add("cells")
                 yield _line({"key": name, "field": f, "count": n})
     zsets = [(key, dict.fromkeys(ms, 0)) for key, ms in part.indexes.items()]
@@ -250,6 +262,8 @@ def lines(part: Contents, prefix: str, flt: Filter, tally: Tally) -> Iterator[by
             tally.add(k.kind + " entries")
             if k.kind == "index":
                 yield _line({"index": name, "member": member})
+            elif score > MOST:
+                raise TooLarge(name, f"member {member}", score)
             else:
                 yield _line({"ranking": name, "member": member, "score": score})
     for key, blob in part.registers.items():
@@ -278,11 +292,21 @@ def _whole(record: dict[str, Any], name: str) -> int:
     return value
 
 
+def _a_date(parts: tuple[str, ...]) -> bool:
+    """Whether a period's parts (checked one by one) are a calendar's: no 30 February."""
+    try:
+        return not parts or bool(_days(parts))
+    except ValueError:
+        return False
+
+
 def _key(record: dict[str, Any], name: str, kinds: tuple[str, ...]) -> tuple[str, Key]:
     key = _text(record, name)
     k = classify(key)
     if k is None or k.kind not in kinds:
         raise BadRecord(f"{key!r} is not a {' or '.join(kinds)} key of tallyd's layout")
+    if not _a_date(k.parts):
+        raise BadRecord(f"{key!r} names a day that is no date")
     return key, k
 
 
@@ -327,7 +351,7 @@ def parse(line: bytes) -> Record:
         f = record.get("field")
         if not isinstance(f, str) or not f:
             raise BadRecord("'field' must be a non-empty string")
-        if k.kind == "counter" and not _part_ok(len(k.parts), f):
+        if k.kind == "counter" and not (_part_ok(len(k.parts), f) and _a_date((*k.parts, f))):
             raise BadRecord(f"{f!r} is not a period field of {key!r}")
         _whole(record, "count")
     elif kind in ("index", "ranking"):

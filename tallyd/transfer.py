@@ -65,6 +65,8 @@ async def export(
         async for part in store.scan(wanted):
             out.writelines(records.lines(part, prefix, flt, tally))
             progress.advance(part.scanned)
+    except records.TooLarge as exc:
+        raise Refused(str(exc)) from None
     finally:
         progress.close()
     out.write(records.trailer(tally.total()))

@@ -376,3 +376,38 @@ def test_key_prefixes_are_the_stores_own(tmp_path: Path, redis_server: RedisServ
     out = tmp_path / "out.jsonl"
     ok("export", "--store", url, "--key-prefix", "p:", "--out", str(out))
     assert body(out) == sorted(src.read_text().splitlines())
+
+
+def test_counts_export_writes_are_counts_import_takes(tmp_path: Path) -> None:
+    """One range, 0 to 2^53 - 1, for every count and score: a store's cell past it
+    (a sum of imports) fails the export with one line; import refuses a record past it."""
+    store = f"sqlite:///{tmp_path}/t.db"
+    src = tmp_path / "big.jsonl"
+    src.write_text(f'{{"key": "all/hit", "field": "2015", "count": {2**53 - 1}}}\n')
+    ok("import", str(src), "--store", store)
+    src.write_text('{"key": "all/hit", "field": "2015", "count": 5}\n')
+    ok("import", str(src), "--store", store)
+    done = tallyd("export", "--store", store, "--out", str(tmp_path / "out.jsonl"))
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "all/hit field 2015 holds 9,007,199,254,740,996, more than 2^53 - 1" in done.stderr
+    src.write_text(f'{{"key": "all/hit", "field": "2015", "count": {2**53}}}\n')
+    with pytest.raises(transfer.BadLine, match="from 0 to 2\\^53 - 1"):
+        transfer.check_file(str(src))
+
+
+def test_a_day_that_is_no_date_is_a_bad_line(tmp_path: Path) -> None:
+    src = tmp_path / "days.jsonl"
+    good = b'{"key": "a/pv/2012/02", "field": "29", "count": 1}\n'
+    for line, why in [
+        (b'{"key": "a/pv/2013/02", "field": "30", "count": 1}', "'30' is not a period field"),
+        (b'{"key": "a/pv/2013/04", "field": "31", "count": 1}', "'31' is not a period field"),
+        (b'{"key": "a/pv/2013/02", "field": "29", "count": 1}', "'29' is not a period field"),
+        (b'{"key": "a/pv/2013/02/30", "field": "14", "count": 1}', "names a day that is no"),
+        (b'{"expire": "a/pv/2013/02/29/14", "at": 1}', "names a day that is no date"),
+        (b'{"ranking": "top:pv/2013/02/30", "member": "a", "score": 1}', "day that is no"),
+    ]:
+        src.write_bytes(good + line + b"\n")
+        with pytest.raises(transfer.BadLine, match=f"{src} line 2: .*{why}"):
+            transfer.check_file(str(src))
+    src.write_bytes(good)
+    assert transfer.check_file(str(src)).records == 1
