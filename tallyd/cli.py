@@ -93,10 +93,12 @@ def _question(
     """What `tallyd query` asks: a period, or a range with its interval; ValueError
     for a bad one, before the store is opened."""
     from tallyd.api import series_of, when
+    from tallyd.events import check_name
     from tallyd.periods import Clock
     from tallyd.query import default_interval, is_date
 
-    account, event = args.account, args.event
+    # A name ingest refuses was never counted: refused here too, by the same rule.
+    account, event = check_name(args.account, "account"), check_name(args.event, "event")
     if args.start is None:
         if args.end is not None or args.interval is not None:
             raise ValueError("--to and --interval need --from")
@@ -348,8 +350,9 @@ def parser() -> argparse.ArgumentParser:
     )
     q.add_argument(
         "--interval",
-        help=f"one point per {', '.join(INTERVALS)} (default: the finest giving at most "
-        "100 points; a day at the finest when both ends are days)",
+        help=f"one point per {', '.join(INTERVALS)}, each counting its whole interval "
+        "(default: the finest giving at most 100 points; a day at the finest when both "
+        "ends are days)",
     )
     shape = q.add_mutually_exclusive_group()
     shape.add_argument("--json", action="store_true", help="print the API's JSON answer")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from calendar import monthrange
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -22,15 +23,46 @@ def rows(answer: dict[str, Any]) -> list[tuple[str, int]]:
     return list(answer["data"].items())
 
 
+def shown(name: str) -> str:
+    """`name` as a terminal may print it: what is not printable (escape sequences,
+    line breaks, direction overrides) written as Python escapes, `\\x1b`."""
+    if name.isprintable():
+        return name
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in name)
+
+
+def covered(answer: dict[str, Any]) -> str:
+    """The first and last minutes a series counts: its points are whole intervals,
+    so the range is widened to the start of the first and the end of the last."""
+    first = answer["points"][0]["time"]
+    last = datetime.fromisoformat(_padded(answer["points"][-1]["time"]))
+    interval = answer["interval"]
+    if interval == "year":
+        last = last.replace(month=12)
+    if interval in ("year", "month"):
+        last = last.replace(day=monthrange(last.year, last.month)[1])
+    if interval in ("year", "month", "day"):
+        last = last.replace(hour=23)
+    if interval != "minute":
+        last = last.replace(minute=59)
+    start = datetime.fromisoformat(_padded(first)).isoformat(timespec="minutes")
+    return f"whole {interval}s: {start} .. {last.isoformat(timespec='minutes')}"
+
+
+def _padded(label: str) -> str:
+    """A series label (`2013`, `2013-09`, `2013-09-05`, ...) as ISO 8601 text of its start."""
+    return {4: label + "-01-01", 7: label + "-01"}.get(len(label), label)
+
+
 def title(answer: dict[str, Any]) -> str:
-    head = f"{answer['account']} / {answer['event']} / "
+    head = f"{shown(answer['account'])} / {shown(answer['event'])} / "
     if "points" in answer:
         span = (
             answer["from"]
             if answer["from"] == answer["to"]
             else answer["from"] + " .. " + answer["to"]
         )
-        return f"{head}{span} by {answer['interval']} ({answer['timezone']})"
+        return f"{head}{span} by {answer['interval']} ({answer['timezone']})\n{covered(answer)}"
     parts = [str(answer[k]) for k in ("year", "month", "day", "hour") if answer[k] is not None]
     return head + ("-".join(parts) or "all time")
 

@@ -65,7 +65,10 @@ def table(out: str) -> list[tuple[str, str]]:
 def test_days_across_a_year_end(store: str) -> None:
     out = query(store, "--from", "2013-12-30", "--to", "2014-01-02")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines()[0] == "acme / pageview / 2013-12-30 .. 2014-01-02 by day (UTC)"
+    assert out.stdout.splitlines()[:2] == [
+        "acme / pageview / 2013-12-30 .. 2014-01-02 by day (UTC)",
+        "whole days: 2013-12-30T00:00 .. 2014-01-02T23:59",
+    ]
     assert table(out.stdout) == [
         ("2013-12-30", "0"),
         ("2013-12-31", "2"),
@@ -74,6 +77,46 @@ def test_days_across_a_year_end(store: str) -> None:
     ]
     assert out.stdout.endswith("\ntotal 5\n")
     assert "█" not in out.stdout  # not a terminal: no bars unless asked
+
+
+def test_the_header_says_which_whole_intervals_are_counted(store: str) -> None:
+    # From the middle of December to the 10th of January, by month: the points are
+    # whole months, so 2013-11-30's event is left out but all of January is counted.
+    out = query(store, "--from", "2013-12-15T06:00", "--to", "2014-01-10", "--interval", "month")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[1] == "whole months: 2013-12-01T00:00 .. 2014-01-31T23:59"
+    assert table(out.stdout) == [("2013-12", "2"), ("2014-01", "4")]
+    years = query(
+        store, "--from", "2013-12-31T23:30", "--to", "2014-02-01T00:00", "--interval", "year"
+    )
+    assert years.stdout.splitlines()[1] == "whole years: 2013-01-01T00:00 .. 2014-12-31T23:59"
+    assert table(years.stdout) == [("2013", "3"), ("2014", "8")]
+
+
+@pytest.mark.parametrize(
+    ("account", "event", "problem"),
+    [
+        ("a\x1b[31mred", "pageview", "account contains control characters"),
+        ("acme", "page\nview", "event contains control characters"),
+        ("acme", "pageview\x9b2J", "event contains control characters"),
+        ("all", "", "event is empty"),
+        ("", "pageview", "account is empty"),
+    ],
+)
+def test_names_ingest_refuses_are_refused(
+    store: str, account: str, event: str, problem: str
+) -> None:
+    for period in (["2013"], ["--from", "2013-12-30"]):
+        out = tallyd("query", account, event, *period, "--store", store)
+        assert out.returncode == 2 and out.stdout == "", out.stdout
+        assert out.stderr == f"tallyd query: {problem}\n"
+
+
+def test_names_are_shown_without_what_a_terminal_would_obey(store: str) -> None:
+    # U+202E turns the rest of a line around on a terminal; ingest takes it as a name.
+    out = tallyd("query", "acme\u202e", "page\u200bview", "2013", "--store", store)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == "acme\\u202e / page\\u200bview / 2013"
 
 
 def test_the_json_is_the_apis_answer(store: str) -> None:
@@ -138,13 +181,13 @@ def test_bars_on_a_terminal(store: str) -> None:
     assert proc.returncode == 0, proc.stderr
     lines = b"".join(chunks).decode().replace("\r\n", "\n").splitlines()
     # Scaled to the largest (4): 1 is a quarter of 40 cells, 0 no bar at all.
-    assert lines[2:5] == [
+    assert lines[3:6] == [
         "2014-01-30  0",
         "2014-01-31  1  " + "█" * 10,
         "2014-02-01  4  " + "█" * 40,
     ]
     piped = query(store, "--from", "2014-01-30", "--to", "2014-02-01", "--bars")
-    assert piped.stdout.splitlines()[2:5] == lines[2:5]
+    assert piped.stdout.splitlines()[3:6] == lines[3:6]
 
 
 @pytest.mark.parametrize(
