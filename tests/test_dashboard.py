@@ -371,3 +371,49 @@ def _browse(page: Page, server: Server, tmp_path: Path) -> None:
     page.wait_for_selector(".bars .bar")
     assert page.input_value('#pick [name="account"]') == HOSTILE
     assert problems == []
+
+
+def test_the_badge_builder_keeps_the_id_inside_the_badge_path(served: Server) -> None:
+    chromium = require("chromium")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium)
+        try:
+            page = browser.new_page()
+            asked: list[str] = []
+            page.on("request", lambda request: asked.append(request.url))
+            page.goto(f"{served.url}/?account=acme&event=pageview&period=2013")
+            page.wait_for_selector(".bars .bar")
+            preview = page.locator("#badge-preview")
+            problem = page.locator("#badge-problem")
+            expect(problem).to_be_hidden()
+
+            # What a URL or Markdown reads as syntax is encoded, part by part.
+            page.fill('#badge-form [name="id"]', "o w/n?a#m(e)")
+            path = "/badge/o%20w/n%3Fa%23m%28e%29.svg"
+            expect(preview).to_have_attribute("src", re.compile(f"^{re.escape(path)}\\?"))
+            assert page.input_value("#badge-markdown").startswith(f"![hits]({served.url}{path}?")
+
+            # `.` and `..` parts would leave /badge/; empty parts the server refuses.
+            for bad, says in [
+                ("../../api/admin/x", "may not be . or .."),
+                ("acme/./site", "may not be . or .."),
+                ("acme//site", "may not be empty"),
+                ("/acme", "may not be empty"),
+                ("", "Give the badge an id"),
+            ]:
+                page.fill('#badge-form [name="id"]', bad)
+                expect(problem).to_be_visible()
+                expect(problem).to_contain_text(says)
+                expect(preview).not_to_have_attribute("src", re.compile("."))
+                assert page.input_value("#badge-markdown") == ""
+
+            page.fill('#badge-form [name="id"]', "acme/site")
+            expect(problem).to_be_hidden()
+            expect(preview).to_have_attribute("src", re.compile(r"^/badge/acme/site\.svg\?"))
+            assert not [
+                url
+                for url in asked
+                if "/api/admin" in url or ("/badge/" not in url and url.endswith(".svg"))
+            ]
+        finally:
+            browser.close()

@@ -229,14 +229,37 @@ function live() {
   connect();
 }
 
+// Why a badge id cannot be one, or "". The server refuses empty parts between
+// slashes; a `.` or `..` part it would take, but a browser resolves it before asking
+// (`/badge/../../api/x.svg` is `/api/x.svg`), encoded or not, so no badge could show it.
+function badIdProblem(id) {
+  if (!id) return "Give the badge an id: an account, like owner/name.";
+  const parts = id.split("/");
+  if (parts.includes("")) return "An id's parts between slashes may not be empty.";
+  if (parts.some((p) => p === "." || p === "..")) return "An id's parts may not be . or ..: a browser would read them as folders.";
+  return "";
+}
+
+// A path segment with every character a URL or Markdown gives a meaning to encoded,
+// `(` and `)` too (they would end a Markdown link).
+const idPart = (part) => encodeURIComponent(part).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+
 function badge() {
   const form = byId("badge-form");
   const value = (name) => field(form, name).value.trim();
+  const problem = el("p", { id: "badge-problem", class: "problem", role: "alert" });
+  form.after(problem);
   const update = () => {
     const id = value("id");
-    if (!id) return;
+    problem.textContent = badIdProblem(id);
+    problem.hidden = !problem.textContent;
+    if (problem.textContent) {
+      byId("badge-preview").removeAttribute("src");
+      byId("badge-markdown").value = "";
+      return;
+    }
     const query = new URLSearchParams({ label: value("label"), style: value("style"), metric: value("metric"), color: value("color").replace("#", "") });
-    const path = `/badge/${id.split("/").map(encodeURIComponent).join("/")}.svg?${query}`;
+    const path = `/badge/${id.split("/").map(idPart).join("/")}.svg?${query}`;
     // The preview does not count: only the readers of the Markdown do.
     byId("badge-preview").src = `${path}&increment=0`;
     byId("badge-markdown").value = `![${value("label").replace(/[[\]]/g, "")}](${location.origin}${path})`;
