@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
@@ -196,13 +198,17 @@ def cmd_render_badges(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from tallyd.records import make_filter
-    from tallyd.transfer import export
+    from tallyd.transfer import export, missing
 
     cfg = _config(args, AT_ONCE)
     try:
         flt = make_filter(args.account or [], args.event or [], args.start, args.end)
+        absent = missing(cfg.store)
     except ValueError as exc:
         print(f"tallyd export: {exc}", file=sys.stderr)
+        return 2
+    if absent:
+        print(f"tallyd export: {absent}: nothing to export", file=sys.stderr)
         return 2
 
     async def run() -> str:
@@ -215,7 +221,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from tallyd.seeds_import import import_seed
+    from tallyd.seeds_import import address, import_seed
     from tallyd.transfer import import_file
 
     cfg = _config(args, AT_ONCE)
@@ -228,6 +234,12 @@ def cmd_import(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.from_redis is not None:
+        try:
+            address(args.from_redis)
+        except ValueError as exc:
+            print(f"tallyd import: {exc}", file=sys.stderr)
+            return 2
 
     async def run() -> list[str]:
         async with _store(cfg) as store:
@@ -241,6 +253,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
             return await import_seed(
                 store,
+                cfg.store,
                 args.from_redis,
                 args.layout,
                 args.event,
@@ -263,6 +276,11 @@ def _transfer(command: str, run: Any) -> int:
     except KeyboardInterrupt:
         print(f"tallyd {command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # stdout's reader left (`| head`): stop quietly, as a process SIGPIPE ends
+        # does, and let nothing try to flush to the closed pipe at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except (StoreError, SeedError, BadLine, Refused) as exc:
         print(f"tallyd {command}: {exc}", file=sys.stderr)
         return 1

@@ -12,13 +12,16 @@ of their accounts.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import ipaddress
 import re
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
@@ -73,29 +76,49 @@ class Sink:
         self.writer = writer
         self.report = report
         self.cells: dict[Cell, int] = {}
+        # Breakdown counts of events counted from other cells: funnels alone.
+        self.breakdowns: dict[Cell, int] = {}
 
-    def add(self, account: str, event: str, minute: int, value: str | None, n: int) -> None:
+    def add(
+        self, account: str, event: str, minute: int, value: str | None, n: int, alone: bool = False
+    ) -> None:
+        """Count `n` events, or only their breakdown by `value` (`alone`) when the
+        events themselves are counted by other cells."""
         if n <= 0:
             return
         cell = (account, event, minute, value or None)
-        self.cells[cell] = self.cells.get(cell, 0) + n
-        self.report.events += n
+        cells = self.breakdowns if alone and value else self.cells
+        cells[cell] = cells.get(cell, 0) + n
+        if cells is self.cells:
+            self.report.events += n
         self.report.accounts.add(account)
 
     async def flush(self, full: bool = True) -> None:
         """Write the cells held, if there are many (`full`) or any at all."""
-        if not self.cells or (full and len(self.cells) < PART_CELLS):
+        held = len(self.cells) + len(self.breakdowns)
+        if not held or (full and held < PART_CELLS):
             return
         b = self.expander.build(self.writer.run, self.writer.seq + 1, self.cells)
-        self.cells = {}
-        for key, fields in b.counters.items():
+        part = Contents(b.counters, b.indexes, b.rankings, {}, b.expire_at)
+        if self.breakdowns:
+            only = self.expander.build(self.writer.run, self.writer.seq + 1, self.breakdowns)
+            funnels = self.expander.keys.prefix + "funnels:"
+            for key, fields in only.counters.items():
+                if key.startswith(funnels):
+                    into = part.counters.setdefault(key, {})
+                    for f, n in fields.items():
+                        into[f] = into.get(f, 0) + n
+            for key, members in only.indexes.items():
+                part.indexes.setdefault(key, set()).update(members)
+        self.cells, self.breakdowns = {}, {}
+        for key, fields in part.counters.items():
             for f, n in fields.items():
                 if n > MOST:
                     raise SeedError(
                         f"{key} field {f} would hold {n:,}, more than 2^53 - 1, the largest "
                         "count tallyd imports and exports"
                     )
-        await self.writer.write(Contents(b.counters, b.indexes, b.rankings, {}, b.expire_at), 0)
+        await self.writer.write(part, 0)
 
 
 def _name(text: str, report: Report, what: str) -> str | None:
@@ -252,6 +275,7 @@ async def bootic_go(seed: Seed, event: str) -> None:
     seed_all: dict[tuple[str, int], int] = {}
     ours: dict[tuple[str, int], int] = {}
     tracked: set[tuple[str, str]] = set()
+    both = 0
     async for account, ev, y, key in _go_years(seed, "track"):
         months = await _go_hashes(seed, key)
         if months is None:
@@ -272,12 +296,18 @@ async def bootic_go(seed: Seed, event: str) -> None:
         name, evname = _name(account, report, "account"), _name(ev, report, "event")
         if name is None or evname is None:
             continue
-        if (name, evname) in tracked:
-            report.skip("funnels: keys of an event also under track: (counted from track:)")
-            continue
         months = await _go_hashes(seed, key)
-        if months is not None:
-            _go_funnel(seed, name, evname, y, months)
+        if months is None:
+            continue
+        alone = (name, evname) in tracked
+        if alone:
+            both += sum(1 for h in months if h)
+        _go_funnel(seed, name, evname, y, months, alone)
+    if both:
+        report.notes.append(
+            f"{both:,} funnels: keys of events also under track: were imported as funnels "
+            "alone: their orders are counted in track once, from track:"
+        )
     await sink.flush(full=False)
     differ = sorted(k for k in seed_all if seed_all[k] != ours.get(k, 0))
     if differ:
@@ -351,7 +381,11 @@ def _rest(seed: Seed, account: str, event: str, day: tuple[int, int, int], n: in
     seed.sink.add(account, event, minute, None, n)
 
 
-def _go_funnel(seed: Seed, account: str, event: str, y: int, months: list[dict[str, str]]) -> None:
+def _go_funnel(
+    seed: Seed, account: str, event: str, y: int, months: list[dict[str, str]], alone: bool
+) -> None:
+    """A year's funnels: each status's orders by month, the year's beyond them at
+    1 January; counted as events too unless `alone` (track: counts them)."""
     in_months: dict[str, int] = {}
     for m, statuses in enumerate(months[1:], 1):
         for status, text in statuses.items():
@@ -359,25 +393,72 @@ def _go_funnel(seed: Seed, account: str, event: str, y: int, months: list[dict[s
             if n is None:
                 seed.report.skip("fields of funnels: hashes that hold no count")
                 continue
-            _funnel_cell(seed, account, event, (y, m), status, n)
+            _funnel_cell(seed, account, event, (y, m), status, n, alone)
             in_months[status] = in_months.get(status, 0) + n
     for status, text in months[0].items():
-        _funnel_cell(
-            seed, account, event, (y, 1), status, (_count(text) or 0) - in_months.get(status, 0)
-        )
+        n = (_count(text) or 0) - in_months.get(status, 0)
+        _funnel_cell(seed, account, event, (y, 1), status, n, alone)
 
 
 def _funnel_cell(
-    seed: Seed, account: str, event: str, month: tuple[int, int], status: str, n: int
+    seed: Seed, account: str, event: str, month: tuple[int, int], status: str, n: int, alone: bool
 ) -> None:
     value = _name(status, seed.report, "breakdown value") if status else None
     minute = seed.minute(*month, 1, 0)
     if minute is not None and (value is not None or not status):
-        seed.sink.add(account, event, minute, value, n)
+        seed.sink.add(account, event, minute, value, n, alone)
+
+
+FORM = "redis://[:PASSWORD@]HOST[:PORT][/DB]"
+
+
+def address(url: str) -> tuple[str, int, int]:
+    """(host, port, database) of a seed's Redis URL; ValueError, one line, if it is none."""
+    parts = urlsplit(url)
+    bad = f"--from-redis {redact(url)!r}"
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError(f"{bad} is not a Redis URL: {FORM}")
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        raise ValueError(f"{bad}: its port is no number from 0 to 65535") from None
+    db = parts.path[1:]
+    if not (db == "" or (db.isascii() and db.isdigit())) or "db" in parse_qs(parts.query):
+        raise ValueError(f"{bad}: its database is a number after the port: {FORM}")
+    return parts.hostname, port, int(db or 0)
+
+
+async def _names(url: str, layout: str) -> tuple[str, tuple[str, ...]]:
+    """The fingerprint of a seed, and its other names (aliases) in the ledger.
+
+    A seed is its host's address, port and database, whatever the URL says: the
+    host name resolved, every loopback address one (`localhost`, `127.0.0.1`,
+    `::1`), no database number the same as 0. That stays true across restarts;
+    the Redis server's `run_id` (an alias) catches one server reached at two
+    addresses while it runs. The URL as it was written is the name older
+    releases used.
+    """
+    host, port, db = address(url)
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        ips = {ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in found}
+    except (OSError, ValueError):
+        ips = set()
+    mapped = {ip.ipv4_mapped or ip if isinstance(ip, ipaddress.IPv6Address) else ip for ip in ips}
+    if mapped and all(ip.is_loopback for ip in mapped):
+        where = "loopback"
+    else:
+        where = str(min(mapped, key=lambda ip: (ip.version, int(ip)))) if mapped else host.lower()
+    return _ledger_name(layout, f"{where}:{port}/{db}"), (_ledger_name(layout, redact(url)),)
+
+
+def _ledger_name(layout: str, source: str) -> str:
+    return "seed:" + hashlib.sha256(f"{layout} {source}".encode()).hexdigest()
 
 
 async def import_seed(
     store: Transferable,
+    store_url: str,
     url: str,
     layout: str,
     event: str,
@@ -389,17 +470,20 @@ async def import_seed(
     """Import a seed's Redis into `store`; the lines to tell the user."""
     where = redact(url)
     what = f"the {layout} layout at {where}"
-    fingerprint = "seed:" + hashlib.sha256(f"{layout} {where}".encode()).hexdigest()
+    fingerprint, aliases = await _names(url, layout)
     report = Report()
     try:
         client = aioredis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
         try:
             total = int(await client.dbsize())
+            server = await client.info("server")
         finally:
             await client.aclose()
     except (RedisError, OSError, ValueError) as exc:
         raise SeedError(f"the seed's Redis {where} is not reachable: {exc}") from exc
-    run, note = await begin(store, fingerprint, what, "add", force, resumable=False)
+    db = address(url)[2]
+    aliases = (*aliases, _ledger_name(layout, f"run {server.get('run_id')}/{db}"))
+    start = await begin(store, fingerprint, what, "add", force, False, aliases)
     progress = Progress("importing", total, "keys")
     expander = Expander(keys, clock, retention)
 
@@ -413,10 +497,12 @@ async def import_seed(
             await seed.r.aclose()
         return report.events
 
-    writer = await write_all(store, fingerprint, what, "add", run, parts, progress)
+    writer = await write_all(store, start, "add", parts, progress)
+    if writer.seq:
+        await store.remember_import(aliases[-1], await store.imported(fingerprint) or {})
     return [
-        *([note] if note else []),
+        *([start.note] if start.note else []),
         *report.lines(),
         f"imported {report.events:,} events of {len(report.accounts):,} accounts from {what} "
-        f"({progress.done:,} keys read): {writer.describe()}",
+        f"into {redact(store_url)} ({progress.done:,} keys read): {writer.describe()}",
     ]

@@ -17,12 +17,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from tallyd import records
 from tallyd.progress import Progress, rate
 from tallyd.records import BadRecord, Filter, Tally
-from tallyd.stores import kind
+from tallyd.stores import kind, redact
 from tallyd.stores.base import Contents, Transferable
 
 # Records written in one atomic part.
@@ -44,6 +44,17 @@ class BadLine(Exception):
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def missing(url: str) -> str | None:
+    """Why a store cannot be exported before it is opened: a SQLite file that is
+    not there (opening it would make an empty one), or None."""
+    if kind(url) != "sqlite":
+        return None
+    from tallyd.stores.sqlite import path_of
+
+    path = path_of(url)
+    return None if os.path.isfile(path) else f"no SQLite database {path} (--store {url})"
 
 
 async def export(
@@ -72,8 +83,8 @@ async def export(
     out.write(records.trailer(tally.total()))
     took = time.monotonic() - started
     summary = (
-        f"exported {tally.total():,} records ({tally.describe()}) from {progress.done:,} "
-        f"{unit} in {took:.1f} s ({rate(tally.total(), took)})"
+        f"exported {tally.total():,} records ({tally.describe()}) from {redact(url)} "
+        f"({progress.done:,} {unit}) in {took:.1f} s ({rate(tally.total(), took)})"
     )
     return tally, summary
 
@@ -130,16 +141,36 @@ def check_file(path: str) -> Checked:
     return Checked(digest.hexdigest(), count)
 
 
-async def begin(
-    store: Transferable, fingerprint: str, what: str, mode: str, force: bool, resumable: bool
-) -> tuple[str, str]:
-    """The run id of an import about to start, and a note for the user (or "").
+@dataclass
+class Start:
+    """An import about to start: its run, a note for the user (or ""), and its
+    entry in the store's ledger, recorded before its first part is written."""
 
-    An import that adds is remembered by its fingerprint: the same again is
-    refused (it would count twice) unless `force`. One that did not finish is
-    resumed if `resumable` (a file: its parts are the same), else refused.
+    fingerprint: str
+    run: str
+    note: str
+    entry: dict[str, Any]
+
+
+async def begin(
+    store: Transferable,
+    fingerprint: str,
+    what: str,
+    mode: str,
+    force: bool,
+    resumable: bool,
+    aliases: tuple[str, ...] = (),
+) -> Start:
+    """How an import about to start runs.
+
+    An import that adds is remembered by its fingerprint (or any of its
+    `aliases`, other names of the same source): the same again is refused (it
+    would count twice) unless `force`. One that did not finish is resumed if
+    `resumable` (a file: its parts are the same), else refused.
     """
     entry = await store.imported(fingerprint)
+    for alias in aliases:
+        entry = entry or await store.imported(alias)
     note = ""
     fresh = f"{fingerprint}:{time.time_ns()}"
     if mode == "set" or entry is None or entry.get("mode") != "add":
@@ -165,26 +196,28 @@ async def begin(
             "then counts twice)"
         )
     started = entry["started"] if entry is not None and run == entry.get("run") else _now()
-    await store.remember_import(
-        fingerprint,
-        {"what": what, "mode": mode, "run": run, "started": started, "finished": None},
-    )
-    return run, note
+    ledger = {"what": what, "mode": mode, "run": run, "started": started, "finished": None}
+    return Start(fingerprint, run, note, ledger)
 
 
 class Writer:
     """Writes an import's parts in order, each at most once for its run."""
 
-    def __init__(self, store: Transferable, mode: str, run: str, progress: Progress) -> None:
+    def __init__(self, store: Transferable, mode: str, start: Start, progress: Progress) -> None:
         self.store = store
         self.mode = mode
-        self.run = run
+        self.start = start
+        self.run = start.run
         self.progress = progress
         self.seq = 0
         self.written = 0
         self.skipped = 0
 
     async def write(self, part: Contents, count: int) -> None:
+        if self.seq == 0:
+            # Recorded with the first part, not before: an import that finds
+            # nothing to write leaves no trace to refuse a later one with.
+            await self.store.remember_import(self.start.fingerprint, self.start.entry)
         self.seq += 1
         if await self.store.write(part, self.mode, self.run, self.seq):
             self.written += 1
@@ -193,31 +226,33 @@ class Writer:
         self.progress.advance(count)
 
     def describe(self) -> str:
+        if self.seq == 0:
+            return "nothing to write, and the import is not recorded: it is not refused later"
         skipped = f", {self.skipped:,} skipped as written before" if self.skipped else ""
         return f"{self.written:,} parts written{skipped}"
 
 
 async def write_all(
     store: Transferable,
-    fingerprint: str,
-    what: str,
+    start: Start,
     mode: str,
-    run: str,
     parts: Callable[[Writer], Awaitable[int]],
     progress: Progress,
 ) -> Writer:
     """Run `parts(writer)`, which writes every part and returns how many records
-    (or events) they held, then remember the import done."""
-    writer = Writer(store, mode, run, progress)
+    (or events) they held, then remember the import done (if it wrote any)."""
+    writer = Writer(store, mode, start, progress)
     try:
         count = await parts(writer)
     finally:
         progress.close()
-    entry = await store.imported(fingerprint) or {}
-    entry.update(what=what, mode=mode, run=run, finished=_now(), records=count)
-    await store.remember_import(fingerprint, entry)
+    if writer.seq == 0:
+        return writer
+    entry = await store.imported(start.fingerprint) or dict(start.entry)
+    entry.update(mode=mode, run=start.run, finished=_now(), records=count)
+    await store.remember_import(start.fingerprint, entry)
     # Done: the ledger now refuses the same again, so the run's markers are spent.
-    await store.forget_run(run)
+    await store.forget_run(start.run)
     return writer
 
 
@@ -233,7 +268,7 @@ async def import_file(
         )
     checked = check_file(path)
     what = f"{os.path.basename(path)} (sha256 {checked.sha256[:12]})"
-    run, note = await begin(store, f"file:{checked.sha256}", what, mode, force, resumable=True)
+    start = await begin(store, f"file:{checked.sha256}", what, mode, force, resumable=True)
 
     async def parts(writer: Writer) -> int:
         part, n = Contents(), 0
@@ -248,12 +283,12 @@ async def import_file(
         return checked.records
 
     progress = Progress("importing", checked.records, "records")
-    writer = await write_all(store, f"file:{checked.sha256}", what, mode, run, parts, progress)
+    writer = await write_all(store, start, mode, parts, progress)
     took = time.monotonic() - started
     return [
-        *([note] if note else []),
-        f"imported {checked.records:,} records from {path} ({mode}): {writer.describe()}, "
-        f"in {took:.1f} s ({rate(checked.records, took)})",
+        *([start.note] if start.note else []),
+        f"imported {checked.records:,} records from {path} into {redact(url)} ({mode}): "
+        f"{writer.describe()}, in {took:.1f} s ({rate(checked.records, took)})",
     ]
 
 

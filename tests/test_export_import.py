@@ -411,3 +411,39 @@ def test_a_day_that_is_no_date_is_a_bad_line(tmp_path: Path) -> None:
             transfer.check_file(str(src))
     src.write_bytes(good)
     assert transfer.check_file(str(src)).records == 1
+
+
+def test_an_export_to_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    src = tmp_path / "cells.jsonl"
+    cell_file(src, 10_000)
+    store = f"sqlite:///{tmp_path}/t.db"
+    ok("import", str(src), "--store", store)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TALLYD_")}
+    export = subprocess.Popen(
+        [sys.executable, "-m", "tallyd", "export", "--store", store],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )  # `tallyd export | head -1`
+    assert export.stdout is not None and export.stderr is not None
+    assert orjson.loads(export.stdout.readline())["tallyd"] == "export"
+    export.stdout.close()
+    assert export.wait(timeout=60) == 141  # as a shell shows a process SIGPIPE ended
+    assert export.stderr.read() == b""
+    export.stderr.close()
+
+
+def test_export_reads_only_a_store_that_is_there(tmp_path: Path) -> None:
+    """A mistyped SQLite path is one line, and no empty database; every summary
+    names the store it read or wrote."""
+    typo = tmp_path / "typo.db"
+    done = tallyd("export", "--store", f"sqlite:///{typo}", "--out", str(tmp_path / "o.jsonl"))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert f"no SQLite database {typo}" in done.stderr
+    assert not typo.exists() and not (tmp_path / "o.jsonl").exists()
+    src = tmp_path / "cells.jsonl"
+    cell_file(src, 3)
+    store = f"sqlite:///{tmp_path}/new.db"
+    assert f"from {src} into {store} (add)" in ok("import", str(src), "--store", store)
+    said = ok("export", "--store", store, "--out", str(tmp_path / "o.jsonl"))
+    assert said.startswith(f"exported 3 records (3 cells) from {store} (")

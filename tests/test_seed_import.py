@@ -4,6 +4,7 @@ imported, then read back through `tallyd serve` as users read tallyd."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tallyd.seeds_import import address
 from tests.conftest import RedisServer, Server
 
 pytestmark = pytest.mark.timeout(120)
@@ -167,3 +169,75 @@ def test_keys_of_another_type_and_counts_too_large_are_skipped(
     assert "skipped: 1 repo: keys that hold no count" in done.stderr
     assert "skipped: 1 repo: keys of another type than the seed's" in done.stderr
     assert f"imported {2**53 - 1:,} events of 2 accounts" in done.stderr
+
+
+def test_a_seed_is_known_by_its_address_not_its_url(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    url, r = seed(redis_server)
+    hit(r, "2015-12-25", "ghit", 3)
+    port = url.split(":")[2].split("/")[0]
+    store = f"sqlite:///{tmp_path}/t.db"
+    ok = tallyd("import", "--from-redis", url, "--layout", "ghit", "--store", store)
+    assert ok.returncode == 0, ok.stderr
+    assert f"into {store}" in ok.stderr
+    for same in (f"redis://localhost:{port}/5", f"redis://127.0.0.1:{port}/05"):
+        again = tallyd("import", "--from-redis", same, "--layout", "ghit", "--store", store)
+        assert again.returncode == 1 and "would count it twice" in again.stderr, same
+    with sqlite3.connect(tmp_path / "t.db") as c:
+        found = c.execute("SELECT value FROM counters WHERE key = 'ghit/hit'").fetchall()
+    assert found == [(3,)]
+    assert address(f"redis://127.0.0.1:{port}") == address(f"redis://127.0.0.1:{port}/0")
+    for bad in (f"redis://127.0.0.1:{port}/abc", f"http://127.0.0.1:{port}/0", f"127.0.0.1:{port}"):
+        done = tallyd("import", "--from-redis", bad, "--layout", "ghit", "--store", store)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, (bad, done.stderr)
+        assert "redis://[:PASSWORD@]HOST[:PORT][/DB]" in done.stderr
+
+
+def test_an_import_that_finds_nothing_is_not_recorded(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    url, r = seed(redis_server)
+    r.hset("track:acme:pageview:2013", mapping={"9": 5})  # not ghit's layout
+    store = f"sqlite:///{tmp_path}/t.db"
+    done = tallyd("import", "--from-redis", url, "--layout", "ghit", "--store", store)
+    assert done.returncode == 0, done.stderr
+    assert "imported 0 events" in done.stderr and "not recorded" in done.stderr
+    hit(r, "2015-12-25", "ghit", 3)
+    done = tallyd("import", "--from-redis", url, "--layout", "ghit", "--store", store)
+    assert done.returncode == 0, done.stderr
+    assert "imported 3 events of 1 accounts" in done.stderr
+
+
+def test_funnels_of_an_event_also_tracked_are_imported_once(
+    server_factory: type[Server], tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """The Go seed counted an order in track: and in funnels: both: tallyd takes
+    the counts from track:, the statuses from funnels:, and no order twice."""
+    url, r = seed(redis_server)
+    r.hset("track:acme:order:2013", mapping={"9": 3})
+    r.hset("track:acme:order:2013:9", mapping={"5": 3})
+    r.hset("funnels:acme:order:2013", mapping={"paid": 4})
+    r.hset("funnels:acme:order:2013:9", mapping={"paid": 2, "pending": 1})
+    store = f"sqlite:///{tmp_path}/t.db"
+    done = tallyd(
+        "import", "--from-redis", url, "--layout", "bootic-go", "--store", store, *KEEP_ALL
+    )
+    assert done.returncode == 0, done.stderr
+    assert "2 funnels: keys of events also under track: were imported as funnels alone" in (
+        done.stderr
+    )
+    assert "skipped" not in done.stderr
+    assert "imported 3 events of 1 accounts" in done.stderr
+    server = server_factory(tmp_path, *KEEP_ALL, store=store).start()
+
+    def data(path: str) -> dict[str, int]:
+        answer = server.client.get(path).json()
+        return {k: v for k, v in answer["data"].items() if v}
+
+    assert data("/api/stats/track/acme/order/2013") == {"9": 3}
+    assert data("/api/stats/track/acme/order/2013/09") == {"5": 3}
+    assert data("/api/stats/track/all/order/2013") == {"9": 3}
+    assert data("/api/stats/funnels/acme/order/2013") == {"paid": 4, "pending": 1}
+    assert data("/api/stats/funnels/acme/order/2013/09") == {"paid": 2, "pending": 1}
+    assert data("/api/stats/funnels/all/order/2013") == {"paid": 4, "pending": 1}
