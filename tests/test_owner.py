@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -319,6 +320,41 @@ def test_bad_owner_requests_are_refused_with_a_reason(
     refused(server.client.delete("/api/admin/o%2F*/hit", headers=AUTH), 400, "reserved_account")
     assert server.client.get(ID + "/baseline", headers=AUTH).status_code == 405
     assert owner_lines(server) == []
+
+
+def test_the_token_is_checked_before_the_body_within_the_servers_limit(
+    server_factory: type[Server], tmp_path: Path
+) -> None:
+    server = server_factory(tmp_path, "--admin-token", TOKEN).start()
+    path = "/api/admin/acme/pageview/baseline"
+    # Past --max-body, the server refuses before any route: token or not.
+    for headers in ({}, {"authorization": f"Bearer {TOKEN}"}):
+        big = server.client.put(path, content=b"0" * (3 << 20), headers=headers)
+        assert (big.status_code, big.json()["error"]) == (413, "too_large")
+    # Within it, the token comes first; the baseline's own 1 KiB only with the token.
+    mid = server.client.put(path, content=b"0" * (500 << 10))
+    assert (mid.status_code, mid.json()["error"]) == (401, "missing_token")
+    owner = server.client.put(
+        path, content=b"0" * 2000, headers={"authorization": f"Bearer {TOKEN}"}
+    )
+    assert (owner.status_code, owner.json()["error"]) == (413, "too_large")
+    # A client that waits for 100 Continue is refused without sending the body.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            f"PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 500000\r\n"
+            "Expect: 100-continue\r\n\r\n".encode()
+        )
+        head = sock.recv(65536)
+    assert head.startswith(b"HTTP/1.1 401 ") and b"100 Continue" not in head
+
+
+def test_a_token_beyond_printable_ascii_is_refused_as_the_doc_says(tmp_path: Path) -> None:
+    doc = (Path(__file__).parents[1] / "docs" / "owner-actions.md").read_text()
+    assert "at least 16 characters, printable ASCII without spaces" in doc
+    for token in ("é" * 20, "sixteen chars with spaces"):
+        with pytest.raises(ValueError, match="printable ASCII without spaces") as err:
+            Config.load({"admin_token": token}, env={})
+        assert token not in str(err.value)
 
 
 def test_a_short_token_is_refused_at_start_without_repeating_it(tmp_path: Path) -> None:
