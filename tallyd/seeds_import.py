@@ -476,13 +476,16 @@ async def import_seed(
         client = aioredis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
         try:
             total = int(await client.dbsize())
-            server = await client.info("server")
+            try:
+                run_id = (await client.info("server")).get("run_id")
+            except ResponseError:  # INFO renamed or disabled, as some hosted Redis do
+                run_id = None
         finally:
             await client.aclose()
     except (RedisError, OSError, ValueError) as exc:
         raise SeedError(f"the seed's Redis {where} is not reachable: {exc}") from exc
-    db = address(url)[2]
-    aliases = (*aliases, _ledger_name(layout, f"run {server.get('run_id')}/{db}"))
+    running = _ledger_name(layout, f"run {run_id}/{address(url)[2]}") if run_id else None
+    aliases = (*aliases, running) if running else aliases
     start = await begin(store, fingerprint, what, "add", force, False, aliases)
     progress = Progress("importing", total, "keys")
     expander = Expander(keys, clock, retention)
@@ -498,8 +501,8 @@ async def import_seed(
         return report.events
 
     writer = await write_all(store, start, "add", parts, progress)
-    if writer.seq:
-        await store.remember_import(aliases[-1], await store.imported(fingerprint) or {})
+    if writer.seq and running:
+        await store.remember_import(running, await store.imported(fingerprint) or {})
     return [
         *([start.note] if start.note else []),
         *report.lines(),

@@ -180,13 +180,13 @@ def test_a_seed_is_known_by_its_address_not_its_url(
     store = f"sqlite:///{tmp_path}/t.db"
     ok = tallyd("import", "--from-redis", url, "--layout", "ghit", "--store", store)
     assert ok.returncode == 0, ok.stderr
-    assert f"into {store}" in ok.stderr
     for same in (f"redis://localhost:{port}/5", f"redis://127.0.0.1:{port}/05"):
         again = tallyd("import", "--from-redis", same, "--layout", "ghit", "--store", store)
         assert again.returncode == 1 and "would count it twice" in again.stderr, same
     with sqlite3.connect(tmp_path / "t.db") as c:
         found = c.execute("SELECT value FROM counters WHERE key = 'ghit/hit'").fetchall()
     assert found == [(3,)]
+    assert f"into {store}" in ok.stderr
     assert address(f"redis://127.0.0.1:{port}") == address(f"redis://127.0.0.1:{port}/0")
     for bad in (f"redis://127.0.0.1:{port}/abc", f"http://127.0.0.1:{port}/0", f"127.0.0.1:{port}"):
         done = tallyd("import", "--from-redis", bad, "--layout", "ghit", "--store", store)
