@@ -84,10 +84,10 @@ class Sink:
     ) -> None:
         """Count `n` events, or only their breakdown by `value` (`alone`) when the
         events themselves are counted by other cells."""
-        if n <= 0:
+        if n <= 0 or (alone and not value):
             return
         cell = (account, event, minute, value or None)
-        cells = self.breakdowns if alone and value else self.cells
+        cells = self.breakdowns if alone else self.cells
         cells[cell] = cells.get(cell, 0) + n
         if cells is self.cells:
             self.report.events += n
