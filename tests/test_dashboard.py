@@ -201,6 +201,38 @@ def test_the_live_stream_sends_an_event_after_a_flush(served: Server) -> None:
     assert re.search(r"^tallyd_live_streams \d", gauge, re.M)
 
 
+def test_the_live_stream_hears_the_other_workers_writes(
+    server_factory: type[Server], tmp_path: Path
+) -> None:
+    server = server_factory(tmp_path, *ARGS, "--workers", "2").start()
+    # One connection, one worker: the stream is the worker's that answered /healthz.
+    client = httpx.Client(base_url=server.url, timeout=8)
+    worker = client.get("/healthz").json()["worker"]
+    with client.stream("GET", "/api/live") as r:
+        lines = r.iter_lines()
+        assert next(lines) == "retry: 3000"
+        for _ in range(100):
+            with httpx.Client(base_url=server.url, timeout=10) as other:
+                if other.get("/healthz").json()["worker"] == worker:
+                    continue
+                posted = other.post(
+                    "/api/events",
+                    json=pageview("delta", "2013-09-21T10:00:00Z"),
+                    params={"wait": "flush"},
+                )
+                assert posted.json()["stored"]
+                break
+        else:
+            raise AssertionError("every connection reached the same worker")
+        sent = time.monotonic()
+        event = list(_until_blank(lines, "event: flush"))
+        # The other worker's flush is seen in the store within the poll (2 s).
+        assert time.monotonic() - sent < 4
+        assert event[0] == "event: flush" and event[1].startswith('data: {"batch":null,')
+    client.close()
+    assert server.stop() == 0
+
+
 def _until_blank(lines: Iterator[str], first: str) -> Iterator[str]:
     """The lines of the first SSE message starting with `first`, up to its blank line."""
     found = False
