@@ -421,7 +421,12 @@ SERIES_QUERY = [
         pattern=_DATE_TIME,
     ),
     param("to", description="as from; empty or absent: now", pattern=f"{_DATE_TIME}|^$"),
-    param("interval", enum=list(INTERVALS)),
+    param(
+        "interval",
+        description="each point counts its whole interval: from=2013-08-25 with "
+        "interval=month starts with all of August",
+        enum=list(INTERVALS),
+    ),
     param("format", enum=["json", "csv"]),
 ]
 CSV = {"text/csv": {"schema": {"type": "string"}}}
