@@ -213,6 +213,13 @@ class _Request:
         self.waiter: asyncio.Future[None] | None = None  # a handler waiting for the body
 
 
+class _Nobody:
+    """What the parser of a connection that is gone calls back: nobody."""
+
+
+SPENT: Final = httptools.HttpRequestParser(_Nobody())
+
+
 class Connection(asyncio.Protocol):
     """One client connection: parsing, answering in order, and flow control.
 
@@ -281,6 +288,11 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
         self.closing = True
+        # The parser holds this connection's callbacks: a cycle only the garbage
+        # collector would free. 5,000 slow heads refused and replaced each second
+        # left it 80,000 objects a pass, and passes of 90-170 ms that held every
+        # other client. Nothing is fed once closing.
+        self.parser = SPENT
         for req in (self.current, self.active, *self.queue):
             if req is not None:
                 self._forget(req)

@@ -4,6 +4,7 @@ real sockets for the limits that only show under load (memory, timing, descripto
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import re
 import resource
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -578,6 +580,24 @@ async def test_a_client_waiting_for_100_continue_is_not_timed_out() -> None:
     assert conn.check(conn.body_since + 3)
     await settle()
     assert t.statuses() == [100, 408] and b"body_timeout" in t.written
+
+
+async def test_a_connection_gone_is_freed_without_the_garbage_collector() -> None:
+    # A crowd of refused heads each left a cycle (connection -> parser -> its bound
+    # callbacks) for the collector: its passes over them held the loop 90-170 ms.
+    conn, t, _ = await connect(Limits(header_timeout=0.2))
+    conn.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHo")
+    await settle()
+    assert len(t.statuses()) == 1  # one answered, one head half read
+    gone = weakref.ref(conn)
+    gc.disable()
+    try:
+        conn.connection_lost(None)
+        t.protocol = None  # what uvloop's transport does after connection_lost
+        del conn
+        assert gone() is None
+    finally:
+        gc.enable()
 
 
 async def test_the_sweep_refuses_a_crowd_of_late_heads_a_slice_at_a_time(
