@@ -73,9 +73,16 @@ class Supervisor:
     def main(self) -> int:
         cfg = self.cfg
         try:
+            # Another tallyd's workers share their port with SO_REUSEPORT, and the
+            # kernel would let these join them (each answering part of the clients,
+            # from its own store): a plain listening socket says the port is taken.
+            probe = bind(cfg.http_host, cfg.http_port)
+            probe.listen()
+            port = probe.getsockname()[1]
+            probe.close()
             # Holding the port (bound, not listening) keeps it tallyd's between
             # workers, and turns port 0 into the one port every worker binds.
-            hold = bind(cfg.http_host, cfg.http_port, reuse_port=True)
+            hold = bind(cfg.http_host, port, reuse_port=True)
         except OSError as exc:
             log.error("cannot listen on %s: %s", cfg.http, exc.strerror or exc)
             return 1

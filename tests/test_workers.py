@@ -207,3 +207,18 @@ def test_a_busy_port_is_one_line_and_no_workers(
         server.start()
     assert server.proc is not None and server.proc.wait(5) == 1
     taken.close()
+
+
+def test_a_port_another_tallyds_workers_hold_is_busy(
+    server_factory: type[Server], tmp_path: Path
+) -> None:
+    # Both would bind with SO_REUSEPORT, which the kernel allows: clients would be
+    # split between two services and their stores.
+    first = server_factory(tmp_path, "--workers", "2").start()
+    (tmp_path / "other").mkdir()
+    second = server_factory(tmp_path / "other", "--workers", "2")
+    second.port = first.port
+    with pytest.raises(RuntimeError, match="cannot listen on"):
+        second.start()
+    assert second.proc is not None and second.proc.wait(5) == 1
+    assert first.get("/healthz").json()["status"] == "ok"
