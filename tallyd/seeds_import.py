@@ -36,6 +36,7 @@ from tallyd.retention import Retention
 from tallyd.rules import reserved
 from tallyd.stores import redact
 from tallyd.stores.base import Contents, Transferable
+from tallyd.stores.redis import RedisStore
 from tallyd.transfer import Writer, begin, write_all
 
 LAYOUTS = ("ghit", "bootic-go")
@@ -425,6 +426,10 @@ def address(url: str) -> tuple[str, int, int]:
     db = parts.path[1:]
     if not (db == "" or (db.isascii() and db.isdigit())) or "db" in parse_qs(parts.query):
         raise ValueError(f"{bad}: its database is a number after the port: {FORM}")
+    try:
+        RedisStore.check_url(url)  # the options redis-py takes, as for --store
+    except ValueError as exc:
+        raise ValueError(f"{bad}: {exc}") from None
     return parts.hostname, port, int(db or 0)
 
 

@@ -192,6 +192,10 @@ def test_a_seed_is_known_by_its_address_not_its_url(
         done = tallyd("import", "--from-redis", bad, "--layout", "ghit", "--store", store)
         assert done.returncode == 2 and done.stderr.count("\n") == 1, (bad, done.stderr)
         assert "redis://[:PASSWORD@]HOST[:PORT][/DB]" in done.stderr
+    for bad in (f"redis://127.0.0.1:{port}/1?x=1", f"redis://127.0.0.1:{port}/1?socket_timout=5"):
+        done = tallyd("import", "--from-redis", bad, "--layout", "bootic-go", "--store", store)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, (bad, done.stderr)
+        assert "unknown option" in done.stderr
 
 
 def test_an_import_that_finds_nothing_is_not_recorded(
