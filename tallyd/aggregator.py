@@ -33,6 +33,9 @@ from tallyd.stores.base import Batch, Store
 log = logging.getLogger("tallyd.aggregator")
 
 PRUNE_EVERY = 60.0
+# Seconds between pings of a store nothing was written to lately, and their limit.
+PROBE_EVERY = 2.0
+PROBE_TIMEOUT = 2.0
 # The most cells one batch takes without a journal (see `_take`).
 MAX_FLUSH_CELLS = 50_000
 # The longest wait between two attempts at a failing store.
@@ -611,6 +614,7 @@ class Aggregator:
         """Flush every interval until `stop`; back off while the store fails."""
         backoff = 0.0
         next_prune = time.monotonic() + PRUNE_EVERY
+        next_probe = 0.0
         while not self._stopping:
             if backoff:
                 # Only a stop cuts a back-off short: the early-flush wake-ups of a
@@ -623,7 +627,9 @@ class Aggregator:
             if self._stopping:
                 break
             try:
-                await self.flush()
+                if not await self.flush() and time.monotonic() >= next_probe:
+                    next_probe = time.monotonic() + PROBE_EVERY
+                    await self._probe()
                 if time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + PRUNE_EVERY
                     self.metrics.pruned_keys += await self.store.prune(int(time.time()))
@@ -632,6 +638,22 @@ class Aggregator:
                 backoff = min(max(backoff * 2, 0.1), MAX_BACKOFF)
                 # One line an attempt, in the store's own words.
                 log.error("flush failed, retrying in %.1fs: %s", backoff, exc)
+
+    async def _probe(self) -> None:
+        """Ask the store whether it answers, when nothing was written: an idle
+        service learned of an outage only from the next write, and /healthz said
+        "ok" meanwhile. Raises as a failed flush does; an answer after a failure
+        makes the service healthy again, unless counts still wait or the journal
+        is down."""
+        try:
+            await asyncio.wait_for(self.store.ping(), PROBE_TIMEOUT)
+        except Exception as exc:
+            self.healthy = False
+            self.last_error = public_error(str(exc) or type(exc).__name__)
+            raise
+        if not self.healthy and not self.journal_down and self._inflight is None:
+            self.healthy = True
+            self.last_error = ""
 
     async def _until_flush(self, interval: float, quiet: bool) -> None:
         """Wait out the interval, unless woken, or (`quiet`) unless new cells stop

@@ -202,3 +202,27 @@ def test_a_store_error_shown_to_clients_names_no_address(error: str, shown: str)
 
     assert shown in public_error(error)
     assert not re.search(r"\d+\.\d+\.\d+\.\d+|:\d{2,5}\b|/var/", public_error(error))
+
+
+def test_an_idle_service_notices_the_store_is_gone_and_back(
+    server_factory: type[Server], tmp_path: Path, own_redis: RedisServer
+) -> None:
+    # Nothing to write: the flush loop asks the store itself, so /healthz does not
+    # say "ok" through an outage until the next count fails to be written.
+    server = server_factory(tmp_path, store=own_redis.url).start()
+
+    def health() -> int:
+        return server.client.get("/healthz").status_code
+
+    assert health() == 200
+    own_redis.stop()
+    deadline = time.monotonic() + 10
+    while health() != 503 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    r = server.client.get("/healthz")
+    assert r.status_code == 503 and r.json()["error"] == "store_unavailable"
+    own_redis.start()
+    deadline = time.monotonic() + 10
+    while health() != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert health() == 200
