@@ -447,5 +447,11 @@ def test_the_badge_builder_keeps_the_id_inside_the_badge_path(served: Server) ->
                 for url in asked
                 if "/api/admin" in url or ("/badge/" not in url and url.endswith(".svg"))
             ]
+
+            # The label is alt text: what Markdown reads as syntax is escaped.
+            page.fill('#badge-form [name="label"]', "a\\ [b]")
+            assert page.input_value("#badge-markdown").startswith("![a\\\\ \\[b\\]](")
+            page.fill('#badge-form [name="label"]', "x" * 150)
+            assert page.input_value('#badge-form [name="label"]') == "x" * 100
         finally:
             browser.close()

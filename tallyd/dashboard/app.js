@@ -262,7 +262,10 @@ function badge() {
     const path = `/badge/${id.split("/").map(idPart).join("/")}.svg?${query}`;
     // The preview does not count: only the readers of the Markdown do.
     byId("badge-preview").src = `${path}&increment=0`;
-    byId("badge-markdown").value = `![${value("label").replace(/[[\]]/g, "")}](${location.origin}${path})`;
+    // The label is the image's alt text: `\`, `[` and `]` escaped, or a label
+    // ending in `\` would escape the `]` that closes it.
+    const alt = value("label").replace(/[\\[\]]/g, (c) => `\\${c}`);
+    byId("badge-markdown").value = `![${alt}](${location.origin}${path})`;
   };
   form.addEventListener("input", update);
   form.addEventListener("submit", (e) => e.preventDefault());
