@@ -336,6 +336,13 @@ async def _go_track(
     seed: Seed, account: str, event: str, y: int, key: str, months: list[dict[str, str]]
 ) -> None:
     year, by_month = months[0], months[1:]
+    in_year: dict[int, int] = {}
+    for mfield, text in year.items():
+        m, n = _count(mfield), _count(text)
+        if m is None or not 1 <= m <= 12 or n is None:
+            seed.report.skip("fields of track: hashes that are no month or count")
+            continue
+        in_year[m] = n
     day_keys = [
         (m, d, f"{key}:{m}:{d}")
         for m, days in enumerate(by_month, 1)
@@ -367,7 +374,7 @@ async def _go_track(
                 in_hours += k
             _rest(seed, account, event, (y, m, d), n - in_hours)
             in_days += max(n, in_hours)
-        _rest(seed, account, event, (y, m, 1), (_count(year.get(str(m), 0)) or 0) - in_days)
+        _rest(seed, account, event, (y, m, 1), in_year.get(m, 0) - in_days)
 
 
 def _rest(seed: Seed, account: str, event: str, day: tuple[int, int, int], n: int) -> None:

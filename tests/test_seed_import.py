@@ -140,7 +140,7 @@ def test_keys_of_another_type_and_counts_too_large_are_skipped(
     """Both layouts read a key of another type, or a count past 2^53 - 1, as no
     count: skipped and counted in the summary, the rest imported."""
     url, r = seed(redis_server)
-    r.hset("track:acme:pageview:2013", mapping={"9": 5})
+    r.hset("track:acme:pageview:2013", mapping={"9": 5, "10": -2, "11": 1.5, "13": 1})
     r.hset("track:acme:pageview:2013:9", mapping={"5": 5, "6": "99999999999999999999"})
     r.hset("track:acme:pageview:2013:9:5", mapping={"9": 2**53})
     r.set("track:acme:weird:2013", 5)
@@ -155,6 +155,7 @@ def test_keys_of_another_type_and_counts_too_large_are_skipped(
     assert "skipped: 1 funnels: keys of another type than the seed's" in done.stderr
     assert "1 fields of track: hashes that are no day or count" in done.stderr
     assert "1 fields of track: hashes that are no hour or count" in done.stderr
+    assert "3 fields of track: hashes that are no month or count" in done.stderr
     assert "imported 5 events of 1 accounts" in done.stderr
 
     r.flushdb()
