@@ -63,8 +63,13 @@ def title(answer: dict[str, Any]) -> str:
             else answer["from"] + " .. " + answer["to"]
         )
         return f"{head}{span} by {answer['interval']} ({answer['timezone']})\n{covered(answer)}"
-    parts = [str(answer[k]) for k in ("year", "month", "day", "hour") if answer[k] is not None]
-    return head + ("-".join(parts) or "all time")
+    # As the periods are written everywhere else: 2013-09-05 14h, zero-padded.
+    y, m, d, h = (answer[k] for k in ("year", "month", "day", "hour"))
+    when = "" if y is None else f"{y:04d}"
+    when += "" if m is None else f"-{m:02d}"
+    when += "" if d is None else f"-{d:02d}"
+    when += "" if h is None else f" {h:02d}h"
+    return head + (when or "all time")
 
 
 def bar(n: int, peak: int) -> str:

@@ -42,7 +42,7 @@ def test_query_reads_what_serve_counted(server_factory: type[Server], tmp_path: 
     out = tallyd("query", "acme", "pageview", "2013", "9", "--store", store, "--bars")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0] == "acme / pageview / 2013-9"
+    assert lines[0] == "acme / pageview / 2013-09"
     assert lines[-1] == "total 5"
     row5 = next(line for line in lines if line.split()[:1] == ["5"])
     assert row5.split()[1] == "3" and "█" * 40 in row5
