@@ -79,10 +79,9 @@ class Listener:
         # uvloop runs a batch's connection_made calls after the batch's accepts, and
         # ends their tasks a turn later still: neither count alone sees a burst.
         self.spare = _spare()
-        self.warned = 0.0
+        self.warned: dict[str, float] = {}  # kind of warning -> when last logged
         self.refused = 0  # accepts that failed for lack of descriptors
         self.busy = 0  # connections turned away at the cap
-        self.warned_busy = 0.0
         self.retry: asyncio.TimerHandle | None = None
         sock.setblocking(False)
         self.loop.add_reader(sock.fileno(), self._accept)
@@ -149,28 +148,31 @@ class Listener:
         # Refused at the cap before a request was read: one line a second at most,
         # with how many, as for the lack of descriptors below.
         self.busy += 1
+        self._warn(
+            "busy",
+            "too many connections open (--max-connections): answered 503 and "
+            "closed a new one (%d refused so far)",
+            self.busy,
+        )
+
+    def _warn(self, kind: str, message: str, *args: object) -> None:
+        """Log a warning of this kind at most once a second."""
         now = time.monotonic()
-        if now - self.warned_busy >= 1.0:
-            self.warned_busy = now
-            log.warning(
-                "too many connections open (--max-connections): answered 503 and "
-                "closed a new one (%d refused so far)",
-                self.busy,
-            )
+        if now - self.warned.get(kind, 0.0) >= 1.0:
+            self.warned[kind] = now
+            log.warning(message, *args)
 
     def _out_of_descriptors(self, exc: OSError) -> None:
         self.refused += 1
         shed = self.shed()
-        now = time.monotonic()
-        if now - self.warned >= 1.0:
-            self.warned = now
-            log.warning(
-                "out of file descriptors (%s): closed %d idle connections, "
-                "refusing new ones until descriptors free up (%d refused so far)",
-                errno.errorcode.get(exc.errno or 0, exc),
-                shed,
-                self.refused,
-            )
+        self._warn(
+            "descriptors",
+            "out of file descriptors (%s): closed %d idle connections, "
+            "refusing new ones until descriptors free up (%d refused so far)",
+            errno.errorcode.get(exc.errno or 0, exc),
+            shed,
+            self.refused,
+        )
         if self.spare is not None:
             os.close(self.spare)
             with contextlib.suppress(OSError):
