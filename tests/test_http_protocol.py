@@ -17,7 +17,7 @@ import time
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import h11
 import httpx
@@ -188,16 +188,21 @@ class FakeApp:
         await send_response(send, resp)
 
 
+def attach(server: HTTPServer, transport: FakeTransport | None = None) -> Connection:
+    """A connection of `server` made on a fake transport (a fresh one by default)."""
+    conn = Connection(server)
+    transport = transport or FakeTransport()
+    transport.protocol = conn
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    return conn
+
+
 async def connect(
     limits: Limits | None = None, room: int | None = None, app: FakeApp | None = None
 ) -> tuple[Connection, FakeTransport, FakeApp]:
     app = app or FakeApp()
-    server = HTTPServer(app, limits)
-    conn = Connection(server)
     transport = FakeTransport(room)
-    transport.protocol = conn
-    conn.connection_made(transport)  # type: ignore[arg-type]
-    return conn, transport, app
+    return attach(HTTPServer(app, limits), transport), transport, app
 
 
 async def settle() -> None:
@@ -473,10 +478,8 @@ async def test_bodies_held_across_connections_are_capped() -> None:
     server = HTTPServer(app, Limits(max_body_buffered=1500))
     conns = []
     for _ in range(2):
-        conn = Connection(server)
-        t = FakeTransport()
-        t.protocol = conn
-        conn.connection_made(t)  # type: ignore[arg-type]
+        conn = attach(server)
+        t = cast(FakeTransport, conn.transport)
         conn.data_received(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
         conn.data_received(b"a" * 800)
         conns.append((conn, t))
@@ -523,10 +526,8 @@ async def test_out_of_descriptors_slow_heads_go_before_clients_that_finished_req
     server = HTTPServer(FakeApp())
 
     def opened() -> FakeTransport:
-        conn = Connection(server)
         t = FakeTransport(half_close=True)
-        t.protocol = conn
-        conn.connection_made(t)  # type: ignore[arg-type]
+        attach(server, t)
         return t
 
     kept = [opened() for _ in range(20)]
@@ -589,12 +590,9 @@ async def test_connections_closing_together_are_torn_down_a_batch_a_turn() -> No
     server = HTTPServer(FakeApp())
     crowd = []
     for _ in range(httpd.CLOSE_BATCH * 3 + 1):
-        conn = Connection(server)
-        t = FakeTransport()
-        t.protocol = conn
-        conn.connection_made(t)  # type: ignore[arg-type]
+        conn = attach(server)
         conn.data_received(b"GET / HTTP/1.1\r\nHo")
-        crowd.append((conn, t))
+        crowd.append((conn, cast(FakeTransport, conn.transport)))
     for conn, _ in crowd:
         assert conn.eof_received() is True  # kept until the closer's turn
     closed = []
@@ -630,12 +628,9 @@ async def test_the_sweep_refuses_a_crowd_of_late_heads_a_slice_at_a_time(
     server = HTTPServer(FakeApp(), Limits(header_timeout=0.2, keepalive_timeout=5))
     crowd = []
     for _ in range(httpd.SWEEP_CHECK * 12):
-        conn = Connection(server)
-        t = FakeTransport()
-        t.protocol = conn
-        conn.connection_made(t)  # type: ignore[arg-type]
+        conn = attach(server)
         conn.data_received(b"GET / HTTP/1.1\r\nHo")
-        crowd.append(t)
+        crowd.append(cast(FakeTransport, conn.transport))
     sweep = asyncio.create_task(server._sweep())
     try:
         deadline = time.monotonic() + 3
@@ -948,12 +943,18 @@ def test_thousands_of_pipelined_requests_answered_in_order(server: Server) -> No
     assert rss_kb(server.proc.pid) - before < 16 * 1024
 
 
+def capped(server_factory: type[Server], tmp_path: Path, cap: int) -> Server:
+    """A server with `--max-connections cap`, its own client's connection closed."""
+    server = server_factory(tmp_path, "--max-connections", str(cap)).start()
+    server.client.close()
+    time.sleep(0.2)
+    return server
+
+
 def test_past_max_connections_new_ones_get_a_503(
     server_factory: type[Server], tmp_path: Path
 ) -> None:
-    server = server_factory(tmp_path, "--max-connections", "3").start()
-    server.client.close()
-    time.sleep(0.2)
+    server = capped(server_factory, tmp_path, 3)
     held = []
     ask = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
     for _ in range(3):
@@ -981,9 +982,7 @@ def test_a_burst_of_connections_does_not_pass_the_cap(
 ) -> None:
     # 120 connects land in the backlog together, so one wake-up of the listener
     # accepts a whole batch before any of them has become a connection.
-    server = server_factory(tmp_path, "--max-connections", "50").start()
-    server.client.close()
-    time.sleep(0.2)
+    server = capped(server_factory, tmp_path, 50)
     socks = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(120)]
     try:
         for sock in socks:
