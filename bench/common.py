@@ -179,6 +179,20 @@ class StoreCounts:
             self.db.close()
 
 
+def until_counted(store: StoreCounts, types: Iterable[str], n: int) -> float:
+    """Wait until the store's 2013 rollup holds `n` events; when it did (perf_counter).
+    Fails once none more have been counted for 30 s."""
+    counted, progress = 0, time.perf_counter()
+    while counted < n:
+        time.sleep(0.005)
+        now = store.rollup(types, "2013")
+        if now > counted:
+            counted, progress = now, time.perf_counter()
+        elif time.perf_counter() - progress > 30:
+            raise AssertionError(f"{counted:,} of {n:,} counted, none more for 30 s")
+    return time.perf_counter()
+
+
 def check_counts(store: StoreCounts, counts: Counts) -> None:
     """Hold the store to `counts` exactly: every (account, type) total, every
     (account, type, day) and the `all` rollup of each type. (Hours are not

@@ -48,7 +48,15 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import corpus
-from common import StoreCounts, Tallyd, arguments, check_counts, free_port, report
+from common import (
+    StoreCounts,
+    Tallyd,
+    arguments,
+    check_counts,
+    free_port,
+    report,
+    until_counted,
+)
 
 
 @dataclass
@@ -189,15 +197,7 @@ def tallyd_rate(
         t0 = time.perf_counter()
         send_all(pub, s.frames)
         sent = time.perf_counter()
-        counted, progress = 0, sent
-        while counted < n:
-            time.sleep(0.005)
-            now = store.rollup(s.types, "2013")
-            if now > counted:
-                counted, progress = now, time.perf_counter()
-            elif time.perf_counter() - progress > 30:
-                raise AssertionError(f"{counted:,} of {n:,} counted, none more for 30 s")
-        done = time.perf_counter()
+        done = until_counted(store, s.types, n)
         check_counts(store, s.counts)
     finally:
         store.close()

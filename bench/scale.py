@@ -29,7 +29,17 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from badge_http import IDS, NGINX_CONF, PATH, SERVER
-from common import Nginx, StoreCounts, Tallyd, check_counts, free_port, quick, report, wrk
+from common import (
+    Nginx,
+    StoreCounts,
+    Tallyd,
+    check_counts,
+    free_port,
+    quick,
+    report,
+    until_counted,
+    wrk,
+)
 from ingest_zmq import Stream, publisher, send_all, start_redis, stream, wait_subscribed
 
 CONNECTIONS = 64
@@ -94,15 +104,7 @@ def bus_rate(s: Stream, flags: list[list[str]], store: str | None) -> float:
                 wait_subscribed(pub)
         t0 = time.perf_counter()
         send_all(pub, s.frames)
-        counted, progress = 0, time.perf_counter()
-        while counted < n:
-            time.sleep(0.005)
-            now = counts.rollup(s.types, "2013")
-            if now > counted:
-                counted, progress = now, time.perf_counter()
-            elif time.perf_counter() - progress > 30:
-                raise AssertionError(f"{counted:,} of {n:,} counted, none more for 30 s")
-        done = time.perf_counter()
+        done = until_counted(counts, s.types, n)
         check_counts(counts, s.counts)
     finally:
         counts.close()
