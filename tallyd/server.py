@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 import os
 import signal
@@ -31,6 +29,7 @@ from tallyd.badges.visitors import Visitors
 from tallyd.config import Config
 from tallyd.dedup import Dedup
 from tallyd.expand import Expander
+from tallyd.heap import return_freed_memory, settle_collector
 from tallyd.httpd import HTTPServer, Limits
 from tallyd.ingest.syslog import SyslogSource
 from tallyd.ingest.zmq import ZmqSource
@@ -179,32 +178,6 @@ def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-# glibc's mallopt parameter: allocations from this size up get their own mapping.
-M_MMAP_THRESHOLD = -3
-# Request bodies and socket reads (up to --max-body, 1 MiB) stay under it: at 128 KiB
-# every 444 KB body was a fresh mapping, faulted in page by page and unmapped again,
-# a tenth of the server's time; HTTP ingest went from 0.44 to 0.70 of its reference.
-MMAP_THRESHOLD = 1024 * 1024
-
-
-def return_freed_memory() -> None:
-    """Keep glibc from holding on to the memory of large freed blocks.
-
-    A batch's big tables (dictionaries of 100,000 keys, JSON documents of megabytes)
-    are freed after every flush. glibc raises its mmap threshold each time such a
-    block is freed, so later ones come from the heap, whose freed space it keeps: with
-    100,000 accounts the peak RSS was 190 MB with the moving threshold and 159 MB with
-    it fixed (docs/benchmarks.md, memory). Setting it fixes it; elsewhere, no-op.
-    """
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):
-        mallopt = None
-    if mallopt is not None:
-        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 class StartFailed(Exception):
@@ -398,6 +371,7 @@ async def serve(cfg: Config, worker: Worker | None = None) -> int:
             await stack.enter_async_context(http_serving(parts, sock))
             await stack.enter_async_context(bus_reading(parts))
             await stack.enter_async_context(syslog_reading(parts))
+            settle_collector()  # everything built: out of the collector's passes
             await stop.wait()
     except StartFailed:
         return 1
