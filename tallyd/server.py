@@ -29,7 +29,6 @@ from tallyd.badges.visitors import Visitors
 from tallyd.config import Config
 from tallyd.dedup import Dedup
 from tallyd.expand import Expander
-from tallyd.heap import return_freed_memory, settle_collector
 from tallyd.httpd import HTTPServer, Limits
 from tallyd.ingest.syslog import SyslogSource
 from tallyd.ingest.zmq import ZmqSource
@@ -41,6 +40,7 @@ from tallyd.owner import Gate, Owner
 from tallyd.periods import Clock
 from tallyd.recovery import open_journal, save_ids
 from tallyd.retention import Retention
+from tallyd.runtime import pass_gil_often, return_freed_memory, settle_collector
 from tallyd.seedapi import router_for
 from tallyd.shard import Shard, for_worker
 from tallyd.stats import Stats
@@ -337,6 +337,7 @@ async def serve(cfg: Config, worker: Worker | None = None) -> int:
     closes, the store closes.
     """
     return_freed_memory()
+    pass_gil_often()
     parts = assemble(cfg, worker)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

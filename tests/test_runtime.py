@@ -1,5 +1,5 @@
-"""The server's memory settings (tallyd.heap), each in a process of its own: they
-change the whole interpreter."""
+"""A serving process's interpreter settings (tallyd.runtime), in a process of its
+own: they change the whole interpreter."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 SETTLE = """
 import gc
-from tallyd.heap import MIDDLE, OLD, YOUNG, settle_collector
+from tallyd.runtime import MIDDLE, OLD, YOUNG, pass_gil_often, settle_collector
 
 kept = [[i] for i in range(1000)]  # start-up state: alive from now on
 settle_collector()
@@ -33,6 +33,9 @@ cycle = weakref.ref(a)
 del a, b
 gc.collect()
 assert cycle() is None
+pass_gil_often()
+import sys
+assert sys.getswitchinterval() < 0.001, sys.getswitchinterval()
 print("ok")
 """
 
