@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tallyd.config import Config
+from tallyd.ingest.syslog import check_udp_free
 from tallyd.server import Worker, bind
 
 log = logging.getLogger("tallyd.workers")
@@ -85,6 +86,12 @@ class Supervisor:
             hold = bind(cfg.http_host, port, reuse_port=True)
         except OSError as exc:
             log.error("cannot listen on %s: %s", cfg.http, exc.strerror or exc)
+            return 1
+        try:
+            check_udp_free(cfg.syslog)
+        except OSError as exc:
+            hold.close()
+            log.error("cannot listen for syslog on %s", exc.strerror)
             return 1
         port = hold.getsockname()[1]
         self.cfg = dataclasses.replace(cfg, http=f"{cfg.http.rpartition(':')[0]}:{port}")

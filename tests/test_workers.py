@@ -222,3 +222,26 @@ def test_a_port_another_tallyds_workers_hold_is_busy(
         second.start()
     assert second.proc is not None and second.proc.wait(5) == 1
     assert first.get("/healthz").json()["status"] == "ok"
+
+
+def test_a_syslog_port_another_tallyds_workers_hold_is_busy(
+    server_factory: type[Server], tmp_path: Path
+) -> None:
+    # Both would bind the UDP port with SO_REUSEPORT, which the kernel allows: the
+    # datagrams would be split between two services and their stores.
+    port = udp_port()
+    syslog = ("--syslog", f"udp://127.0.0.1:{port}")
+    first = server_factory(tmp_path, "--workers", "2", *syslog).start()
+    (tmp_path / "other").mkdir()
+    second = server_factory(tmp_path / "other", "--workers", "2", *syslog)
+    with pytest.raises(RuntimeError, match="cannot listen for syslog on udp://127.0.0.1"):
+        second.start()
+    assert second.proc is not None and second.proc.wait(5) == 1
+    assert "Address already in use" in second.log.read_text()
+    # Every datagram still reaches the first service.
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for i in range(200):
+        line = f'<190>Nov 23 01:31:00 web1 badge: "2015-12-25","o%2Fr{i % 10}"'
+        sender.sendto(line.encode(), ("127.0.0.1", port))
+    sender.close()
+    assert wait_until(lambda: total(first, "all", "hit"), 200, timeout=20) == 200

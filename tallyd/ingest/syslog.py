@@ -217,14 +217,7 @@ class SyslogSource:
     def _socket(self, url: str) -> socket.socket:
         parts = urlsplit(url)
         if parts.scheme == "udp":
-            host, port = parts.hostname or "127.0.0.1", parts.port
-            if port is None:
-                raise ValueError(f"--syslog {url!r}: expected udp://HOST:PORT")
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_DGRAM)
-            if self.reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind((host, port))
+            sock = _udp_socket(url, self.reuse_port)
         elif parts.scheme == "unix":
             path = parts.path
             if os.path.exists(path):
@@ -290,3 +283,36 @@ class SyslogSource:
             if os.path.exists(path):
                 os.unlink(path)
         log.info("syslog: stopped after %d datagram(s)", self.received)
+
+
+def _udp_socket(url: str, reuse_port: bool) -> socket.socket:
+    """A UDP socket bound to the address of `udp://HOST:PORT`."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port
+    if port is None:
+        raise ValueError(f"--syslog {url!r}: expected udp://HOST:PORT")
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def check_udp_free(urls: list[str]) -> None:
+    """Raise OSError (naming the URL) when a UDP port of `urls` is bound already.
+
+    Workers bind their syslog ports with SO_REUSEPORT, and so would another tallyd's:
+    the kernel would let the two services join and split the datagrams between their
+    stores. A plain bind first says the port is taken. (Unlike the HTTP port, it
+    cannot be held meanwhile: a bound UDP socket gets its share of the datagrams.)
+    """
+    for url in urls:
+        if urlsplit(url).scheme == "udp" and urlsplit(url).port:
+            try:
+                _udp_socket(url, reuse_port=False).close()
+            except OSError as exc:
+                raise OSError(exc.errno, f"{url}: {exc.strerror or exc}") from None
