@@ -167,8 +167,8 @@ class Intake:
             cells = [c for c in cells if shard.owns(c[0])]
             with_ids = [e for e in with_ids if shard.owns(e[0])]
             self.other_shards += parsed - len(cells) - len(with_ids)
-        for _, err in rejected:
-            self.reject(source, err)
+        if rejected:
+            self.reject_all(source, rejected)
         agg = self.aggregator
         if cells:
             into = agg.cells()
@@ -184,6 +184,19 @@ class Intake:
         self.metrics.duplicates += duplicates
         return Counted(accepted, duplicates, rejected)
 
-    def reject(self, source: str, err: Rejected) -> None:
-        self.metrics.reject(source, err.reason)
-        self.reject_log(source, err)
+    def reject(self, source: str, err: Rejected, n: int = 1) -> None:
+        """`n` events refused for `err`'s reason: metered, and logged as the rate allows."""
+        self.metrics.reject(source, err.reason, n)
+        self.reject_log(source, err, n)
+
+    def reject_all(self, source: str, rejected: list[tuple[int, Rejected]]) -> None:
+        """`reject` once per reason: a flood's body is a thousand of one reason."""
+        first: dict[str, list[Any]] = {}  # reason → [its first error, how many]
+        for _, err in rejected:
+            seen = first.get(err.reason)
+            if seen is None:
+                first[err.reason] = [err, 1]
+            else:
+                seen[1] += 1
+        for err, n in first.values():
+            self.reject(source, err, n)

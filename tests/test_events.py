@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
+import time
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tallyd.events import Rejected, parse, parse_time
+from tallyd.events import Rejected, RejectLog, parse, parse_time
 
 BREAKDOWNS = {"order": "status"}
 NOW = 1_378_389_787.0  # 2013-09-05T14:03:07Z
@@ -180,3 +182,21 @@ def test_any_json_value_is_parsed_or_rejected(obj: Any) -> None:
         except Rejected:
             if not isinstance(obj, dict):
                 raise
+
+
+def test_reject_log_folds_a_batch_into_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("tallyd.test.rejects")
+    reject = RejectLog(log, every=0.2)
+    bad = Rejected("invalid_time", "time: not a time")
+    with caplog.at_level(logging.WARNING, logger="tallyd.test.rejects"):
+        reject("http", bad, 5)  # a body's five rejections of one reason
+        reject("http", bad, 3)  # within the second: folded
+        reject("bus", bad)  # another source has its own clock
+        time.sleep(0.25)
+        reject("http", bad)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "rejected event from http: invalid_time: time: not a time (+4 more since last report)",
+        "rejected event from bus: invalid_time: time: not a time",
+        "rejected event from http: invalid_time: time: not a time (+3 more since last report)",
+    ]
