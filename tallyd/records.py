@@ -8,6 +8,7 @@ One record a line, keys without the store's `--key-prefix`:
     {"ranking": "top:pageview/2013/09", "member": "acme", "score": 101}
     {"unique": "unique:acme/hit/2013/09/05", "registers": "<base64>"}   a sketch
     {"expire": "acme/pageview/2013/09/05", "at": 1412380800}     a key's expiry
+    {"baseline": "baseline:acme/hit", "count": 1234}             an id's starting count
     {"end": {"records": 5}}                                      last line (optional)
 
 Every key is checked against tallyd's layout (tallyd.keys) for its record's
@@ -30,7 +31,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from tallyd import hll
-from tallyd.keys import escape
+from tallyd.keys import BASELINE, escape
 from tallyd.stores import hll_codec
 from tallyd.stores.base import Contents
 
@@ -61,7 +62,7 @@ class TooLarge(ValueError):
 class Key(NamedTuple):
     """A key of tallyd's layout: its kind, escaped account and event, period parts."""
 
-    kind: str  # counter, funnel, index, ranking, unique
+    kind: str  # counter, funnel, index, ranking, unique, baseline
     account: str | None
     event: str | None
     parts: tuple[str, ...]
@@ -102,6 +103,9 @@ def classify(key: str) -> Key | None:
         kind, least, most = ("funnel", 1, 2) if head == "funnels" else ("unique", 3, 3)
         found = _names_parts(rest, least, most)
         return Key(kind, *found) if found else None
+    if head == "baseline":
+        found = _names_parts(rest, 0, 0)
+        return Key("baseline", *found) if found else None
     if head in ("events", "accounts") and NAME.fullmatch(rest):
         return Key("index", rest, None, ()) if head == "events" else Key("index", None, rest, ())
     if head == "top":
@@ -131,7 +135,9 @@ class Filter:
     A cell is in the range when its whole period is: a counter cell's period is
     its key's parts and its field (`acme/pageview/2013` field `09` is September
     2013), a funnel's, ranking's, sketch's or expiry's that of its key. Indexes
-    have no period: they go with their account and event whatever the range.
+    have no period: they go with their account and event whatever the range. A
+    baseline counts for all time, which no range holds wholly: only an export
+    of every day has it (exports of two ranges imported would add it twice).
     """
 
     accounts: set[str] = field(default_factory=set)
@@ -144,6 +150,12 @@ class Filter:
         if self.accounts and k.account is not None and k.account not in self.accounts:
             return False
         return not (self.events and k.event is not None and k.event not in self.events)
+
+    def cell(self, k: Key, f: str) -> bool:
+        """Whether field `f` of a counter, funnel or baseline hash is in the range."""
+        if k.kind == "baseline":
+            return f == BASELINE and self.start is None and self.end is None
+        return self.period((*k.parts, f) if k.kind == "counter" else k.parts)
 
     def member(self, k: Key, member: str) -> bool:
         """Whether an index or ranking member is wanted: an account, or an event
@@ -243,12 +255,17 @@ def lines(part: Contents, prefix: str, flt: Filter, tally: Tally) -> Iterator[by
 
     for key, fields in part.counters.items():
         name, k = kind_of(key)
-        if k is None or k.kind not in ("counter", "funnel"):
+        if k is None or k.kind not in ("counter", "funnel", "baseline"):
             continue
         for f, n in fields.items():
-            if flt.period((*k.parts, f) if k.kind == "counter" else k.parts):
-                if n > MOST:
-                    raise TooLarge(name, f"field {f}", n)
+            if not flt.cell(k, f):
+                continue
+            if n > MOST:
+                raise TooLarge(name, f"field {f}", n)
+            if k.kind == "baseline":
+                tally.add("baselines")
+                yield _line({"baseline": name, "count": n})
+            else:
                 tally.add("cells")
                 yield _line({"key": name, "field": f, "count": n})
     zsets = [(key, dict.fromkeys(ms, 0)) for key, ms in part.indexes.items()]
@@ -317,6 +334,7 @@ SHAPES = {
     "ranking": {"ranking", "member", "score"},
     "unique": {"unique", "registers"},
     "expire": {"expire", "at"},
+    "baseline": {"baseline", "count"},
 }
 
 
@@ -368,6 +386,9 @@ def parse(line: bytes) -> Record:
         except (binascii.Error, ValueError) as exc:
             raise BadRecord(f"'registers' must be base64 of a sketch: {exc}") from None
         record["registers"] = blob
+    elif kind == "baseline":
+        _key(record, "baseline", ("baseline",))
+        _whole(record, "count")
     else:
         _key(record, "expire", ("counter", "unique"))
         _whole(record, "at")
@@ -378,9 +399,11 @@ def add(part: Contents, record: Record, prefix: str, mode: str) -> None:
     """Put a parsed record in `part`, under `prefix`: counts and scores met twice
     are summed ("add") or the last one kept ("set")."""
     r = record.fields
-    if record.kind == "key":
-        fields = part.counters.setdefault(prefix + r["key"], {})
-        f, n = r["field"], r["count"]
+    if record.kind in ("key", "baseline"):
+        # A baseline is the field `count` of a hash of its own: a cell as any other.
+        key, f = (r["key"], r["field"]) if record.kind == "key" else (r["baseline"], BASELINE)
+        fields = part.counters.setdefault(prefix + key, {})
+        n = r["count"]
         fields[f] = fields.get(f, 0) + n if mode == "add" else n
     elif record.kind == "index":
         part.indexes.setdefault(prefix + r["index"], set()).add(r["member"])

@@ -447,3 +447,162 @@ def test_export_reads_only_a_store_that_is_there(tmp_path: Path) -> None:
     assert f"from {src} into {store} (add)" in ok("import", str(src), "--store", store)
     said = ok("export", "--store", store, "--out", str(tmp_path / "o.jsonl"))
     assert said.startswith(f"exported 3 records (3 cells) from {store} (")
+
+
+TOKEN = "owner-token-of-the-export-tests"
+PLAIN = {"format": "plain", "increment": "0"}
+
+
+def all_time(server: Server) -> dict[str, Any]:
+    """What a move must keep of ids with a baseline: badges' totals (an id viewed and
+    one never viewed, and their owner's rollup, which has no baseline), the stats
+    API's years and the listing."""
+
+    def badge(path: str, **metric: str) -> str:
+        message: str = server.get(path, **metric, **PLAIN).json()["message"]
+        return message
+
+    return {
+        "viewed": badge("/badge/o/r.json"),
+        "new": badge("/badge/o/q.json"),
+        "today": badge("/badge/o/r.json", metric="today"),
+        "owner": badge("/badge/o/*.json"),
+        "stats": server.get("/api/stats/track/o%2Fr/hit").json(),
+        "listed": server.get("/api/accounts", event="hit").json(),
+    }
+
+
+@pytest.mark.parametrize("target", ["redis_url", "cluster_url"])
+def test_baselines_move_with_the_counts(
+    server_factory: type[Server], tmp_path: Path, request: pytest.FixtureRequest, target: str
+) -> None:
+    """An owner's baselines are in the file: after SQLite → Redis (or a Redis
+    Cluster) → SQLite, every badge's all-time total is what it was."""
+    url: str = request.getfixturevalue(target)
+    first = server_factory(tmp_path, "--admin-token", TOKEN).start()
+    for _ in range(3):
+        assert first.get("/badge/o/r.svg").status_code == 200
+    for account, n in (("o%2Fr", 1000), ("o%2Fq", 2**53 - 1)):
+        path = f"/api/admin/{account}/hit/baseline"
+        r = first.client.put(
+            path, json={"baseline": n}, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        assert r.status_code == 200, r.text
+    first.restart()
+    before = all_time(first)
+    assert (before["viewed"], before["new"], before["owner"]) == ("1003", str(2**53 - 1), "3")
+    assert first.stop() == 0
+
+    a, b, c = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "c.jsonl"
+    said = ok("export", "--store", first.store, "--out", str(a))
+    assert "2 baselines" in said
+    assert '{"baseline":"baseline:o%2Fr/hit","count":1000}' in body(a)
+    ok("import", str(a), "--store", url)
+    ok("export", "--store", url, "--out", str(b))
+    assert body(b) == body(a)
+    moved = server_factory(tmp_path, store=url).start()
+    assert all_time(moved) == before
+    assert moved.stop() == 0
+
+    back = f"sqlite:///{tmp_path}/back.db"
+    ok("import", str(b), "--store", back)
+    ok("export", "--store", back, "--out", str(c))
+    assert body(c) == body(a)
+    again = server_factory(tmp_path, store=back).start()
+    assert all_time(again) == before
+
+
+def baseline_of(db: Path, key: str) -> int | None:
+    with sqlite3.connect(db) as c:
+        row = c.execute("SELECT value FROM counters WHERE key = ?", (key,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def test_a_file_without_baselines_imports_as_before(tmp_path: Path) -> None:
+    """A file the previous version wrote (no baseline records) imports as it did, and
+    leaves the baselines a store has alone, with `set` too; a baseline record is
+    added (`add`) or put in place (`set`) as a count is."""
+    db = tmp_path / "t.db"
+    store, key = f"sqlite:///{db}", "baseline:o%2Fr/hit"
+    src = tmp_path / "base.jsonl"
+    src.write_text('{"baseline": "baseline:o%2Fr/hit", "count": 1000}\n')
+    ok("import", str(src), "--store", store)
+    old = tmp_path / "old.jsonl"
+    old.write_text(
+        '{"tallyd":"export","version":1,"store":"sqlite","key_prefix":"","filter":'
+        '{"accounts":[],"events":[],"from":null,"to":null}}\n'
+        '{"key":"o%2Fr/hit","field":"2013","count":7}\n'
+        '{"index":"accounts:hit","member":"o%2Fr"}\n'
+        '{"end":{"records":2}}\n'
+    )
+    for mode in ("add", "set"):
+        assert "imported 2 records" in ok("import", str(old), "--mode", mode, "--store", store)
+    assert baseline_of(db, key) == 1000
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT value FROM counters WHERE key = 'o%2Fr/hit'").fetchone() == (7,)
+    ok("import", str(src), "--force", "--store", store)
+    assert baseline_of(db, key) == 2000
+    ok("import", str(src), "--mode", "set", "--store", store)
+    assert baseline_of(db, key) == 1000
+
+
+def test_baselines_go_with_their_id_and_no_range(tmp_path: Path) -> None:
+    """`--account`/`--event` keep their ids' baselines; `--from`/`--to` none: a
+    baseline is for all time, which no range holds wholly."""
+    store = f"sqlite:///{tmp_path}/t.db"
+    src = tmp_path / "src.jsonl"
+    src.write_text(
+        '{"baseline":"baseline:o%2Fr/hit","count":10}\n'
+        '{"baseline":"baseline:acme/hit","count":20}\n'
+        '{"baseline":"baseline:acme/pageview","count":30}\n'
+        '{"key":"acme/hit","field":"2013","count":1}\n'
+    )
+    ok("import", str(src), "--store", store)
+    out = tmp_path / "out.jsonl"
+    ok("export", "--store", store, "--out", str(out))
+    assert body(out) == sorted(src.read_text().splitlines())
+    said = ok("export", "--store", store, "--account", "acme", "--event", "hit", "--out", str(out))
+    assert "1 baselines" in said
+    assert [orjson.loads(line) for line in body(out)] == [
+        {"baseline": "baseline:acme/hit", "count": 20},
+        {"key": "acme/hit", "field": "2013", "count": 1},
+    ]
+    ok("export", "--store", store, "--from", "2013", "--to", "2013", "--out", str(out))
+    assert [orjson.loads(line) for line in body(out)] == [
+        {"key": "acme/hit", "field": "2013", "count": 1}
+    ]
+
+
+def test_a_bad_baseline_is_a_bad_line(tmp_path: Path) -> None:
+    src = tmp_path / "bad.jsonl"
+    good = b'{"baseline": "baseline:o%2Fr/hit", "count": 5}\n'
+    for line, why in [
+        (b'{"baseline": "baseline:o%2Fr/hit", "count": -1}', "from 0 to 2\\^53 - 1"),
+        (b'{"baseline": "baseline:o%2Fr/hit", "count": 9007199254740992}', "from 0 to 2\\^53"),
+        (b'{"baseline": "baseline:o%2Fr/hit", "count": "5"}', "whole number"),
+        (b'{"baseline": "o%2Fr/hit", "count": 5}', "not a baseline key"),
+        (b'{"baseline": "baseline:o/r/hit", "count": 5}', "not a baseline key"),
+        (b'{"baseline": "baseline:o%2Fr/hit/2013", "count": 5}', "not a baseline key"),
+        (b'{"baseline": "baseline:o%2Fr/hit", "count": 5, "field": "count"}', "not a record"),
+        # A baseline comes as its own record, never as a counter cell.
+        (b'{"key": "baseline:o%2Fr/hit", "field": "count", "count": 5}', "not a counter or"),
+    ]:
+        src.write_bytes(good + line + b"\n")
+        with pytest.raises(transfer.BadLine, match=f"{src} line 2: .*{why}"):
+            transfer.check_file(str(src))
+    store = f"sqlite:///{tmp_path}/t.db"
+    cell_file(tmp_path / "cells.jsonl", 1)
+    ok("import", str(tmp_path / "cells.jsonl"), "--store", store)
+    done = tallyd("import", str(src), "--store", store)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.endswith("; nothing was written\n")
+    assert baseline_of(tmp_path / "t.db", "baseline:o%2Fr/hit") is None
+    src.write_bytes(good)
+    assert transfer.check_file(str(src)).records == 1
+    # Imports can add a baseline up past the range: the export stops, as for a cell.
+    src.write_bytes(b'{"baseline": "baseline:o%2Fr/hit", "count": 9007199254740991}\n')
+    ok("import", str(src), "--store", store)
+    ok("import", str(src), "--force", "--store", store)
+    done = tallyd("export", "--store", store, "--out", str(tmp_path / "out.jsonl"))
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "baseline:o%2Fr/hit field count holds 18,014,398,509,481,982" in done.stderr
