@@ -400,10 +400,11 @@ class Aggregator:
     def make_way(self) -> None:
         """Hand the GIL to a flush building its batch in a thread, if one is.
 
-        Ingest's compiled loops hold the GIL for a millisecond or more at a time,
-        and a thread that waits for it gets it only after the switch interval
-        (5 ms): under load a build took three times its CPU time, and every flush
-        behind it waited. Called after each chunk of ingest; free otherwise.
+        Ingest's compiled loops hold the GIL for a millisecond or more at a time:
+        a thread that waits for it asks after the switch interval (tallyd.runtime),
+        but compiled code does not look for the request until it runs Python again.
+        Under load a build took three times its CPU time, and every flush behind it
+        waited. Called after each chunk of ingest; free otherwise.
         """
         if self._building:
             time.sleep(0)  # releases the GIL; the waiting build thread takes it
