@@ -54,9 +54,12 @@ OLD: Final = 50
 
 # The flush and reader threads run Python too (building a batch's rows), and the event
 # loop waits for the GIL until the interpreter's switch interval passes: 5 ms by
-# default, a whole badge view's budget many times over. During a flood of new
-# accounts (each flush writing thousands of rows), an honest client's p99 went from
-# 3.3-4.5 to 2.3-2.6 times its unloaded figure at 0.2 ms.
+# default, a whole badge view's budget many times over. Measured side by side (quick
+# benches, 2 cores), 0.2 ms against 5 ms: during a flood of new accounts (each flush
+# writing thousands of rows) an honest client's p99 ratio 2.0-2.6 against 3.3-4.5;
+# bus ingest of the realistic corpus 0.92-0.95 of its ceiling against 0.64-0.69. It
+# costs where little contends: under 5,000 slowloris heads the honest p99 ratio was
+# 2.1-2.8 against 1.5-2.4 (1 ms: slowloris as 5 ms, the flood 3.3: no middle).
 SWITCH_INTERVAL: Final = 0.0002
 
 
