@@ -41,6 +41,15 @@ def _has_control(s: str) -> bool:
     return any(c < " " or "\x7f" <= c <= "\x9f" or "\ud800" <= c <= "\udfff" for c in s)
 
 
+def check_id_names(account: object, event: object) -> None:
+    """Raise `Rejected` unless the names are an id's: valid, and the account no rollup
+    (an owner's action or a baseline names one id)."""
+    check_name(account, "account")
+    check_name(event, "event")
+    if reserved(str(account)):
+        raise Rejected("reserved_account", f"{account!r} is a rollup of other accounts, not an id")
+
+
 def check_name(value: object, what: str) -> str:
     """Validate an account or event name; raise `Rejected` with the reason."""
     if type(value) is not str:

@@ -19,10 +19,9 @@ import orjson
 from tallyd import openapi as doc
 from tallyd.aggregator import Aggregator
 from tallyd.badges.counts import BadgeCounts
-from tallyd.events import Rejected, check_name
+from tallyd.events import Rejected, check_id_names
 from tallyd.keys import BASELINE, KeySpace, escape
 from tallyd.router import Answer, Params, Route
-from tallyd.rules import reserved
 from tallyd.stats import Stats
 from tallyd.stores.base import Edit, Store
 from tallyd.web import (
@@ -187,14 +186,9 @@ async def stored_keys(store: Store, keys: KeySpace, account: str, event: str, fo
 def _id(account: str, event: str) -> None:
     """Raise 400 unless the names are an id's: valid, and no rollup."""
     try:
-        check_name(account, "account")
-        check_name(event, "event")
+        check_id_names(account, event)
     except Rejected as exc:
         raise HTTPError(400, exc.reason, exc.detail) from None
-    if reserved(account):
-        raise HTTPError(
-            400, "reserved_account", f"{account!r} is a rollup of other accounts, not an id"
-        )
 
 
 def _baseline(body: bytes) -> int:

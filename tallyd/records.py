@@ -27,10 +27,12 @@ from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
 from typing import Any, NamedTuple
+from urllib.parse import unquote
 
 import orjson
 
 from tallyd import hll
+from tallyd.events import Rejected, check_id_names
 from tallyd.keys import BASELINE, escape
 from tallyd.stores import hll_codec
 from tallyd.stores.base import Contents
@@ -327,6 +329,18 @@ def _key(record: dict[str, Any], name: str, kinds: tuple[str, ...]) -> tuple[str
     return key, k
 
 
+def _an_id(key: str, k: Key) -> None:
+    """A baseline's names must be an id's, escaped as tallyd escapes them: what the
+    owner's route would take, and what a badge of the id reads."""
+    account, event = unquote(k.account or ""), unquote(k.event or "")
+    if escape(account) != k.account or escape(event) != k.event:
+        raise BadRecord(f"{key!r} is not escaped as tallyd escapes names")
+    try:
+        check_id_names(account, event)
+    except Rejected as exc:
+        raise BadRecord(f"{key!r}: {exc.detail}") from None
+
+
 # The fields of each kind of record: its kind's field first.
 SHAPES = {
     "key": {"key", "field", "count"},
@@ -387,7 +401,8 @@ def parse(line: bytes) -> Record:
             raise BadRecord(f"'registers' must be base64 of a sketch: {exc}") from None
         record["registers"] = blob
     elif kind == "baseline":
-        _key(record, "baseline", ("baseline",))
+        key, k = _key(record, "baseline", ("baseline",))
+        _an_id(key, k)
         _whole(record, "count")
     else:
         _key(record, "expire", ("counter", "unique"))

@@ -586,6 +586,13 @@ def test_a_bad_baseline_is_a_bad_line(tmp_path: Path) -> None:
         (b'{"baseline": "baseline:o%2Fr/hit", "count": 5, "field": "count"}', "not a record"),
         # A baseline comes as its own record, never as a counter cell.
         (b'{"key": "baseline:o%2Fr/hit", "field": "count", "count": 5}', "not a counter or"),
+        # Names the owner's route refuses, or escaped otherwise than tallyd escapes
+        # them: no badge would ever show such a baseline.
+        (b'{"baseline": "baseline:all/hit", "count": 5}', "rollup of other accounts"),
+        (b'{"baseline": "baseline:o%2F%2A/hit", "count": 5}', "rollup of other accounts"),
+        (b'{"baseline": "baseline:x%0Ay/hit", "count": 5}', "control characters"),
+        (b'{"baseline": "baseline:' + b"a" * 201 + b'/hit", "count": 5}', "longer than 200"),
+        (b'{"baseline": "baseline:o%2Fr/hi%74", "count": 5}', "not escaped as tallyd"),
     ]:
         src.write_bytes(good + line + b"\n")
         with pytest.raises(transfer.BadLine, match=f"{src} line 2: .*{why}"):
