@@ -320,7 +320,7 @@ async def syslog_reading(parts: Parts) -> AsyncIterator[None]:
     try:
         await source.start()
     except (OSError, ValueError) as exc:
-        log.error("cannot open the syslog socket: %s", exc)
+        log.error("cannot open the syslog socket: %s", getattr(exc, "strerror", None) or exc)
         raise StartFailed from exc
     try:
         yield

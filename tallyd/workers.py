@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tallyd.config import Config
-from tallyd.ingest.syslog import check_udp_free
+from tallyd.ingest.syslog import claim_udp_ports
 from tallyd.server import Worker, bind
 
 log = logging.getLogger("tallyd.workers")
@@ -88,13 +88,14 @@ class Supervisor:
             log.error("cannot listen on %s: %s", cfg.http, exc.strerror or exc)
             return 1
         try:
-            check_udp_free(cfg.syslog)
+            syslog = claim_udp_ports(cfg.syslog)
         except OSError as exc:
             hold.close()
             log.error("cannot listen for syslog on %s", exc.strerror)
             return 1
         port = hold.getsockname()[1]
-        self.cfg = dataclasses.replace(cfg, http=f"{cfg.http.rpartition(':')[0]}:{port}")
+        http = f"{cfg.http.rpartition(':')[0]}:{port}"
+        self.cfg = dataclasses.replace(cfg, http=http, syslog=syslog)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
         log.info("supervisor: starting %d workers on port %d", self.count, port)

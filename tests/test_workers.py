@@ -245,3 +245,21 @@ def test_a_syslog_port_another_tallyds_workers_hold_is_busy(
         sender.sendto(line.encode(), ("127.0.0.1", port))
     sender.close()
     assert wait_until(lambda: total(first, "all", "hit"), 200, timeout=20) == 200
+
+
+def test_syslog_port_0_is_one_port_for_every_worker_and_logged(
+    server_factory: type[Server], tmp_path: Path
+) -> None:
+    server = server_factory(tmp_path, "--workers", "2", "--syslog", "udp://127.0.0.1:0").start()
+    said = r"syslog: listening on udp://127\.0\.0\.1:(\d+)"
+    assert wait_until(lambda: len(re.findall(said, server.log.read_text())), 2, timeout=10) == 2
+    ports = set(re.findall(said, server.log.read_text()))
+    assert len(ports) == 1 and "0" not in ports, ports
+    port = int(ports.pop())
+    senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(8)]
+    for i in range(400):
+        line = f'<190>Nov 23 01:31:00 web1 badge: "2015-12-25","o%2Fr{i % 10}"'
+        senders[i % len(senders)].sendto(line.encode(), ("127.0.0.1", port))
+    for sender in senders:
+        sender.close()
+    assert wait_until(lambda: total(server, "all", "hit"), 400, timeout=20) == 400

@@ -212,7 +212,7 @@ class SyslogSource:
             transport, protocol = await loop.create_datagram_endpoint(make, sock=sock)
             self._protocols.append(protocol)
             self._transports.append(transport)
-            log.info("syslog: listening on %s", url)
+            log.info("syslog: listening on %s", _bound(url, sock))
 
     def _socket(self, url: str) -> socket.socket:
         parts = urlsplit(url)
@@ -296,23 +296,35 @@ def _udp_socket(url: str, reuse_port: bool) -> socket.socket:
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise OSError(exc.errno, f"{url}: {exc.strerror or exc}") from None
     return sock
 
 
-def check_udp_free(urls: list[str]) -> None:
-    """Raise OSError (naming the URL) when a UDP port of `urls` is bound already.
+def _bound(url: str, sock: socket.socket) -> str:
+    """The URL a socket listens on, with the port it got for port 0."""
+    parts = urlsplit(url)
+    if parts.scheme != "udp":
+        return url
+    host = parts.hostname or "127.0.0.1"
+    return f"udp://{f'[{host}]' if ':' in host else host}:{sock.getsockname()[1]}"
+
+
+def claim_udp_ports(urls: list[str]) -> list[str]:
+    """`urls` with each UDP port checked free, and port 0 made one free port for all
+    the workers; OSError (naming the URL) when a port is bound already.
 
     Workers bind their syslog ports with SO_REUSEPORT, and so would another tallyd's:
     the kernel would let the two services join and split the datagrams between their
     stores. A plain bind first says the port is taken. (Unlike the HTTP port, it
     cannot be held meanwhile: a bound UDP socket gets its share of the datagrams.)
     """
+    claimed = []
     for url in urls:
-        if urlsplit(url).scheme == "udp" and urlsplit(url).port:
-            try:
-                _udp_socket(url, reuse_port=False).close()
-            except OSError as exc:
-                raise OSError(exc.errno, f"{url}: {exc.strerror or exc}") from None
+        if urlsplit(url).scheme == "udp":
+            probe = _udp_socket(url, reuse_port=False)
+            url = _bound(url, probe)
+            probe.close()
+        claimed.append(url)
+    return claimed
