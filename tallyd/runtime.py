@@ -1,5 +1,5 @@
-"""How a serving process runs: glibc's mmap threshold, Python's collector, and how
-often the interpreter passes the GIL between threads.
+"""How a serving process runs: glibc's mmap threshold, Python's collector, how often
+the interpreter passes the GIL between threads, and what a repeated stop signal means.
 
 Each is set once, by `tallyd serve` in each process that serves.
 """
@@ -10,6 +10,7 @@ import ctypes
 import ctypes.util
 import gc
 import sys
+import time
 from typing import Final
 
 # glibc's mallopt parameter: allocations from this size up get their own mapping.
@@ -77,3 +78,26 @@ def settle_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(YOUNG, MIDDLE, OLD)
+
+
+# A stop signal met again this soon is the same request, not "again, to force":
+# `timeout` signals its command and then the command's process group, so tallyd got
+# SIGTERM twice within a millisecond, took the second as a forced stop, and lost the
+# counts not yet flushed.
+SAME_REQUEST: Final = 0.5
+
+
+class StopSignals:
+    """The stop requests a process has had: the first stops it in order, another at
+    least SAME_REQUEST seconds later forces it."""
+
+    def __init__(self) -> None:
+        self.first: float | None = None
+
+    def press(self) -> int:
+        """1 for the first request, 2 for one that forces, 0 for a repeat of the first."""
+        now = time.monotonic()
+        if self.first is None:
+            self.first = now
+            return 1
+        return 2 if now - self.first >= SAME_REQUEST else 0

@@ -40,7 +40,7 @@ from tallyd.owner import Gate, Owner
 from tallyd.periods import Clock
 from tallyd.recovery import open_journal, save_ids
 from tallyd.retention import Retention
-from tallyd.runtime import pass_gil_often, return_freed_memory, settle_collector
+from tallyd.runtime import StopSignals, pass_gil_often, return_freed_memory, settle_collector
 from tallyd.seedapi import router_for
 from tallyd.shard import Shard, for_worker
 from tallyd.stats import Stats
@@ -341,15 +341,14 @@ async def serve(cfg: Config, worker: Worker | None = None) -> int:
     parts = assemble(cfg, worker)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    signals = 0
+    signals = StopSignals()
 
     def on_signal(sig: signal.Signals) -> None:
-        nonlocal signals
-        signals += 1
-        if signals == 1:
+        pressed = signals.press()
+        if pressed == 1:
             log.info("%s: stopping (again to force)", sig.name)
             stop.set()
-        else:
+        elif pressed == 2:
             log.warning("%s again: exiting now, unflushed counts are lost", sig.name)
             os._exit(1)
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from tallyd.config import Config
 from tallyd.ingest.syslog import claim_udp_ports
+from tallyd.runtime import StopSignals
 from tallyd.server import Worker, bind
 
 log = logging.getLogger("tallyd.workers")
@@ -69,7 +70,8 @@ class Supervisor:
         self.backoff: dict[int, float] = {}
         self.restart_at: dict[int, float] = {}
         self.codes: dict[int, int] = {}
-        self.signals = 0
+        self.signals = 0  # stop requests taken (StopSignals: repeats of one are one)
+        self.stops = StopSignals()
 
     def main(self) -> int:
         cfg = self.cfg
@@ -119,9 +121,12 @@ class Supervisor:
         return 0
 
     def _on_signal(self, signum: int, frame: object) -> None:
+        pressed = self.stops.press()
+        if not pressed:
+            return
         self.signals += 1
         name = signal.Signals(signum).name
-        if self.signals == 1:
+        if pressed == 1:
             log.info("supervisor: %s: stopping %d workers (again to force)", name, len(self.pids))
             for pid in list(self.pids):
                 _kill(pid, signal.SIGTERM)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+
+from tallyd.runtime import SAME_REQUEST, StopSignals
 
 SETTLE = """
 import gc
@@ -46,3 +49,11 @@ def test_settled_collector_skips_startup_objects_and_still_frees() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_a_repeated_stop_signal_forces_only_after_a_moment() -> None:
+    stops = StopSignals()
+    assert stops.press() == 1
+    assert stops.press() == 0  # the same request, sent twice at once
+    time.sleep(SAME_REQUEST)
+    assert stops.press() == 2

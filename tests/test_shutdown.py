@@ -33,6 +33,25 @@ def test_signal_mid_stream_loses_nothing(
     assert "every count written" in log and "Traceback" not in log
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_signal_sent_twice_at_once_is_one_stop(
+    server_factory: type[Server], tmp_path: Path, workers: str
+) -> None:
+    # As `timeout` does: the process, then its process group, a moment apart. The
+    # second must not be taken as "again, to force" (which drops unflushed counts).
+    server = server_factory(tmp_path, "--flush-interval", "30", "--workers", workers).start()
+    events = [{"event": "pageview", "account": f"a{i % 7}"} for i in range(700)]
+    assert server.post(events).json()["accepted"] == 700
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.002)
+    assert server.stop(signal.SIGTERM) == 0
+    log = server.log.read_text()
+    assert "counts are lost" not in log and "every count written" in log, log
+    server.start()
+    assert server.get("/api/stats/track/all/pageview").json()["total"] == 700
+
+
 def test_counts_survive_restarts(server_factory: type[Server], tmp_path: Path) -> None:
     # Minutes kept forever: the answer checked below is an hour of 2013.
     server = server_factory(tmp_path, "--retention-minutes", "0").start()
