@@ -311,6 +311,12 @@ class Config:
             _check_zmq("--zmq-bind", endpoint, bind=True)
         for url in self.syslog:
             _check_syslog(url)
+        # Each would bind the same address: one process failed on its own port, and
+        # workers bound it twice.
+        addresses = [_syslog_address(u) for u in self.syslog]
+        for url, address in zip(self.syslog, addresses, strict=True):
+            if addresses.count(address) > 1:
+                raise ValueError(f"--syslog {url!r}: that address is given more than once")
         for item in self.breakdown:
             event, sep, prop = item.partition(":")
             if item.lower() != "none" and not (sep and event and prop):
@@ -499,6 +505,14 @@ def _check_token(token: str) -> None:
     if not all("!" <= c <= "~" for c in token):
         # What a client can send in an Authorization header as it is.
         raise ValueError("--admin-token must be printable ASCII without spaces")
+
+
+def _syslog_address(url: str) -> tuple[str, str, int | None]:
+    """What a --syslog URL binds, spelt one way: `localhost` is 127.0.0.1."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    host = "127.0.0.1" if host == "localhost" else host
+    return (parts.scheme, host or parts.path, parts.port or None)
 
 
 def _check_syslog(url: str) -> None:

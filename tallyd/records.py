@@ -323,7 +323,8 @@ def _key(record: dict[str, Any], name: str, kinds: tuple[str, ...]) -> tuple[str
     key = _text(record, name)
     k = classify(key)
     if k is None or k.kind not in kinds:
-        raise BadRecord(f"{key!r} is not a {' or '.join(kinds)} key of tallyd's layout")
+        article = "an" if kinds[0][0] in "aeiou" else "a"
+        raise BadRecord(f"{key!r} is not {article} {' or '.join(kinds)} key of tallyd's layout")
     if not _a_date(k.parts):
         raise BadRecord(f"{key!r} names a day that is no date")
     return key, k
@@ -377,7 +378,8 @@ def parse(line: bytes) -> Record:
         return Record("end", record)
     kind = next((k for k in SHAPES if k in record), None)
     if kind is None or set(record) != SHAPES[kind]:
-        raise BadRecord("not a record: expected one of " + "; ".join(map(str, SHAPES.values())))
+        shapes = ("{" + ", ".join(sorted(fields)) + "}" for fields in SHAPES.values())
+        raise BadRecord("not a record: expected one of " + "; ".join(shapes))
     if kind == "key":
         key, k = _key(record, "key", ("counter", "funnel"))
         f = record.get("field")
