@@ -210,6 +210,14 @@ def test_a_key_of_another_type_fails_its_part_whole(tmp_path: Path, redis_url: s
     assert r.keys("a*") == ["a1/pageview/2000/01"]
     piped = tallyd("import", "/dev/stdin", "--store", redis_url)
     assert piped.returncode == 1 and "is not a file" in piped.stderr
+    # A hash of tallyd's whose field holds no whole number: HINCRBY would fail after
+    # the part's earlier writes, and the import, resumed, count them twice.
+    r.delete("a1/pageview/2000/01")
+    r.hset("a1/pageview/2000/01", "02", "abc")
+    done = tallyd("import", str(src), "--store", redis_url)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "a1/pageview/2000/01 field 02 holds no whole number" in done.stderr
+    assert r.keys("a*") == ["a1/pageview/2000/01"]
 
 
 def test_an_unreachable_store_is_one_line(tmp_path: Path) -> None:

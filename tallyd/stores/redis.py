@@ -80,7 +80,9 @@ APPLY = _batch_script(
 # same slot), "set" puts them in its place.
 # Redis does not undo a script's writes when a command in it fails: every key
 # is checked first, so a key of another type (data that is not tallyd's) fails
-# the part before anything of it is written.
+# the part before anything of it is written; so is, for "add", each field a
+# count is added to (HINCRBY fails on one that holds no whole number, and a part
+# half written would count twice once resumed).
 WRITE_CHECK = """local function check(doc, wanted, sketch)
   for _, e in ipairs(cjson.decode(doc)) do
     local key = KEYS[e[1]]
@@ -96,6 +98,18 @@ local failed = check(ARGV[3], 'hash') or check(ARGV[4], 'zset') or check(ARGV[5]
   or check(ARGV[7], 'string', true)
 if failed then return failed end
 local add, scratch = ARGV[8] == 'add', KEYS[#KEYS]
+if add then
+  for _, e in ipairs(cjson.decode(ARGV[3])) do
+    local key = KEYS[e[1]]
+    for field, _ in pairs(e[2]) do
+      local v = redis.call('HGET', key, field)
+      if v and not string.match(v, '^%-?%d+$') then
+        return redis.error_reply('WRONGTYPE ' .. key .. ' field ' .. field ..
+          ' holds no whole number: not tallyd\\'s; nothing of this part was written')
+      end
+    end
+  end
+end
 """
 WRITE = _batch_script(
     WRITE_CHECK,
