@@ -222,7 +222,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     from tallyd.seeds_import import address, import_seed
-    from tallyd.transfer import import_file
+    from tallyd.transfer import checked_file, import_file
 
     cfg = _config(args, AT_ONCE)
     if (args.file is None) == (args.from_redis is None):
@@ -242,10 +242,12 @@ def cmd_import(args: argparse.Namespace) -> int:
             return 2
 
     async def run() -> list[str]:
+        # A file is checked before the store is opened: a bad one leaves no new store.
+        checked = checked_file(args.file) if args.file is not None else None
         async with _store(cfg) as store:
             if args.file is not None:
                 return await import_file(
-                    store, cfg.store, args.file, args.mode, args.force, cfg.key_prefix
+                    store, cfg.store, args.file, args.mode, args.force, cfg.key_prefix, checked
                 )
             from tallyd.keys import KeySpace
             from tallyd.periods import Clock

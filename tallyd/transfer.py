@@ -256,17 +256,30 @@ async def write_all(
     return writer
 
 
-async def import_file(
-    store: Transferable, url: str, path: str, mode: str, force: bool, prefix: str
-) -> list[str]:
-    """Import a checked file into `store`; the lines to tell the user."""
-    started = time.monotonic()
+def checked_file(path: str) -> Checked:
+    """The file an import reads, checked whole (BadLine, Refused): before the store
+    is opened, so a bad file leaves no new store behind either."""
     if os.path.exists(path) and not os.path.isfile(path):
         raise Refused(
             f"{path} is not a file: an import reads its file twice (to check it, then to "
             "write it), so save what a pipe gives to a file first"
         )
-    checked = check_file(path)
+    return check_file(path)
+
+
+async def import_file(
+    store: Transferable,
+    url: str,
+    path: str,
+    mode: str,
+    force: bool,
+    prefix: str,
+    checked: Checked | None = None,
+) -> list[str]:
+    """Import a file (`checked_file`, if not `checked` already) into `store`; the
+    lines to tell the user."""
+    started = time.monotonic()
+    checked = checked or checked_file(path)
     what = f"{os.path.basename(path)} (sha256 {checked.sha256[:12]})"
     start = await begin(store, f"file:{checked.sha256}", what, mode, force, resumable=True)
 
