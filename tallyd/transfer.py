@@ -104,6 +104,7 @@ def check_file(path: str) -> Checked:
     count = 0
     header = end = None
     number = 0
+    said_range = False
     try:
         with open(path, "rb") as f:
             for number, line in enumerate(f, 1):
@@ -122,6 +123,12 @@ def check_file(path: str) -> Checked:
                     if count or header is not None:
                         raise BadLine(path, number, "a header that is not the first line")
                     header = number
+                    said_range = _ranged(record.fields)
+                elif record.kind == "baseline" and said_range:
+                    # A baseline counts for all time: two ranges' files would add it twice.
+                    raise BadLine(
+                        path, number, "a baseline in the export of a date range, which has none"
+                    )
                 elif record.kind == "end":
                     end = number
                     said = record.fields["end"]["records"]
@@ -139,6 +146,12 @@ def check_file(path: str) -> Checked:
             path, number, 'no last line {"end": ...}: the export that wrote it did not finish'
         )
     return Checked(digest.hexdigest(), count)
+
+
+def _ranged(header: dict[str, Any]) -> bool:
+    """Whether an export's header says it holds a date range (`--from`, `--to`)."""
+    flt = header.get("filter")
+    return isinstance(flt, dict) and bool(flt.get("from") or flt.get("to"))
 
 
 @dataclass

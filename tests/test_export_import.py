@@ -620,3 +620,21 @@ def test_a_bad_baseline_is_a_bad_line(tmp_path: Path) -> None:
     done = tallyd("export", "--store", store, "--out", str(tmp_path / "out.jsonl"))
     assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
     assert "baseline:o%2Fr/hit field count holds 18,014,398,509,481,982" in done.stderr
+
+
+def test_a_ranged_export_with_a_baseline_is_refused(tmp_path: Path) -> None:
+    # Only an export of every day holds baselines: one added by hand to a ranged file
+    # would be counted again with the file of the next range.
+    head = b'{"tallyd": "export", "version": 1, "store": "sqlite", "key_prefix": "", '
+    lines = [
+        b'{"baseline": "baseline:o%2Fr/hit", "count": 5}',
+        b'{"end": {"records": 1}}',
+    ]
+    src = tmp_path / "ranged.jsonl"
+    ranged = b'"filter": {"accounts": [], "events": [], "from": "2026-01-01", "to": null}}'
+    src.write_bytes(b"\n".join([head + ranged, *lines]) + b"\n")
+    with pytest.raises(transfer.BadLine, match="line 2: a baseline in the export of a date"):
+        transfer.check_file(str(src))
+    whole = b'"filter": {"accounts": [], "events": [], "from": null, "to": null}}'
+    src.write_bytes(b"\n".join([head + whole, *lines]) + b"\n")
+    assert transfer.check_file(str(src)).records == 1
