@@ -10,8 +10,10 @@ reads another type than the field's annotation, fails at import.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
@@ -508,11 +510,17 @@ def _check_token(token: str) -> None:
 
 
 def _syslog_address(url: str) -> tuple[str, str, int | None]:
-    """What a --syslog URL binds, spelt one way: `localhost` is 127.0.0.1."""
+    """What a --syslog URL binds, spelt one way: `localhost` and `127.1` are
+    127.0.0.1, `/run/./t.sock` is `/run/t.sock`."""
     parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return (parts.scheme, os.path.normpath(parts.path), None)
     host = (parts.hostname or "").lower()
-    host = "127.0.0.1" if host == "localhost" else host
-    return (parts.scheme, host or parts.path, parts.port or None)
+    if host == "localhost":
+        host = "127.0.0.1"
+    with contextlib.suppress(OSError):
+        host = socket.inet_ntoa(socket.inet_aton(host))
+    return (parts.scheme, host, parts.port or None)
 
 
 def _check_syslog(url: str) -> None:

@@ -163,7 +163,8 @@ def test_a_field_must_name_a_parser_of_its_type() -> None:
             {},
             "--syslog 'udp://127.0.0.1:5140': that address is given more than once",
         ),
-        ({"syslog": ["unix:///run/t.sock", "unix:///run/t.sock"]}, {}, "more than once"),
+        ({"syslog": ["unix:///run/t.sock", "unix:///run/./t.sock"]}, {}, "more than once"),
+        ({"syslog": ["udp://127.0.0.1:5140", "udp://127.1:5140"]}, {}, "more than once"),
     ],
 )
 def test_bad_settings_name_themselves(

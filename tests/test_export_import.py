@@ -211,12 +211,13 @@ def test_a_key_of_another_type_fails_its_part_whole(tmp_path: Path, redis_url: s
     assert piped.returncode == 1 and "is not a file" in piped.stderr
     # A hash of tallyd's whose field holds no whole number: HINCRBY would fail after
     # the part's earlier writes, and the import, resumed, count them twice.
-    r.delete("a1/pageview/2000/01")
-    r.hset("a1/pageview/2000/01", "02", "abc")
-    done = tallyd("import", str(src), "--store", redis_url)
-    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
-    assert "a1/pageview/2000/01 field 02 holds no whole number" in done.stderr
-    assert r.keys("a*") == ["a1/pageview/2000/01"]
+    for odd in ("abc", "05", "-1", "99999999999999999999", "9223372036854775807"):
+        r.delete("a1/pageview/2000/01")
+        r.hset("a1/pageview/2000/01", "02", odd)
+        done = tallyd("import", str(src), "--store", redis_url)
+        assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+        assert "a1/pageview/2000/01 field 02 holds no count of tallyd's" in done.stderr
+        assert r.keys("a*") == ["a1/pageview/2000/01"], odd
 
 
 def test_an_unreachable_store_is_one_line(tmp_path: Path) -> None:

@@ -81,8 +81,9 @@ APPLY = _batch_script(
 # Redis does not undo a script's writes when a command in it fails: every key
 # is checked first, so a key of another type (data that is not tallyd's) fails
 # the part before anything of it is written; so is, for "add", each field a
-# count is added to (HINCRBY fails on one that holds no whole number, and a part
-# half written would count twice once resumed).
+# count is added to that holds no count of tallyd's (a whole number 0..2^53 - 1
+# written as Redis writes it): HINCRBY fails on `abc` and `05`, and a part half
+# written would count twice once resumed.
 WRITE_CHECK = """local function check(doc, wanted, sketch)
   for _, e in ipairs(cjson.decode(doc)) do
     local key = KEYS[e[1]]
@@ -103,9 +104,10 @@ if add then
     local key = KEYS[e[1]]
     for field, _ in pairs(e[2]) do
       local v = redis.call('HGET', key, field)
-      if v and not string.match(v, '^%-?%d+$') then
+      if v and v ~= '0' and not (string.match(v, '^[1-9]%d*$') and #v <= 16
+          and tonumber(v) <= 9007199254740991) then
         return redis.error_reply('WRONGTYPE ' .. key .. ' field ' .. field ..
-          ' holds no whole number: not tallyd\\'s; nothing of this part was written')
+          ' holds no count of tallyd\\'s: nothing of this part was written')
       end
     end
   end
