@@ -33,7 +33,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import corpus
-from common import StoreCounts, Tallyd, arguments, check_counts, report
+from common import StoreCounts, Tallyd, arguments, check_counts, report, until_counted
 
 PER_BODY = 1000
 
@@ -89,15 +89,7 @@ def post_until_counted(
             th.join()
         posted = time.perf_counter() - t0
         assert not errors, errors[:5]
-        counted, progress = 0, time.perf_counter()
-        while counted < total:
-            time.sleep(0.005)
-            now = store.rollup(types, "2013")
-            if now > counted:
-                counted, progress = now, time.perf_counter()
-            elif time.perf_counter() - progress > 30:
-                raise AssertionError(f"{counted:,} of {total:,} counted, none more for 30 s")
-        elapsed = time.perf_counter() - t0
+        elapsed = until_counted(store, types, total) - t0
         check_counts(store, counts)
     finally:
         store.close()

@@ -44,9 +44,9 @@ def _has_control(s: str) -> bool:
 def check_id_names(account: object, event: object) -> None:
     """Raise `Rejected` unless the names are an id's: valid, and the account no rollup
     (an owner's action or a baseline names one id)."""
-    check_name(account, "account")
+    name = check_name(account, "account")
     check_name(event, "event")
-    if reserved(str(account)):
+    if reserved(name):
         raise Rejected("reserved_account", f"{account!r} is a rollup of other accounts, not an id")
 
 

@@ -184,13 +184,9 @@ class Intake:
         self.metrics.duplicates += duplicates
         return Counted(accepted, duplicates, rejected)
 
-    def reject(self, source: str, err: Rejected, n: int = 1) -> None:
-        """`n` events refused for `err`'s reason: metered, and logged as the rate allows."""
-        self.metrics.reject(source, err.reason, n)
-        self.reject_log(source, err, n)
-
     def reject_all(self, source: str, rejected: list[tuple[int, Rejected]]) -> None:
-        """`reject` once per reason: a flood's body is a thousand of one reason."""
+        """Refused events metered, and logged as the rate allows, once per reason: a
+        flood's body is a thousand of one reason."""
         first: dict[str, list[Any]] = {}  # reason → [its first error, how many]
         for _, err in rejected:
             seen = first.get(err.reason)
@@ -199,4 +195,5 @@ class Intake:
             else:
                 seen[1] += 1
         for err, n in first.values():
-            self.reject(source, err, n)
+            self.metrics.reject(source, err.reason, n)
+            self.reject_log(source, err, n)

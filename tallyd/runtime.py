@@ -94,6 +94,11 @@ class StopSignals:
     def __init__(self) -> None:
         self.first: float | None = None
 
+    @property
+    def asked(self) -> bool:
+        """Whether a stop was asked for."""
+        return self.first is not None
+
     def press(self) -> int:
         """1 for the first request, 2 for one that forces, 0 for a repeat of the first."""
         now = time.monotonic()

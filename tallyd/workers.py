@@ -70,7 +70,6 @@ class Supervisor:
         self.backoff: dict[int, float] = {}
         self.restart_at: dict[int, float] = {}
         self.codes: dict[int, int] = {}
-        self.signals = 0  # stop requests taken (StopSignals: repeats of one are one)
         self.stops = StopSignals()
 
     def main(self) -> int:
@@ -95,7 +94,6 @@ class Supervisor:
             hold.close()
             log.error("cannot listen for syslog on %s", exc.strerror)
             return 1
-        port = hold.getsockname()[1]
         http = f"{cfg.http.rpartition(':')[0]}:{port}"
         self.cfg = dataclasses.replace(cfg, http=http, syslog=syslog)
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -103,10 +101,10 @@ class Supervisor:
         log.info("supervisor: starting %d workers on port %d", self.count, port)
         try:
             for i in range(self.count):
-                if self.signals:
+                if self.stops.asked:
                     break  # a stop while starting: the started ones are stopped below
                 self._start(i)
-            while self.signals == 0:
+            while not self.stops.asked:
                 self._reap()
                 self._restart_due()
                 time.sleep(TICK)
@@ -124,7 +122,6 @@ class Supervisor:
         pressed = self.stops.press()
         if not pressed:
             return
-        self.signals += 1
         name = signal.Signals(signum).name
         if pressed == 1:
             log.info("supervisor: %s: stopping %d workers (again to force)", name, len(self.pids))
@@ -169,7 +166,7 @@ class Supervisor:
                 continue
             code = os.waitstatus_to_exitcode(status)
             self.codes[index] = code
-            if self.signals:
+            if self.stops.asked:
                 continue
             lived = time.monotonic() - self.started[index]
             wait = (

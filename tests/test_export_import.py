@@ -132,6 +132,15 @@ def test_sqlite_to_cluster_and_back(
     assert answers(again) == before
 
 
+def refused_after(src: Path, good: bytes, cases: list[tuple[bytes, str]]) -> None:
+    """Each case's line, written after the `good` one, is refused as line 2 of `src`
+    for the reason its pattern names."""
+    for line, why in cases:
+        src.write_bytes(good + line + b"\n")
+        with pytest.raises(transfer.BadLine, match=f"{src} line 2: .*{why}"):
+            transfer.check_file(str(src))
+
+
 def cell_file(path: Path, cells: int, bad_at: int = 0) -> None:
     """A file of `cells` counter cells of distinct days, with a bad line at `bad_at`."""
     lines = []
@@ -183,17 +192,15 @@ def test_a_bad_line_writes_nothing(tmp_path: Path) -> None:
     )
     # Checked before the store is opened: no new store is left behind either.
     assert not (tmp_path / "t.db").exists()
-    for line, why in [
+    cases = [
         (b"[1, 2]", "not a JSON object"),
         (b'{"key": "tallyd:batches", "field": "n", "count": 1}', "not a counter or funnel key"),
         (b'{"key": "a/b", "field": "2013", "count": 1.5}', "whole number"),
         (b'{"index": "accounts:hit", "member": "a/b"}', "escaped name"),
         (b'{"unique": "unique:a/hit/2013/01/01", "registers": "AAAA"}', "registers"),
         (b'{"key": "a/b", "field": "2013", "count": 1, "x": 1}', "not a record"),
-    ]:
-        src.write_bytes(b'{"key": "a/b", "field": "2013", "count": 1}\n' + line + b"\n")
-        with pytest.raises(transfer.BadLine, match=f"{src} line 2: .*{why}"):
-            transfer.check_file(str(src))
+    ]
+    refused_after(src, b'{"key": "a/b", "field": "2013", "count": 1}\n', cases)
 
 
 def test_a_key_of_another_type_fails_its_part_whole(tmp_path: Path, redis_url: str) -> None:
@@ -406,17 +413,15 @@ def test_counts_export_writes_are_counts_import_takes(tmp_path: Path) -> None:
 def test_a_day_that_is_no_date_is_a_bad_line(tmp_path: Path) -> None:
     src = tmp_path / "days.jsonl"
     good = b'{"key": "a/pv/2012/02", "field": "29", "count": 1}\n'
-    for line, why in [
+    cases = [
         (b'{"key": "a/pv/2013/02", "field": "30", "count": 1}', "'30' is not a period field"),
         (b'{"key": "a/pv/2013/04", "field": "31", "count": 1}', "'31' is not a period field"),
         (b'{"key": "a/pv/2013/02", "field": "29", "count": 1}', "'29' is not a period field"),
         (b'{"key": "a/pv/2013/02/30", "field": "14", "count": 1}', "names a day that is no"),
         (b'{"expire": "a/pv/2013/02/29/14", "at": 1}', "names a day that is no date"),
         (b'{"ranking": "top:pv/2013/02/30", "member": "a", "score": 1}', "day that is no"),
-    ]:
-        src.write_bytes(good + line + b"\n")
-        with pytest.raises(transfer.BadLine, match=f"{src} line 2: .*{why}"):
-            transfer.check_file(str(src))
+    ]
+    refused_after(src, good, cases)
     src.write_bytes(good)
     assert transfer.check_file(str(src)).records == 1
 
@@ -584,7 +589,7 @@ def test_baselines_go_with_their_id_and_no_range(tmp_path: Path) -> None:
 def test_a_bad_baseline_is_a_bad_line(tmp_path: Path) -> None:
     src = tmp_path / "bad.jsonl"
     good = b'{"baseline": "baseline:o%2Fr/hit", "count": 5}\n'
-    for line, why in [
+    cases = [
         (b'{"baseline": "baseline:o%2Fr/hit", "count": -1}', "from 0 to 2\\^53 - 1"),
         (b'{"baseline": "baseline:o%2Fr/hit", "count": 9007199254740992}', "from 0 to 2\\^53"),
         (b'{"baseline": "baseline:o%2Fr/hit", "count": "5"}', "whole number"),
@@ -601,10 +606,8 @@ def test_a_bad_baseline_is_a_bad_line(tmp_path: Path) -> None:
         (b'{"baseline": "baseline:x%0Ay/hit", "count": 5}', "control characters"),
         (b'{"baseline": "baseline:' + b"a" * 201 + b'/hit", "count": 5}', "longer than 200"),
         (b'{"baseline": "baseline:o%2Fr/hi%74", "count": 5}', "not escaped as tallyd"),
-    ]:
-        src.write_bytes(good + line + b"\n")
-        with pytest.raises(transfer.BadLine, match=f"{src} line 2: .*{why}"):
-            transfer.check_file(str(src))
+    ]
+    refused_after(src, good, cases)
     store = f"sqlite:///{tmp_path}/t.db"
     cell_file(tmp_path / "cells.jsonl", 1)
     ok("import", str(tmp_path / "cells.jsonl"), "--store", store)

@@ -61,6 +61,19 @@ def views(port: int, ids: list[str], each: int, threads: int = 8) -> int:
     return sum(done)
 
 
+def send_badge_lines(port: int, n: int) -> None:
+    """`n` nginx badge lines to a syslog UDP port, from 16 source ports, as nginx's
+    workers send them: the kernel spreads them over the workers' sockets."""
+    senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(16)]
+    for i in range(n):
+        line = f'<190>Nov 23 01:31:00 web1 badge: "2015-12-25","o%2Fr{i % 10}"'
+        senders[i % len(senders)].sendto(line.encode(), ("127.0.0.1", port))
+        if i % 500 == 499:
+            time.sleep(0.01)  # the kernel's buffers are large, not endless
+    for sender in senders:
+        sender.close()
+
+
 def answered_by(server: Server, tries: int = 40) -> set[int]:
     """Which workers answer /healthz over fresh connections."""
     seen = set()
@@ -162,15 +175,7 @@ def test_workers_share_the_syslog_port_and_count_each_datagram_once(
     server = server_factory(
         tmp_path, "--workers", "2", "--syslog", f"udp://127.0.0.1:{port}", store=redis_url
     ).start()
-    # Senders on many source ports, as nginx's workers are: the kernel spreads them.
-    senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(16)]
-    for i in range(4000):
-        line = f'<190>Nov 23 01:31:00 web1 badge: "2015-12-25","o%2Fr{i % 10}"'
-        senders[i % len(senders)].sendto(line.encode(), ("127.0.0.1", port))
-        if i % 500 == 499:
-            time.sleep(0.01)  # the kernel's buffers are large, not endless
-    for s in senders:
-        s.close()
+    send_badge_lines(port, 4000)
     assert wait_until(lambda: total(server, "all", "hit"), 4000, timeout=20) == 4000
     assert server.stop() == 0
     log = server.log.read_text()
@@ -239,11 +244,7 @@ def test_a_syslog_port_another_tallyds_workers_hold_is_busy(
     assert second.proc is not None and second.proc.wait(5) == 1
     assert "Address already in use" in second.log.read_text()
     # Every datagram still reaches the first service.
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    for i in range(200):
-        line = f'<190>Nov 23 01:31:00 web1 badge: "2015-12-25","o%2Fr{i % 10}"'
-        sender.sendto(line.encode(), ("127.0.0.1", port))
-    sender.close()
+    send_badge_lines(port, 200)
     assert wait_until(lambda: total(first, "all", "hit"), 200, timeout=20) == 200
 
 
@@ -255,11 +256,5 @@ def test_syslog_port_0_is_one_port_for_every_worker_and_logged(
     assert wait_until(lambda: len(re.findall(said, server.log.read_text())), 2, timeout=10) == 2
     ports = set(re.findall(said, server.log.read_text()))
     assert len(ports) == 1 and "0" not in ports, ports
-    port = int(ports.pop())
-    senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(8)]
-    for i in range(400):
-        line = f'<190>Nov 23 01:31:00 web1 badge: "2015-12-25","o%2Fr{i % 10}"'
-        senders[i % len(senders)].sendto(line.encode(), ("127.0.0.1", port))
-    for sender in senders:
-        sender.close()
+    send_badge_lines(int(ports.pop()), 400)
     assert wait_until(lambda: total(server, "all", "hit"), 400, timeout=20) == 400
