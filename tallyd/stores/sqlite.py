@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import queue
 import sqlite3
@@ -136,43 +137,97 @@ def path_of(url: str) -> str:
     return path
 
 
-def _encode(counters: Any, indexes: Any, rankings: Any, expire_at: Any) -> tuple[bytes, ...]:
-    """Each table's rows as one JSON document, for one statement each (`_upsert`)."""
+# Rows per JSON document (`_encode`). orjson holds the GIL while it writes one, and
+# the event loop waits meanwhile: a flood's batch of 20,000 new accounts was 3 MB of
+# documents, 12 ms in one go. Between documents the writer runs statements, which
+# release the GIL, so the loop waits at most about one document (~0.1 ms) at a time.
+DOCUMENT_ROWS = 1000
+# Counter hashes have at most 60 fields (an hour's minutes), so their documents are
+# cut by keys, in C (`islice`); an index or a ranking can hold any number of members.
+DOCUMENT_KEYS = 1000
+
+Documents = tuple[list[bytes], list[bytes], list[bytes], list[bytes]]
+
+
+def _encode(counters: Any, indexes: Any, rankings: Any, expire_at: Any) -> Documents:
+    """Each table's rows as JSON documents of about DOCUMENT_ROWS rows (`_upsert`)."""
     return (
-        orjson.dumps(counters),
-        orjson.dumps({k: list(ms) for k, ms in indexes.items()}),
-        orjson.dumps(rankings),
-        orjson.dumps(expire_at),
+        _by_keys(counters),
+        _by_rows({k: list(ms) for k, ms in indexes.items()}),
+        _by_rows(rankings),
+        _by_keys(expire_at),
     )
 
 
-def _upsert(c: sqlite3.Connection, encoded: tuple[bytes, ...], mode: str) -> None:
+def _by_keys(table: dict[str, Any]) -> list[bytes]:
+    """`table` as JSON objects of DOCUMENT_KEYS keys each."""
+    items = iter(table.items())
+    docs = []
+    while part := dict(itertools.islice(items, DOCUMENT_KEYS)):
+        docs.append(orjson.dumps(part))
+    return docs
+
+
+def _by_rows(table: dict[str, Any]) -> list[bytes]:
+    """`{key: rows}` (a dict or a list of rows per key) as JSON objects of the same
+    shape, each of at most DOCUMENT_ROWS rows; a key with more rows than that is split
+    across objects, so no (key, row) pair is in two of them."""
+    docs: list[bytes] = []
+    part: dict[str, Any] = {}
+    size = 0
+    for key, rows in table.items():
+        n = len(rows)
+        if size + n > DOCUMENT_ROWS and part:
+            docs.append(orjson.dumps(part))
+            part, size = {}, 0
+        if n <= DOCUMENT_ROWS:
+            part[key] = rows
+            size += n
+            continue
+        if isinstance(rows, dict):
+            members = iter(rows.items())
+            while piece := dict(itertools.islice(members, DOCUMENT_ROWS)):
+                docs.append(orjson.dumps({key: piece}))
+        else:
+            for i in range(0, n, DOCUMENT_ROWS):
+                docs.append(orjson.dumps({key: rows[i : i + DOCUMENT_ROWS]}))
+    if part:
+        docs.append(orjson.dumps(part))
+    return docs
+
+
+def _upsert(c: sqlite3.Connection, encoded: Documents, mode: str) -> None:
     """Write `_encode`'s documents, adding counts and scores to what is there
     (`mode` "add") or putting them in its place ("set")."""
     counters, indexes, rankings, expire_at = encoded
     value, score, at = UPSERT[mode]
-    c.execute(
-        "INSERT INTO counters (key, field, value) "
-        "SELECT k.key, f.key, f.value FROM json_each(?) AS k, json_each(k.value) AS f "
-        f"WHERE true ON CONFLICT (key, field) DO UPDATE SET value = {value}",
-        (counters,),
+    statements = (
+        (
+            counters,
+            "INSERT INTO counters (key, field, value) "
+            "SELECT k.key, f.key, f.value FROM json_each(?) AS k, json_each(k.value) AS f "
+            f"WHERE true ON CONFLICT (key, field) DO UPDATE SET value = {value}",
+        ),
+        (
+            indexes,
+            "INSERT OR IGNORE INTO indexes (key, member) "
+            "SELECT k.key, m.value FROM json_each(?) AS k, json_each(k.value) AS m",
+        ),
+        (
+            rankings,
+            "INSERT INTO rankings (key, member, score) "
+            "SELECT k.key, m.key, m.value FROM json_each(?) AS k, json_each(k.value) AS m "
+            f"WHERE true ON CONFLICT (key, member) DO UPDATE SET score = {score}",
+        ),
+        (
+            expire_at,
+            "INSERT INTO expiry (key, at) SELECT key, value FROM json_each(?) "
+            f"WHERE true ON CONFLICT (key) DO UPDATE SET at = {at}",
+        ),
     )
-    c.execute(
-        "INSERT OR IGNORE INTO indexes (key, member) "
-        "SELECT k.key, m.value FROM json_each(?) AS k, json_each(k.value) AS m",
-        (indexes,),
-    )
-    c.execute(
-        "INSERT INTO rankings (key, member, score) "
-        "SELECT k.key, m.key, m.value FROM json_each(?) AS k, json_each(k.value) AS m "
-        f"WHERE true ON CONFLICT (key, member) DO UPDATE SET score = {score}",
-        (rankings,),
-    )
-    c.execute(
-        "INSERT INTO expiry (key, at) SELECT key, value FROM json_each(?) "
-        f"WHERE true ON CONFLICT (key) DO UPDATE SET at = {at}",
-        (expire_at,),
-    )
+    for docs, sql in statements:
+        for doc in docs:
+            c.execute(sql, (doc,))
 
 
 def _sketches(c: sqlite3.Connection, keys: list[str]) -> dict[str, bytes]:
@@ -306,9 +361,9 @@ class SQLiteStore:
         assert self._w is not None
         self._check_file()
         if b.encoded is None:
-            # Each table's rows go in as one JSON document and one statement: SQLite
-            # then loops in C, instead of Python re-taking the GIL for every row
-            # (which stalls behind the ingest thread for up to 5 ms a time).
+            # A table's rows go in as JSON documents of a thousand rows, a statement
+            # each: SQLite then loops in C, instead of Python re-taking the GIL for
+            # every row (which stalls behind the ingest thread for up to 5 ms a time).
             b.encoded = _encode(b.counters, b.indexes, b.rankings, b.expire_at)
         c = self._w
         c.execute("BEGIN IMMEDIATE")
