@@ -137,7 +137,7 @@ def event_of(msg: bytes, event: str) -> Any:
     try:
         t = hit_time(m.group(1))
     except Rejected as err:
-        return err
+        return err.kept()
     if t is None:
         return {"event": event, "account": account}
     return {"event": event, "account": account, "time": t}
