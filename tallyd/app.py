@@ -168,7 +168,7 @@ class App:
         """
         self.metrics.http_error(err.status, err.error)
         path: str = scope.get("path", "")
-        if err.status < 500:
+        if err.status != 500:  # a 500 is logged, with its traceback, where it happened
             # One clock per kind of refusal, not per target: a crowd of slow heads, each
             # with a target of its own, is one line a second, naming the latest.
             where = f"({scope.get('method')} {path[:200]})"

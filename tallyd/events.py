@@ -6,6 +6,7 @@ still check everything, and only the rejection path raises.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
@@ -279,11 +280,26 @@ def scalar_text(v: int | float | bool) -> str:
 MAX_SOURCES = 1_000
 
 
+class _Folded:
+    """One source's log clock: when its next line may be written, and what was folded
+    into it meanwhile (how many, the latest, whether a line is due for them)."""
+
+    __slots__ = ("due", "latest", "n", "next_at")
+
+    def __init__(self) -> None:
+        self.next_at = 0.0
+        self.n = 0
+        self.latest: Rejected | None = None
+        self.due = False
+
+
 class RejectLog:
     """Logs rejections at most once per second per source, with how many were folded in.
 
     Each source has its own clock, so a flood from one cannot hide (or be
-    reported as) another's.
+    reported as) another's. What was folded is reported when its second is up, not
+    only at the next rejection: a crowd refused all at once is one line now and one
+    with the rest a second later, not a count held back until the next refusal.
     """
 
     def __init__(
@@ -292,8 +308,7 @@ class RejectLog:
         self._log = logger
         self._every = every
         self._what = what
-        # source → [when the next line may be logged, rejections folded since the last]
-        self._state: dict[str, list[float]] = {}
+        self._state: dict[str, _Folded] = {}
 
     def __call__(self, source: str, err: Rejected, n: int = 1) -> None:
         """`n` rejections like `err` (the others of a batch are folded into its line)."""
@@ -302,12 +317,35 @@ class RejectLog:
         if state is None:
             if len(self._state) >= MAX_SOURCES:  # callers may label by path: stay bounded
                 self._state.clear()
-            state = self._state[source] = [0.0, 0.0]
-        if now < state[0]:
-            state[1] += n
+            state = self._state[source] = _Folded()
+        if now < state.next_at:
+            state.n += n
+            state.latest = err
+            if not state.due:
+                state.due = self._report_later(source, state, state.next_at - now)
             return
-        state[1] += n - 1
-        more = f" (+{int(state[1])} more since last report)" if state[1] else ""
+        state.n += n - 1
+        self._write(source, err, state, now)
+
+    def _write(self, source: str, err: Rejected, state: _Folded, now: float) -> None:
+        more = f" (+{state.n} more since last report)" if state.n else ""
         self._log.warning("%s %s: %s: %s%s", self._what, source, err.reason, err.detail, more)
-        state[0] = now + self._every
-        state[1] = 0.0
+        state.next_at = now + self._every
+        state.n = 0
+        state.latest = None
+
+    def _report_later(self, source: str, state: _Folded, delay: float) -> bool:
+        """Write the folded line when its second is up; False outside an event loop
+        (then the next rejection writes it)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        loop.call_later(delay, self._due, source, state)
+        return True
+
+    def _due(self, source: str, state: _Folded) -> None:
+        state.due = False
+        if state.latest is not None and self._state.get(source) is state:
+            latest, state.n = state.latest, state.n - 1
+            self._write(source, latest, state, time.monotonic())

@@ -29,7 +29,7 @@ import httptools
 
 from tallyd.listener import Listener, raise_fd_limit
 from tallyd.metrics import Histogram
-from tallyd.pace import Pace
+from tallyd.pace import TURN, Pace
 from tallyd.plainget import plain_get
 from tallyd.web import INTERNAL, Headers, HTTPError, Message, Response, Scope, too_large
 
@@ -39,6 +39,9 @@ MAX_URL: Final = 8 * 1024
 MAX_HEADERS: Final = 64 * 1024
 # httptools is fed at most this much at once while a head is read (see `_consume`).
 PIECE: Final = 16 * 1024
+# ... and while a chunked body is: each chunk is a Python callback, and 16 KB of
+# 1-byte chunks was 3 ms before the loop's clock was looked at again.
+CHUNKED_PIECE: Final = 2 * 1024
 # Where the parser is: between requests, in a head, in a body, in an upgrade's body.
 IDLE, HEAD, BODY, RAW_BODY = 0, 1, 2, 3
 # The slowest a request body may arrive, after --header-timeout seconds of grace, in
@@ -204,7 +207,9 @@ class _Request:
         self.since = since  # when its first byte was read (loop time)
         self.url = b""
         self.headers: Headers = []
-        self.body: list[bytes] = []
+        # A bytearray, not a list of pieces: a body of a million 1-byte chunks was a
+        # million objects to join and then free, 60 ms of the loop.
+        self.body = bytearray()
         self.size = 0  # body bytes held, counted in HTTPServer.body_bytes
         self.method = ""
         self.version = "1.1"
@@ -412,12 +417,19 @@ class Connection(asyncio.Protocol):
 
     def _consume(self, data: bytes) -> None:
         received = self.loop.time()
+        # A turn's worth of work at most, then the rest waits a turn of the loop
+        # (`_later`): uvloop reads a socket up to 32 times a wake-up, and a body of
+        # 1-byte chunks (a Python callback each) held every other client 0.35 s a MB.
+        turn_ends = time.perf_counter() + TURN
         start = 0
         size = len(data)
         if self.state == IDLE and self.task is None and not self.queue:
             # Plain GETs at the front are read and answered here (see plainget.py);
             # the first other request, and all after it, go to httptools.
             while start < size and not self.closing and not self.write_paused:
+                if start and time.perf_counter() > turn_ends:
+                    self._later(data[start:])
+                    return
                 req = plain_get(data, start)
                 if req is None:
                     break
@@ -438,6 +450,9 @@ class Connection(asyncio.Protocol):
             if self.read_paused or self.write_paused:
                 self.backlog = data[start:]
                 return
+            if start and time.perf_counter() > turn_ends:
+                self._later(data[start:])
+                return
             if self.state == RAW_BODY:
                 end = min(size, start + self.body_left)
                 try:
@@ -449,7 +464,10 @@ class Connection(asyncio.Protocol):
                     self._complete(self.current)
                 start = end
                 continue
-            step = self.body_left if self.state == BODY and self.body_left > 0 else PIECE
+            if self.state != BODY:
+                step = PIECE
+            else:
+                step = self.body_left if self.body_left > 0 else CHUNKED_PIECE
             end = min(size, start + step)
             newline = data.find(b"\n", start, end) >= 0
             if self.state == HEAD and self.line_ended and not newline:
@@ -497,6 +515,12 @@ class Connection(asyncio.Protocol):
                     self._refuse(_headers_too_large())
                     return
             start = end
+
+    def _later(self, rest: bytes) -> None:
+        """Read `rest` on a later turn of the loop, and nothing more until then."""
+        self.backlog = rest
+        self._stop_reading()
+        self.loop.call_soon(self._proceed)
 
     def _stop_reading(self) -> None:
         if self.reading and self.transport is not None and not self.transport.is_closing():
@@ -582,6 +606,11 @@ class Connection(asyncio.Protocol):
                 coding = value if coding is None else coding + b"," + value
             elif name == b"expect" and value.lower() == b"100-continue":
                 req.expect = req.version != "1.0"  # HTTP/1.0 has no 100 (RFC 9110 §10.1.1)
+        if req.version not in ("1.0", "1.1"):
+            # httptools reads `HTTP/2.0` and a bare `GET /` (HTTP/0.9) as heads too.
+            raise HTTPError(
+                505, "http_version_not_supported", "this server speaks HTTP/1.0 and HTTP/1.1"
+            )
         if hosts > 1 or (hosts == 0 and req.version == "1.1"):
             raise HTTPError(400, "bad_host", "an HTTP/1.1 request carries exactly one Host header")
         if coding is not None:
@@ -619,7 +648,7 @@ class Connection(asyncio.Protocol):
                 self._dispatch(req)
             return
         req.size += len(chunk)
-        req.body.append(chunk)
+        req.body += chunk
         server = self.server
         server.body_bytes += len(chunk)
         if server.body_bytes > self.limits.max_body_buffered:
@@ -742,7 +771,7 @@ class Connection(asyncio.Protocol):
                 raise too_large(self.app.max_body)
             if not req.complete:
                 return {"type": "http.disconnect"}
-            body = b"".join(req.body)
+            body = bytes(req.body)
             return {"type": "http.request", "body": body, "more_body": False}
 
         async def send(message: Message) -> None:
@@ -830,7 +859,7 @@ class Connection(asyncio.Protocol):
         if req.size:
             self.server.body_bytes -= req.size
             req.size = 0
-            req.body = []
+            req.body = bytearray()
 
     def _fail(self, err: HTTPError, req: _Request) -> None:
         """Answer an error and close the connection."""

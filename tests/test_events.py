@@ -202,6 +202,30 @@ def test_reject_log_folds_a_batch_into_one_line(caplog: pytest.LogCaptureFixture
     ]
 
 
+async def test_reject_log_reports_what_it_folded_when_its_second_is_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A crowd refused at once, then nothing: the folded count must not wait for the
+    # next refusal, which may never come.
+    import asyncio
+
+    log = logging.getLogger("tallyd.test.rejects.later")
+    reject = RejectLog(log, every=0.2, what="refused")
+    first = Rejected("header_timeout", "the head took too long (GET /1)")
+    last = Rejected("header_timeout", "the head took too long (GET /3000)")
+    with caplog.at_level(logging.WARNING, logger="tallyd.test.rejects.later"):
+        reject("HTTP 408", first)
+        for _ in range(2998):
+            reject("HTTP 408", first)
+        reject("HTTP 408", last)
+        await asyncio.sleep(0.3)
+    assert [r.getMessage() for r in caplog.records] == [
+        "refused HTTP 408: header_timeout: the head took too long (GET /1)",
+        "refused HTTP 408: header_timeout: the head took too long (GET /3000)"
+        " (+2998 more since last report)",
+    ]
+
+
 def test_refusals_kept_in_a_list_leave_no_garbage_cycles() -> None:
     # A caught exception holds its traceback, and through it the frames that raised
     # it: a cycle per refusal, which only the collector frees. A 1 MB body of tiny

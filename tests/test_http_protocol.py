@@ -210,6 +210,14 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+async def until(done: Any, turns: int = 2000) -> None:
+    """Let the loop turn until `done()`: a big read is parsed a turn (tallyd.pace) at a time."""
+    for _ in range(turns):
+        if done():
+            return
+        await asyncio.sleep(0)
+
+
 GET = b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
@@ -232,6 +240,7 @@ async def test_a_long_header_is_refused_as_it_trickles_in_linear_time() -> None:
 async def test_a_head_in_one_big_read_is_refused() -> None:
     conn, t, _ = await connect()
     conn.data_received(b"GET /fast HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 200_000)
+    await until(lambda: t.closed)
     assert t.closed and t.statuses() == [431]
 
 
@@ -252,6 +261,7 @@ async def test_heads_just_under_the_limit_pass_in_any_pieces() -> None:
         conn, t, _ = await connect()
         for i in range(0, len(head), size):
             conn.data_received(head[i : i + size])
+        await until(t.statuses)
         assert t.statuses() == [200] and not t.closed
 
 
@@ -320,6 +330,22 @@ async def test_host_missing_or_repeated_is_a_400(request_bytes: bytes) -> None:
     assert t.statuses() == [400] and b'"error":"bad_host"' in t.written and t.closed
 
 
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /fast HTTP/2.0\r\n\r\n",
+        b"GET /fast HTTP/2.0\r\nHost: a\r\n\r\n",
+        b"GET /fast\r\n\r\n",  # HTTP/0.9's request line
+        b"GET /fast HTTP/0.9\r\nHost: a\r\n\r\n",
+    ],
+)
+async def test_versions_other_than_1_0_and_1_1_are_a_505(request_bytes: bytes) -> None:
+    conn, t, _ = await connect()
+    conn.data_received(request_bytes)
+    assert t.statuses() == [505] and b'"error":"http_version_not_supported"' in t.written
+    assert t.closed
+
+
 async def test_http_1_0_needs_no_host() -> None:
     conn, t, _ = await connect()
     conn.data_received(b"GET /fast HTTP/1.0\r\n\r\n")
@@ -338,6 +364,25 @@ async def test_any_transfer_encoding_but_chunked_is_refused(coding: bytes) -> No
     await settle()
     assert t.statuses() in ([501], [400]) and b'"error":' in t.written and t.closed
     assert not app.bodies
+
+
+async def test_a_read_of_many_tiny_chunks_is_parsed_over_several_turns() -> None:
+    # Each chunk is a Python callback: a read of 1-byte chunks is parsed a turn of the
+    # loop at a time (tallyd.pace), reading paused meanwhile, and the body comes whole.
+    app = FakeApp()
+    app.max_body = 100_000
+    conn, t, _ = await connect(app=app)
+    body = bytes(range(97, 123)) * 1000  # 26,000 1-byte chunks: ~20 ms of callbacks
+    chunks = b"".join(b"1\r\n" + body[i : i + 1] + b"\r\n" for i in range(len(body)))
+    conn.data_received(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + chunks
+        + b"0\r\n\r\n"
+        + GET
+    )
+    assert not t.reading and conn.backlog  # far over one turn (0.1 ms)
+    await until(lambda: len(t.statuses()) == 2)
+    assert t.statuses() == [200, 200] and app.bodies == [body] and t.reading
 
 
 async def test_chunked_bodies_are_read() -> None:
