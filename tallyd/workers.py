@@ -111,10 +111,13 @@ class Supervisor:
             self._stop()
         finally:
             hold.close()
-        failed = {i: c for i, c in self.codes.items() if c}
+        failed = {i: c for i, c in sorted(self.codes.items()) if c}
         if failed:
-            log.error("supervisor: stopped; workers exited with %s", failed)
-            return max(failed.values())
+            how = ", ".join(f"worker {i} {_ended(c)}" for i, c in failed.items())
+            log.error("supervisor: stopped; %s", how)
+            # A worker killed by a signal (and not restarted before the stop) may have
+            # lost what it had not written: 2, as for cells not written.
+            return max(2 if c < 0 else c for c in failed.values())
         log.info("supervisor: stopped; every worker exited cleanly")
         return 0
 
@@ -152,6 +155,7 @@ class Supervisor:
                 os._exit(code)
         self.pids[pid] = index
         self.started[index] = time.monotonic()
+        log.info("supervisor: worker %d started (pid %d)", index, pid)
 
     def _reap(self) -> None:
         while self.pids:
@@ -175,12 +179,11 @@ class Supervisor:
             wait = min(wait, MAX_BACKOFF)
             self.backoff[index] = wait
             self.restart_at[index] = time.monotonic() + wait
-            how = f"signal {-code}" if code < 0 else f"code {code}"
             log.warning(
-                "supervisor: worker %d (pid %d) exited with %s after %.1fs; restarting in %.1fs",
+                "supervisor: worker %d (pid %d) %s after %.1fs; restarting in %.1fs",
                 index,
                 pid,
-                how,
+                _ended(code),
                 lived,
                 wait,
             )
@@ -233,3 +236,8 @@ def _die_with_parent() -> None:
 def _kill(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
+
+
+def _ended(code: int) -> str:
+    """How a worker ended, from its exit code (negative: the signal that killed it)."""
+    return f"exited with signal {-code}" if code < 0 else f"exited with code {code}"

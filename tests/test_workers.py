@@ -168,6 +168,24 @@ def test_a_killed_worker_is_restarted_and_loses_nothing_acknowledged(
     assert (journal / "worker-0").is_dir() and (journal / "worker-1").is_dir()
 
 
+def test_a_stop_while_a_killed_worker_waits_to_restart_exits_2_and_says_so(
+    server_factory: type[Server], tmp_path: Path
+) -> None:
+    server = server_factory(tmp_path, "--workers", "2").start()
+    first = workers_of(server)
+    log = server.log.read_text()
+    started = dict(re.findall(r"worker (\d) started \(pid (\d+)\)", log))
+    assert sorted(started) == ["0", "1"] and sorted(map(int, started.values())) == sorted(first)
+    os.kill(first[0], signal.SIGKILL)
+    wait_until(lambda: server.log.read_text().count("restarting in"), 1, timeout=10)
+    # Within the restart's 0.5 s back-off: the killed worker is never replaced.
+    assert server.stop() == 2
+    log = server.log.read_text()
+    index = next(i for i, pid in started.items() if int(pid) == first[0])
+    assert f"supervisor: stopped; worker {index} exited with signal 9" in log
+    assert log.count("stopped: every count written") == 1  # the other worker's
+
+
 def test_workers_share_the_syslog_port_and_count_each_datagram_once(
     server_factory: type[Server], tmp_path: Path, redis_url: str
 ) -> None:
@@ -188,7 +206,8 @@ def test_a_journal_left_by_one_process_is_replayed_by_the_workers(
     server_factory: type[Server], tmp_path: Path, redis_url: str
 ) -> None:
     journal = ["--durable", "--journal-dir", str(tmp_path / "journal")]
-    # One process, which writes nothing to the store before it is killed.
+    # One process killed after its answer: whatever it had not written by then (it
+    # writes when input pauses, its interval is a minute) comes from its journal.
     single = server_factory(tmp_path, *journal, "--flush-interval", "60", store=redis_url)
     single.start()
     events = [{"event": "pageview", "account": f"a{i % 7}"} for i in range(500)]
