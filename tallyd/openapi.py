@@ -485,7 +485,16 @@ def document(paths: dict[str, Any]) -> dict[str, Any]:
         "info": {
             "title": "tallyd",
             "version": __version__,
-            "description": "Event counts per account and event type, by period.",
+            "description": (
+                "Event counts per account and event type, by period. HEAD is answered"
+                " wherever GET is: the same status and headers, no body (a badge's HEAD"
+                " counts no view). Any path may also be refused before its head is read"
+                " whole, with the Error schema: 400 (not HTTP/1.x, a bad Host or"
+                " framing), 408 (--header-timeout), 413, 414 (a target over 8 KiB),"
+                " 431 (headers over 64 KiB), 501 (a Transfer-Encoding but chunked),"
+                " 503 (--max-connections, --max-body-buffered; with Retry-After) and"
+                " 505 (an HTTP version but 1.0 and 1.1)."
+            ),
         },
         "paths": paths,
         "components": COMPONENTS,
