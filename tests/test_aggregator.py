@@ -282,8 +282,7 @@ async def test_a_steady_stream_is_written_once_an_interval_and_its_end_at_once(
         await asyncio.sleep(0.002)
     during = agg.metrics.flushes
     # 1 s at one batch per 0.2 s, with slack for a slow machine (a stall of 20 ms is
-    # a pause, and writes); flushing whenever
-    # the store was free wrote over a hundred.
+    # a pause, and writes); flushing whenever the store was free wrote over a hundred.
     assert 2 <= during <= 12, during
     await asyncio.sleep(0.15)  # well inside the interval: the pause writes the rest
     assert not agg.pending and during <= agg.metrics.flushes <= during + 2
