@@ -380,7 +380,7 @@ async def test_a_read_of_many_tiny_chunks_is_parsed_over_several_turns() -> None
         + b"0\r\n\r\n"
         + GET
     )
-    assert not t.reading and conn.backlog  # far over one turn (0.1 ms)
+    assert not t.reading and conn.backlog  # far over one turn (0.3 ms)
     await until(lambda: len(t.statuses()) == 2)
     assert t.statuses() == [200, 200] and app.bodies == [body] and t.reading
 
