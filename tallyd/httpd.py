@@ -420,6 +420,7 @@ class Connection(asyncio.Protocol):
         # A turn's worth of work at most, then the rest waits a turn of the loop
         # (`_later`): uvloop reads a socket up to 32 times a wake-up, and a body of
         # 1-byte chunks (a Python callback each) held every other client 0.35 s a MB.
+        # perf_counter, not the loop's clock: uvloop's counts whole milliseconds.
         turn_ends = time.perf_counter() + TURN
         start = 0
         size = len(data)
