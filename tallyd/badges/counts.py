@@ -65,6 +65,17 @@ class Figure:
         return self.days if self.days is not None else self.count + len(self.visitors)
 
 
+@dataclass(slots=True)
+class _Writes:
+    """What a counted view of an id writes besides its hit, worked out once a day: the
+    distinct-visitor sketches (its own, and its owner's rollup's) and whose figures
+    beside its own take the view (`owner/*`, or None)."""
+
+    day: tuple[str, ...]
+    sketches: tuple[str, ...]
+    owner: _Id | None
+
+
 class BadgeCounts:
     def __init__(
         self,
@@ -105,12 +116,13 @@ class BadgeCounts:
         # The current minute, its day and the period of each metric (see `_now`), and
         # today's visitor hashes by the in-memory hash of (address, agent).
         self._minute = -1
+        self._minute_ends = 0.0  # when `_minute` is over (epoch seconds)
         self._day: tuple[str, ...] = ()
         self._figures: dict[str, _Figure] = {}
         self._plans: dict[tuple[_Figure, int], windows.Plan] = {}
         self._visitors_today: dict[int, str] = {}
-        # Account → its owner's rollup (`owner/*`), whose figures a view also bumps.
-        self._owners: dict[str, str | None] = {}
+        # What a counted view of an id writes besides its hit (`_plan_writes`).
+        self._writes: dict[_Id, _Writes] = {}
 
     def hit(
         self, account: str, event: str, metric: str, count: bool, client: str, user_agent: bytes
@@ -122,23 +134,28 @@ class BadgeCounts:
         store replaces it in the background: waiting for that read would cost the
         view several turns of a busy event loop.
         """
-        # The hot path of every badge view: a few dictionary updates.
-        figures = self._shown.get((account, event))
+        # The hot path of every badge view: a few dictionary updates, with nothing
+        # worked out again that a minute (`_now`) or a day (`_Writes`) keeps.
+        ident = (account, event)
+        figures = self._shown.get(ident)
         if figures is None:
             return self._unseen(account, event, metric, count, client, user_agent)
-        now, minute = self._now()
+        now = time.time()
+        if now >= self._minute_ends:
+            self._now()
         figure = self._figures.get(metric) or self._zoned(metric)
         entry = figures.get(figure)
         if entry is None:
             return self._unseen(account, event, metric, count, client, user_agent)
         if entry.until <= time.monotonic():
             entry.until = time.monotonic() + self.refresh  # one refresh at a time
-            self._stale[(account, event), figure] = None
+            self._stale[ident, figure] = None
             if self._refresher is None:
                 self._refresher = asyncio.ensure_future(self._refresh())
         if count:
-            self._count(account, event, figures, now, minute, client, user_agent)
-        return entry.shown
+            self._count(ident, figures, now, client, user_agent)
+        days = entry.days
+        return days if days is not None else entry.count + len(entry.visitors)
 
     def _unseen(
         self, account: str, event: str, metric: str, count: bool, client: str, user_agent: bytes
@@ -170,24 +187,23 @@ class BadgeCounts:
                 "too many badge ids new this minute; try again later",
                 seconds_to_next_minute(),
             )
-        now, minute = self._now()
-        figures = self._shown.get((account, event))
-        return self._count(account, event, figures, now, minute, client, user_agent)
+        now, _ = self._now()
+        ident = (account, event)
+        return self._count(ident, self._shown.get(ident), now, client, user_agent)
 
     def _count(
         self,
-        account: str,
-        event: str,
+        ident: _Id,
         figures: dict[_Figure, Figure] | None,
         now: float,
-        minute: int,
         client: str,
         user_agent: bytes,
     ) -> str:
-        if not self.rate.allow(client, account, user_agent):
+        rate = self.rate
+        if rate.burst and not rate.allow(client, ident[0], user_agent):
             return ""
         agg = self.aggregator
-        agg.count((account, event, minute, None))
+        agg.count((ident[0], ident[1], self._minute, None))
         self.metrics.accept(SOURCE)
         day = self._day
         # Keyed by Python's hash of the pair (SipHash under a key random per process),
@@ -199,24 +215,35 @@ class BadgeCounts:
                 self._visitors_today.clear()
             visitor = self.visitors.hash("/".join(day), client, user_agent)
             self._visitors_today[seen_as] = visitor
+        writes = self._writes.get(ident)
+        if writes is None or writes.day is not day:
+            writes = self._plan_writes(ident, day)
         expire_at = int(now) + UNIQUE_KEEP
-        agg.add_unique(self.unique_key(account, event, day), visitor, expire_at)
+        for key in writes.sketches:
+            agg.add_unique(key, visitor, expire_at)
         # Every figure drawn lately for this id takes the view, so badges of one id
         # with different metrics agree; so do its owner's (the flush counts the hit
         # for `owner/*` too, tallyd.expand).
         if figures:
             _bump(figures, day, visitor)
-        owner = self._owners.get(account, "")
-        if owner == "":
-            if len(self._owners) >= self.max_entries:
-                self._owners.clear()
-            owner = self._owners[account] = prefix_rollup(account)
-        if owner is not None:
-            agg.add_unique(self.unique_key(owner, event, day), visitor, expire_at)
-            theirs = self._shown.get((owner, event))
+        if writes.owner is not None:
+            theirs = self._shown.get(writes.owner)
             if theirs:
                 _bump(theirs, day, visitor)
         return visitor
+
+    def _plan_writes(self, ident: _Id, day: tuple[str, ...]) -> _Writes:
+        account, event = ident
+        owner = prefix_rollup(account)
+        sketches = [self.unique_key(account, event, day)]
+        if owner is not None:
+            sketches.append(self.unique_key(owner, event, day))
+        if len(self._writes) >= self.max_entries:
+            self._writes.clear()
+        writes = self._writes[ident] = _Writes(
+            day, tuple(sketches), None if owner is None else (owner, event)
+        )
+        return writes
 
     def forget(self, account: str, event: str) -> None:
         """Drop the figures drawn of an id and of its owner's rollup, so their next
@@ -246,7 +273,8 @@ class BadgeCounts:
             parts = self.stats.clock.parts(minute)
             if parts[:3] != self._day:
                 self._visitors_today.clear()
-            self._minute, self._day = minute, parts[:3]
+                self._day = parts[:3]  # a new object a day: `_Writes` compare it by identity
+            self._minute, self._minute_ends = minute, (minute + 1) * 60.0
             self._figures = {metric: (metric, parts[:d]) for metric, d in DEPTH.items()}
         return now, minute
 
