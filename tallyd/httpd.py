@@ -439,7 +439,7 @@ class Connection(asyncio.Protocol):
                 if resp is None:
                     break
                 self.since = received
-                self._send(resp, keep, False)
+                self._write(resp.status, resp.content_type, resp.headers, resp.body, keep, False)
                 start = end
         # httptools is fed at most PIECE bytes at a time, or exactly the rest of a
         # body of known length, so the bytes of a head are known within PIECE and a
@@ -843,7 +843,7 @@ class Connection(asyncio.Protocol):
         assert self.transport is not None
         content_type, headers = _asgi_head(start)
         _, headers = self._framing(keep, headers)
-        self._observe()
+        self._observe(self.loop.time())
         try:
             data = encode_stream_head(start["status"], content_type, headers, chunked)
         except BadHeader as exc:
@@ -884,7 +884,8 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        self._observe()
+        now = self.loop.time()
+        self._observe(now)
         if keep != KEEP or self.closing or self.draining:  # the common case adds nothing
             keep, headers = self._framing(keep, headers)
         try:
@@ -898,7 +899,7 @@ class Connection(asyncio.Protocol):
             )
             keep = CLOSE
         transport.write(data)
-        self.last_active = self.loop.time()
+        self.last_active = now
         if not keep:
             self.closing = True
             if self.broken and transport.can_write_eof():
@@ -906,10 +907,10 @@ class Connection(asyncio.Protocol):
             else:
                 transport.close()
 
-    def _observe(self) -> None:
-        """The latency of the answer going out, from its request's first byte."""
+    def _observe(self, now: float) -> None:
+        """The latency of the answer going out at `now`, from its request's first byte."""
         if self.since:
-            self.server.latency.observe(self.loop.time() - self.since)
+            self.server.latency.observe(now - self.since)
             self.since = 0.0
 
     def _framing(self, keep: int, headers: Headers) -> tuple[int, Headers]:

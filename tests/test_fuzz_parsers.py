@@ -491,7 +491,7 @@ def test_badge_parameters_are_valid_or_a_400(query: bytes) -> None:
 def test_a_badge_from_any_text_is_xml_without_its_markup(
     style: str, label: str, message: str, color: str, label_color: str, theme: str | None
 ) -> None:
-    svg = template(style, label, color, label_color, None, theme)(message)
+    svg = template(style, label, color, label_color, None, theme)(message).decode()
     check_svg(svg, label, message)
     # The texts come back as text: escaped, not dropped or cut.
     title = ET.fromstring(svg.encode()).find("{http://www.w3.org/2000/svg}title")
@@ -526,7 +526,7 @@ def test_a_badge_with_any_logo_is_xml_without_its_markup(
     except HTTPError as err:
         assert err.status == 400
         return
-    svg = template(params.style, params.label, None, None, params.logo, params.theme)("12")
+    svg = template(params.style, params.label, None, None, params.logo, params.theme)("12").decode()
     check_svg(svg, label, logo)
 
 

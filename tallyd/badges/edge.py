@@ -104,7 +104,7 @@ class Renderer:
         accounts = await self.accounts()
         changed = 0
         for account, count in zip(accounts, await self.figures(accounts), strict=True):
-            svg = self.draw(self.params.message(count)).encode()
+            svg = self.draw(self.params.message(count))
             name = escape(account) + ".svg"
             if self.written.get(name) != svg and self._write(name, svg):
                 changed += 1

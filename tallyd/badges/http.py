@@ -53,7 +53,7 @@ class Target:
     ident: str
     kind: str  # "svg" or "json"
     params: BadgeParams
-    draw: Callable[[str], str]
+    draw: Callable[[str], bytes]
     count: bool  # a GET counts a view
     figure: str  # the figure cache's name of the number shown (metric and zone)
     github: bool  # only views through GitHub's image proxy count
@@ -152,7 +152,7 @@ def error_badge(err: HTTPError, raw_path: bytes, query: bytes, headers: Headers)
     if raw_path.rstrip(b"/").endswith(b".json"):
         body = _endpoint_json(label, message, color, None, error=True)
         return Response(200, body, JSON, headers)
-    return Response(200, template(style, label, color)(message).encode(), SVG, headers)
+    return Response(200, template(style, label, color)(message), SVG, headers)
 
 
 def error_message(code: str) -> str:
@@ -203,7 +203,7 @@ def _answer(t: Target, shown: Shown, headers: Headers) -> Response:
     if t.kind == "json":
         body = _endpoint_json(p.label, message, p.color, p.label_color, error=False, params=p)
         return Response(200, body, JSON, headers)
-    return Response(200, t.draw(message).encode(), SVG, headers)
+    return Response(200, t.draw(message), SVG, headers)
 
 
 def _endpoint_json(

@@ -204,12 +204,14 @@ class _Classic:
         self.extra_right = logo_width + 4 if logo and not has_label else 0
         self.aria_prefix = f"{escape(label)}: " if label else ""
         self.message_style = _TextStyle(right_color, self.y, shadow)
-        self._pieces: dict[int, list[str]] = {}
+        self._pieces: dict[int, list[bytes]] = {}
 
-    def __call__(self, message: str) -> str:
+    def __call__(self, message: str) -> bytes:
         # The hot path of every badge view. Everything but the message's text depends
         # only on its width, which a count keeps for many views (digits are equally
-        # wide): the SVG around the text is kept per width, in pieces to join with it.
+        # wide): the SVG around the text is kept per width, as the bytes to join with
+        # it (joining bytes, not text then encoding it, saves a copy and a fifth of
+        # the time).
         message = clean(message)
         message_width = preferred_width(message, VERDANA_11)
         key = message_width if message else 0
@@ -217,9 +219,10 @@ class _Classic:
         if pieces is None:
             if len(self._pieces) >= MAX_WIDTHS:
                 self._pieces.clear()
-            pieces = self._draw(message_width, _HOLE, bool(message)).split(_HOLE)
+            drawn = self._draw(message_width, _HOLE, bool(message))
+            pieces = [piece.encode() for piece in drawn.split(_HOLE)]
             self._pieces[key] = pieces
-        return escape(message).join(pieces)
+        return escape(message).encode().join(pieces)
 
     def _draw(self, message_width: int, content: str, has_message: bool) -> str:
         """The badge for an escaped message of this width."""
@@ -366,9 +369,9 @@ def template(
     label_color: str | None = None,
     logo: str | None = None,
     theme: str | None = None,
-) -> Callable[[str], str]:
+) -> Callable[[str], bytes]:
     """The badge for one style, label, colours, logo (a data URL) and theme, as a
-    function of its message.
+    function of its message giving the SVG document's bytes (UTF-8).
 
     Colours that are not colours fall back to the defaults, as in badge-maker.
     """
@@ -383,15 +386,15 @@ def _template(
     label_color: str | None,
     logo: str | None,
     theme: str | None,
-) -> Callable[[str], str]:
+) -> Callable[[str], bytes]:
     label, c, lc = clean(label), svg_color(color), svg_color(label_color)
     head = _theme_head(style, theme)
     if style in ("flat", "flat-square", "plastic"):
         return _Classic(style, label, c, lc, logo, head)
     if style == "for-the-badge":
-        return lambda message: _for_the_badge(label, clean(message), c, lc, logo, head)
+        return lambda message: _for_the_badge(label, clean(message), c, lc, logo, head).encode()
     if style == "social":
-        return lambda message: _social(label, clean(message), logo, head)
+        return lambda message: _social(label, clean(message), logo, head).encode()
     raise ValueError(f"unknown badge style {style!r}; expected one of {', '.join(STYLES)}")
 
 
@@ -406,4 +409,4 @@ def render(
 ) -> str:
     """The SVG badge-maker makes for these texts, colours and logo (names, hex or CSS);
     `theme="auto"` adds a dark-mode style sheet."""
-    return _template(style, label, color, label_color, logo, theme)(message)
+    return _template(style, label, color, label_color, logo, theme)(message).decode()
