@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tallyd.badges.metrics import VERDANA_11, normalize_color, preferred_width
+from tallyd.badges.metrics import FONTS, VERDANA_11, normalize_color, preferred_width
 from tallyd.badges.render import STYLES, render
 
 GOLDENS = json.loads((pathlib.Path(__file__).parent / "data" / "badge_goldens.json").read_text())
@@ -48,6 +48,16 @@ def test_widths_from_verdana_table() -> None:
     assert preferred_width("hits", VERDANA_11) == 21  # 6.96 + 3.02 + 4.33 + 5.73 = 20.04
     assert preferred_width("1,234", VERDANA_11) == 31
     assert preferred_width("", VERDANA_11) == 1
+
+
+@given(st.text(max_size=40), st.sampled_from(sorted(FONTS)))
+def test_a_width_kept_for_equally_wide_texts_is_the_texts_own(text: str, font: str) -> None:
+    # The cache is keyed by the text with equally wide characters made one: what it
+    # gives must be what this text's own widths, summed in order, give.
+    w = int(FONTS[font].width(text))
+    assert preferred_width(text, FONTS[font]) == (w + 1 if w % 2 == 0 else w)
+    shifted = "".join(chr(ord(c) ^ 1) if "0" <= c <= "8" else c for c in text)
+    assert preferred_width(shifted, FONTS[font]) == preferred_width(text, FONTS[font])
 
 
 @pytest.mark.parametrize("style", STYLES)

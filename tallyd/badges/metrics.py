@@ -27,6 +27,11 @@ class Font:
         self._ascii = [self._lookup(c) for c in range(128)]
         # Characters missing from the table are guessed as wide as "m", like anafanafo.
         self.em = self._lookup(ord("m")) or 0.0
+        # Each ASCII character as the first one exactly as wide (`preferred_width`).
+        first: dict[float | None, str] = {}
+        self.alike = str.maketrans(
+            {chr(c): first.setdefault(w, chr(c)) for c, w in enumerate(self._ascii)}
+        )
 
     def _lookup(self, code: int) -> float | None:
         if code <= 31 or code == 127:
@@ -53,9 +58,17 @@ VERDANA_10_BOLD: Final = FONTS["bold 10px Verdana"]
 HELVETICA_11_BOLD: Final = FONTS["bold 11px Helvetica"]
 
 
-@lru_cache(maxsize=4096)
 def preferred_width(text: str, font: Font) -> int:
     """The integer width shields gives a text: truncated, then rounded up to odd."""
+    # A badge's count is a new text at nearly every view, but its digits are equally
+    # wide: the cache is keyed by the text with every ASCII character replaced by the
+    # first one as wide, so 12,345 and 12,346 are one entry (the same widths summed in
+    # the same order: the same float). A miss summed the text in Python, 0.8 µs a view.
+    return _preferred_width(text.translate(font.alike), font)
+
+
+@lru_cache(maxsize=4096)
+def _preferred_width(text: str, font: Font) -> int:
     w = int(font.width(text))
     return w + 1 if w % 2 == 0 else w
 
