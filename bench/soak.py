@@ -2,7 +2,7 @@
 then a flood of new accounts and of one client's badge views past the limits.
 
     python bench/soak.py [--quick] [--store sqlite|redis] [--kills N]
-                         [--flood-rounds N] [--flood-only]
+                         [--flood-rounds N] [--flood-only] [--flood-elsewhere]
 
 HTTP clients post realistic events with ids (four threads, 100 a body) and keep
 what got a 202; a publisher sends bus events with ids in bursts of 1,000 and
@@ -28,6 +28,9 @@ flood's client threads run at nice 19: an attacker's CPU is not the server's, bu
 here the flood's client, tallyd and the honest client share two cores, and at one
 priority the honest client's figure measures the scheduler more than tallyd
 (`--flood-same-priority` runs them at the same priority instead).
+`--flood-elsewhere` is the control: the flood goes to a second tallyd on the same
+machine and the honest client's tallyd has none, so its ratio is what sharing the
+cores alone costs it.
 """
 
 from __future__ import annotations
@@ -209,13 +212,21 @@ def low_priority() -> None:
     os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
-def flood(quick: bool, niced: bool = True) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+def flood(
+    quick: bool, niced: bool = True, elsewhere: bool = False
+) -> tuple[list[tuple[str, str]], dict[str, Any]]:
     """New accounts as fast as two clients can post them, and one client viewing one
     badge nonstop, past `--max-new-ids-per-minute` and `--badge-rate`, while an
-    honest client's latency is measured against its figure before the flood."""
-    tallyd = Tallyd("--max-new-ids-per-minute", "20000", "--badge-rate", "3")
+    honest client's latency is measured against its figure before the flood.
+
+    `elsewhere`: the flood goes to a second tallyd on the same machine, and the honest
+    client's has none: what the machine's sharing alone does to its figure."""
+    limits = ("--max-new-ids-per-minute", "20000", "--badge-rate", "3")
+    tallyd = Tallyd(*limits)
+    flooded = Tallyd(*limits) if elsewhere else tallyd
     url = f"http://127.0.0.1:{tallyd.port}"
-    proc = tallyd.proc
+    flood_url = f"http://127.0.0.1:{flooded.port}"
+    proc = flooded.proc
     try:
         seconds = 5.0 if quick else 15.0
         proc_before, q_before = measure_honest(url, seconds)
@@ -232,7 +243,7 @@ def flood(quick: bool, niced: bool = True) -> tuple[list[tuple[str, str]], dict[
             nonlocal new_accounts
             if niced:
                 low_priority()
-            with httpx.Client(base_url=url, timeout=30) as c:
+            with httpx.Client(base_url=flood_url, timeout=30) as c:
                 i = first
                 while not stop.is_set() and i < first + 1_000_000:
                     body = [
@@ -249,7 +260,7 @@ def flood(quick: bool, niced: bool = True) -> tuple[list[tuple[str, str]], dict[
             nonlocal badge_views
             if niced:
                 low_priority()
-            with httpx.Client(base_url=url, timeout=30) as c:
+            with httpx.Client(base_url=flood_url, timeout=30) as c:
                 while not stop.is_set():
                     c.get("/badge/abuser/target.svg")
                     badge_views += 1
@@ -272,9 +283,12 @@ def flood(quick: bool, niced: bool = True) -> tuple[list[tuple[str, str]], dict[
         for t in threads:
             t.join(30)
         time.sleep(1.0)
-        counted_views = httpx.get(f"{url}/api/stats/track/abuser%2Ftarget/hit").json()["total"]
+        counted = httpx.get(f"{flood_url}/api/stats/track/abuser%2Ftarget/hit")
+        counted_views = counted.json()["total"]
     finally:
         tallyd.stop()
+        if flooded is not tallyd:
+            flooded.stop()
     ratio = p99(during) / p99(before)
     rows = [
         ("flood: new accounts posted", f"{new_accounts:,} (answers {statuses})"),
@@ -299,11 +313,11 @@ def flood(quick: bool, niced: bool = True) -> tuple[list[tuple[str, str]], dict[
 
 
 def floods(
-    quick: bool, rounds: int, niced: bool
+    quick: bool, rounds: int, niced: bool, elsewhere: bool = False
 ) -> tuple[list[tuple[str, str]], dict[str, Any], float]:
     """`flood` on a fresh tallyd `rounds` times: the last round's rows, every round's
     figures, and the median of the honest p99 ratios (reported with their spread)."""
-    runs = [flood(quick, niced) for _ in range(rounds)]
+    runs = [flood(quick, niced, elsewhere) for _ in range(rounds)]
     rows = runs[-1][0][:-1]  # the last round's answers, views and RSS
     ratios = [f["honest_p99_ratio"] for _, f in runs]
     mid = statistics.median(ratios)
@@ -333,11 +347,17 @@ def main() -> None:
     )
     ap.add_argument("--flood-rounds", type=int, default=3, help="flood rounds (median)")
     ap.add_argument("--flood-only", action="store_true", help="the flood alone, no kills")
+    ap.add_argument(
+        "--flood-elsewhere",
+        action="store_true",
+        help="the control: flood a second tallyd; the honest client's sees no flood",
+    )
     args = ap.parse_args()
     niced = not args.flood_same_priority
-    if args.flood_only:
-        rows, figures, mid = floods(args.quick, args.flood_rounds, niced)
-        report("soak_flood", rows, figures, {"honest_p99_ratio": mid})
+    if args.flood_only or args.flood_elsewhere:
+        rows, figures, mid = floods(args.quick, args.flood_rounds, niced, args.flood_elsewhere)
+        name = "soak_flood_elsewhere" if args.flood_elsewhere else "soak_flood"
+        report(name, rows, figures, {"honest_p99_ratio": mid})
         return
     kills = args.kills or (5 if args.quick else 20)
     rnd = random.Random(12)
