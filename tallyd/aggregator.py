@@ -380,8 +380,9 @@ class Aggregator:
             fut = self._synced_waiters[number] = asyncio.get_running_loop().create_future()
         await fut
 
-    def add_unique(self, key: str, visitor: str, expire_at: int) -> None:
-        """Add a visitor hash to a distinct-visitors sketch with the next batch."""
+    def add_unique(self, key: str, visitor: str, expire_at: int) -> bool:
+        """Add a visitor hash to a distinct-visitors sketch with the next batch.
+        Returns False when it was added before (it is in the sketch, or on its way)."""
         # Visitors already sent need not go again (adding is idempotent): most views
         # come from few visitors, e.g. everyone behind GitHub's image proxy.
         sent = self._sent_uniques.get(key)
@@ -390,7 +391,7 @@ class Aggregator:
                 self._sent_uniques.clear()
             sent = self._sent_uniques[key] = set()
         if visitor in sent:
-            return
+            return False
         if len(sent) < MAX_SENT_PER_KEY:
             sent.add(visitor)
         pending = self.uniques.get(key)
@@ -398,6 +399,18 @@ class Aggregator:
             pending = self.uniques[key] = set()
             self._unique_expiry[key] = expire_at
         pending.add(visitor)
+        return True
+
+    def unwritten_visitors(self, key: str) -> set[str]:
+        """The visitor hashes of a sketch no batch has written yet: those waiting for
+        one, and those of the batch being built or written (the store has it only
+        once it is written, and then it is no longer in flight here)."""
+        visitors = set(self.uniques.get(key, ()))
+        if self._taken is not None:
+            visitors.update(self._taken[0].get(key, ()))
+        if self._inflight is not None:
+            visitors.update(self._inflight.uniques.get(key, ()))
+        return visitors
 
     def make_way(self) -> None:
         """Hand the GIL to a flush building its batch in a thread, if one is.

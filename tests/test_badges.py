@@ -126,6 +126,56 @@ def test_unique_visitors_estimate(server: Server) -> None:
     assert abs(estimate - clients) <= 300, estimate
 
 
+def test_a_returning_visitor_stays_one_across_refreshes(
+    server_factory: type[Server], tmp_path: Path
+) -> None:
+    # The figure read at a refresh has the visitor in it already: it was shown as
+    # 2 after every refresh. A second visitor, new to the sketch, is one more.
+    server = server_factory(tmp_path, "--badge-refresh", "0.3").start()
+
+    def unique() -> str:
+        return shown(server.get("/badge/u/two.svg", metric="unique", increment="0"))
+
+    def view(agent: str) -> httpx.Response:
+        return server.client.get("/badge/u/two.svg", headers={"user-agent": agent})
+
+    assert shown(view("visitor-one")) == "hits: 1"
+    deadline = time.monotonic() + 2.5  # several refreshes and flushes
+    while time.monotonic() < deadline:
+        view("visitor-one")
+        assert unique() == "hits: 1"
+        time.sleep(0.02)
+    view("visitor-two")
+    assert unique() == "hits: 2"
+    time.sleep(0.8)
+    assert unique() == "hits: 2"
+
+
+def test_figures_read_together_each_get_their_own(
+    server_factory: type[Server], tmp_path: Path
+) -> None:
+    # A refresh reads a `unique` figure with period totals; each total took the count
+    # of the figure before it, and an owner's rollup went backwards while viewed.
+    server = server_factory(tmp_path, "--badge-refresh", "0.3").start()
+    agents = [{"user-agent": f"reader-{i}"} for i in range(4)]
+    views = 0
+    previous = 0
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline:
+        for agent in agents:
+            server.client.get("/badge/ow/r0.svg", headers=agent)
+            server.client.get("/badge/ow/r1.svg", headers=agent)
+            views += 2
+        visitors = shown(server.get("/badge/ow/r0.svg", metric="unique", increment="0"))
+        assert visitors == "hits: 4"
+        rollup = int(shown(server.get("/badge/ow/*.svg", format="plain")).split(": ")[1])
+        assert previous <= rollup <= views
+        previous = rollup
+        r0 = shown(server.get("/badge/ow/r0.svg", format="plain", increment="0"))
+        assert r0 == f"hits: {views // 2}"
+    assert wait_until(lambda: total(server, "ow/*"), views) == views
+
+
 def test_figures_refresh_in_the_background(server_factory: type[Server], tmp_path: Path) -> None:
     server = server_factory(tmp_path, "--badge-refresh", "0.5").start()
     assert shown(server.get("/badge/r.svg")) == "hits: 1"

@@ -179,8 +179,9 @@ class BadgeCounts:
 
     def view(self, account: str, event: str, client: str, user_agent: bytes) -> str:
         """Count one view: a hit and a visitor of the day. Returns the visitor's hash
-        (empty when the view is past its client's rate). Raises `Limited` for an id
-        new to the process past the limit on new names."""
+        when it is new to the day's sketch (empty when it is not, or when the view is
+        past its client's rate). Raises `Limited` for an id new to the process past
+        the limit on new names."""
         if not self.new_names.admit(account):
             raise Limited(
                 "new_id_limit",
@@ -219,18 +220,21 @@ class BadgeCounts:
         if writes is None or writes.day is not day:
             writes = self._plan_writes(ident, day)
         expire_at = int(now) + UNIQUE_KEEP
-        for key in writes.sketches:
-            agg.add_unique(key, visitor, expire_at)
+        # A visitor added to a sketch before is in the figure read from the store, or
+        # on its way there: only a new one is added to what a `unique` figure shows
+        # (it was added again after every refresh, showing 2 for one visitor).
+        new = "" if not agg.add_unique(writes.sketches[0], visitor, expire_at) else visitor
         # Every figure drawn lately for this id takes the view, so badges of one id
         # with different metrics agree; so do its owner's (the flush counts the hit
         # for `owner/*` too, tallyd.expand).
         if figures:
-            _bump(figures, day, visitor)
+            _bump(figures, day, new)
         if writes.owner is not None:
+            new_there = agg.add_unique(writes.sketches[1], visitor, expire_at)
             theirs = self._shown.get(writes.owner)
             if theirs:
-                _bump(theirs, day, visitor)
-        return visitor
+                _bump(theirs, day, visitor if new_there else "")
+        return new
 
     def _plan_writes(self, ident: _Id, day: tuple[str, ...]) -> _Writes:
         account, event = ident
@@ -332,7 +336,13 @@ class BadgeCounts:
     async def _load(self, figures: list[tuple[_Id, _Figure]]) -> list[Shown]:
         """Figures as the store has them: period counts in one read, sketches and
         windows one by one (a window is one snapshot of the few hashes its plan names)."""
-        counted = [(a, e, parts) for (a, e), (metric, parts) in figures if metric in DEPTH]
+        # `unique` is in DEPTH (its period is a day) but is read below, as a sketch:
+        # with it among the totals, every figure after it took its neighbour's count.
+        counted = [
+            (a, e, parts)
+            for (a, e), (metric, parts) in figures
+            if metric in DEPTH and metric != "unique"
+        ]
         totals = iter(await self.stats.totals(counted) if counted else [])
         out: list[Shown] = []
         for (account, event), figure in figures:
@@ -419,18 +429,25 @@ class BadgeCounts:
         until = time.monotonic() + self.refresh * (0.75 + random.random() / 2)
         if isinstance(value, list):
             figures[figure] = Figure(sum(value), until, days=value)
+        elif figure[0] == "unique":
+            # The read has the sketch as stored: visitors not written yet are shown
+            # on top of it (none of them is in it; later ones are added by `_count`).
+            key = self.unique_key(*ident, figure[1])
+            unwritten = self.aggregator.unwritten_visitors(key)
+            figures[figure] = Figure(value, until, unwritten)
         else:
             figures[figure] = Figure(value, until)
 
 
 def _bump(figures: dict[_Figure, Figure], day: tuple[str, ...], visitor: str) -> None:
-    """One more view in every figure of an id: a hit, or a visitor of the day."""
+    """One more view in every figure of an id: a hit, or a visitor of the day new to
+    its sketch (none when `visitor` is empty)."""
     for (metric, parts), entry in figures.items():
         if metric != "unique":
             entry.count += 1
             if entry.days:
                 entry.days[-1] += 1
-        elif parts == day:
+        elif visitor and parts == day:
             entry.visitors.add(visitor)
 
 
