@@ -223,7 +223,7 @@ class BadgeCounts:
         # A visitor added to a sketch before is in the figure read from the store, or
         # on its way there: only a new one is added to what a `unique` figure shows
         # (it was added again after every refresh, showing 2 for one visitor).
-        new = "" if not agg.add_unique(writes.sketches[0], visitor, expire_at) else visitor
+        new = visitor if agg.add_unique(writes.sketches[0], visitor, expire_at) else ""
         # Every figure drawn lately for this id takes the view, so badges of one id
         # with different metrics agree; so do its owner's (the flush counts the hit
         # for `owner/*` too, tallyd.expand).
