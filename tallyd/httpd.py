@@ -439,7 +439,7 @@ class Connection(asyncio.Protocol):
                 if resp is None:
                     break
                 self.since = received
-                self._write(resp.status, resp.content_type, resp.headers, resp.body, keep, False)
+                self._send(resp, keep, False)
                 start = end
         # httptools is fed at most PIECE bytes at a time, or exactly the rest of a
         # body of known length, so the bytes of a head are known within PIECE and a
