@@ -436,6 +436,14 @@ class BadgeCounts:
             unwritten = self.aggregator.unwritten_visitors(key)
             figures[figure] = Figure(value, until, unwritten)
         else:
+            old = figures.get(figure)
+            if old is not None and figure[0] in DEPTH:
+                # A period's count only grows, and the figure held here has every
+                # view this process answered; a read that crossed a batch's write
+                # can miss that batch (written after the read's snapshot, no longer
+                # in flight when it ended), and a view must never show less than
+                # the one before it.
+                value = max(value, old.count)
             figures[figure] = Figure(value, until)
 
 
