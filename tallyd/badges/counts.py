@@ -200,8 +200,7 @@ class BadgeCounts:
         client: str,
         user_agent: bytes,
     ) -> str:
-        rate = self.rate
-        if rate.burst and not rate.allow(client, ident[0], user_agent):
+        if not self.rate.allow(client, ident[0], user_agent):
             return ""
         agg = self.aggregator
         agg.count((ident[0], ident[1], self._minute, None))
