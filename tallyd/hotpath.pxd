@@ -3,7 +3,8 @@ cimport cython
 
 cdef long long MAX_TIME, MAX_NAME, MAX_PUBLISHERS
 cdef str ROLLUP
-cdef int MAX_DEPTH, SLOW, COUNTED, QUEUED, SKIPPED
+cdef bytes ROLLUP_BYTES, PREFIX_BYTES
+cdef int MAX_DEPTH, SLOW, COUNTED, QUEUED, SKIPPED, REFUSED
 cdef long long NO_TIME, BAD_TIME
 cdef int LBRACE, RBRACE, LBRACKET, RBRACKET, QUOTE, COLON, COMMA
 cdef int MINUS, PLUS, BACKSLASH, SPACE, DOT, LOWER_E, UPPER_E
@@ -39,6 +40,8 @@ cdef class Counter:
     cdef public object shard
     cdef public dict owned
     cdef public long long skipped
+    cdef public bint closed
+    cdef public list refused
     cdef list _name_bytes
     cdef list _name_text
 
@@ -47,6 +50,8 @@ cdef class Counter:
 
     @cython.locals(account=object, event=object)
     cdef int _take(self, const unsigned char* p) except? -1
+
+    cdef bint _new_past_limit(self, const unsigned char* p, bint new_account, bint new_event) noexcept
 
     @cython.locals(h=cython.uint, j=Py_ssize_t, slot=Py_ssize_t, cached=object, text=str)
     cdef object _known(self, const unsigned char* p, Py_ssize_t start, Py_ssize_t end)
@@ -65,7 +70,7 @@ cpdef tuple receive(Counter counter, object recv, Py_ssize_t limit, object again
                     dict seq_last, list gaps, list out)
 
 @cython.locals(n=Py_ssize_t, i=Py_ssize_t, start=Py_ssize_t, end=Py_ssize_t, eol=Py_ssize_t,
-               index=Py_ssize_t, last=Py_ssize_t, prop_name=bytes)
+               index=Py_ssize_t, last=Py_ssize_t, prop_name=bytes, r=int)
 cpdef Py_ssize_t count_body(Counter counter, bytes p, list slow) except? -2
 
 @cython.locals(counted=Py_ssize_t, i=Py_ssize_t, r=int)
@@ -134,6 +139,12 @@ cdef Py_ssize_t _number_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) 
 
 @cython.locals(c=int)
 cdef Py_ssize_t _ws(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept
+
+@cython.locals(j=Py_ssize_t)
+cdef bint _valid_name(const unsigned char* p, Py_ssize_t start, Py_ssize_t end) noexcept
+
+@cython.locals(size=Py_ssize_t, suffix=Py_ssize_t)
+cdef bint _is_rollup(const unsigned char* p, Py_ssize_t start, Py_ssize_t end) noexcept
 
 @cython.locals(j=Py_ssize_t, c=int)
 cdef bint _blank(const unsigned char* p, Py_ssize_t i, Py_ssize_t end) noexcept

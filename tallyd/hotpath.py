@@ -26,10 +26,13 @@ from tallyd import rules
 MAX_TIME = rules.MAX_TIME
 MAX_NAME = rules.MAX_NAME
 ROLLUP = rules.ROLLUP
+ROLLUP_BYTES = rules.ROLLUP.encode()
+PREFIX_BYTES = rules.PREFIX_ROLLUP.encode()
 MAX_PUBLISHERS = 100_000
 MAX_DEPTH = 64  # deeper documents go to the decoder, which knows its own limit
-# What `Counter` did with an event (SKIPPED: another shard's, see `tallyd.shard`).
-SLOW, COUNTED, QUEUED, SKIPPED = 0, 1, 2, 3
+# What `Counter` did with an event (SKIPPED: another shard's, see `tallyd.shard`;
+# REFUSED: valid, but with a name new past the limit on new names, `closed`).
+SLOW, COUNTED, QUEUED, SKIPPED, REFUSED = 0, 1, 2, 3, 4
 # An event's minute when it has no time, and when it has one the fast path cannot read.
 NO_TIME, BAD_TIME = -1, -2
 
@@ -70,6 +73,11 @@ class Counter:
     counted at (see `Expander.coarse_minute`), filled by `coarsen` on a miss.
     `names` caches known names by their bytes (see `_known`). With a `shard`
     (`tallyd.shard.Shard`), events of accounts it does not own are SKIPPED.
+
+    `closed`: no new name may be counted now (`limits.NewNames.room`). An event
+    the full parser would take but for a name `known` lacks is then REFUSED, as
+    the full parser would refuse it past that limit, without decoding it: a flood
+    of new accounts costs a scan of its bytes. Its index goes to `refused`.
     """
 
     def __init__(
@@ -83,6 +91,7 @@ class Counter:
         coarsen: Any = None,
         names: NameCache | None = None,
         shard: Any = None,
+        closed: bool = False,
     ) -> None:
         self.known = known
         self.breakdowns = breakdowns
@@ -103,6 +112,8 @@ class Counter:
         self.shard = shard
         self.owned: dict[str, bool] = {} if shard is None else shard.memo
         self.skipped = 0
+        self.closed = closed
+        self.refused: list[int] = []
 
     def event(self, p: bytes, start: int = 0) -> int:
         """Count the JSON event p[start:] (SLOW, COUNTED or QUEUED)."""
@@ -117,12 +128,22 @@ class Counter:
         if _acc_s < 0 or _ev_s < 0 or _minute == BAD_TIME:
             return SLOW
         account = self._known(p, _acc_s, _acc_e)
-        if account is None:
-            return SLOW
         event = self._known(p, _ev_s, _ev_e)
-        if event is None:
+        if account is None or event is None:
+            if self.closed and self._new_past_limit(p, account is None, event is None):
+                return REFUSED
             return SLOW
         return self._count(account, event)
+
+    def _new_past_limit(self, p: bytes, new_account: bool, new_event: bool) -> bool:
+        """Whether the full parser would refuse the event `_read` read last only for
+        a new name: both names valid, the account not a rollup's, and a new name
+        that is not a rollup's event (those are never held to the limit)."""
+        if not _valid_name(p, _acc_s, _acc_e) or not _valid_name(p, _ev_s, _ev_e):
+            return False
+        if new_account and _is_rollup(p, _acc_s, _acc_e):
+            return False  # reserved: the full parser says so
+        return new_account or not _is_rollup(p, _ev_s, _ev_e)
 
     def _known(self, p: bytes, start: int, end: int) -> str | None:
         """The name p[start:end] if `known` holds it, else None.
@@ -290,7 +311,8 @@ def receive(
     by `loads`, a msgpack map (its first byte is never one JSON starts with) by
     `unpack`; an undecodable one is appended as `bad_json` or `bad_msgpack`.
     `seq` numbers are checked per publisher (the `publisher` field, else the
-    topic); gaps go to `gaps`. What `counter` cannot count goes to `out`.
+    topic); gaps go to `gaps`. What `counter` cannot count goes to `out`, what it
+    REFUSED to `counter.refused` (by how many were in `out` then).
     Returns (messages, events counted here, odd frame or None).
     """
     n = 0
@@ -330,6 +352,8 @@ def receive(
                 r = counter._take(frame)
                 if r == COUNTED:
                     counted += 1
+                elif r == REFUSED:
+                    counter.refused.append(len(out))
                 elif r == SLOW:
                     try:
                         out.append(loads(frame[start:] if start else frame))
@@ -367,9 +391,10 @@ def count_body(counter: Counter, p: bytes, slow: list[tuple[int, bytes]]) -> int
     """Count the events of an HTTP body — one JSON event, an array, or NDJSON — in place.
 
     Returns how many events the body holds; those `counter` could not count are
-    appended to `slow` as (index, their bytes). -1 when the body must be decoded
-    whole (a syntax error in an array, an empty array, not an object): then
-    nothing of it is in `slow`, and `counter`'s cells and ids must be dropped.
+    appended to `slow` as (index, their bytes), those it REFUSED to
+    `counter.refused` by index. -1 when the body must be decoded whole (a syntax
+    error in an array, an empty array, not an object): then nothing of it is in
+    `slow`, and `counter`'s cells, ids and refusals must be dropped.
     """
     n = len(p)
     i = _ws(p, 0, n)
@@ -385,8 +410,11 @@ def count_body(counter: Counter, p: bytes, slow: list[tuple[int, bytes]]) -> int
             start = i
             end = _read(p, i, n, prop_name)
             if end >= 0:
-                if counter._take(p) == SLOW:
+                r = counter._take(p)
+                if r == SLOW:
                     slow.append((index, p[start:end]))
+                elif r == REFUSED:
+                    counter.refused.append(index)
             else:
                 end = _skip_value(p, i, n, 1)
                 if end < 0:
@@ -409,8 +437,11 @@ def count_body(counter: Counter, p: bytes, slow: list[tuple[int, bytes]]) -> int
     if end < 0:
         return -1
     if _ws(p, end, n) == n:
-        if counter._take(p) == SLOW:
+        r = counter._take(p)
+        if r == SLOW:
             slow.append((0, p[i:end]))
+        elif r == REFUSED:
+            counter.refused.append(0)
         return 1
     # More after the first object: NDJSON, one event a line (bytes.splitlines' lines),
     # if a line break separates them; else the body is just not JSON.
@@ -429,8 +460,11 @@ def count_body(counter: Counter, p: bytes, slow: list[tuple[int, bytes]]) -> int
         if not _blank(p, i, eol):
             start = _ws(p, i, eol)
             end = _read(p, start, eol, prop_name) if start < eol else -1
-            if end < 0 or _ws(p, end, eol) != eol or counter._take(p) == SLOW:
+            r = SLOW if end < 0 or _ws(p, end, eol) != eol else counter._take(p)
+            if r == SLOW:
                 slow.append((index, p[i:eol]))
+            elif r == REFUSED:
+                counter.refused.append(index)
             index += 1
         i = eol + 2 if eol + 1 < n and p[eol] == 13 and p[eol + 1] == 10 else eol + 1
     return index
@@ -1051,6 +1085,26 @@ def _ws(p: bytes, i: int, n: int) -> int:
             break
         i += 1
     return i
+
+
+def _valid_name(p: bytes, start: int, end: int) -> bool:
+    """Whether the plain string p[start:end] (`_string_end`'s: printable ASCII and
+    DEL) is a valid name (`events.check_name`): 1 to MAX_NAME characters, no DEL."""
+    if end <= start or end - start > MAX_NAME:
+        return False
+    for j in range(start, end):  # noqa: SIM110 - compiles to a C loop
+        if p[j] == 127:
+            return False
+    return True
+
+
+def _is_rollup(p: bytes, start: int, end: int) -> bool:
+    """Whether p[start:end] is a rollup's name (`rules.reserved`): `all`, `owner/*`."""
+    size = end - start
+    suffix = len(PREFIX_BYTES)
+    if _is(p, start, size, ROLLUP_BYTES):
+        return True
+    return size >= suffix and _is(p, end - suffix, suffix, PREFIX_BYTES)
 
 
 def _blank(p: bytes, i: int, end: int) -> bool:

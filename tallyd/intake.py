@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tallyd.aggregator import Aggregator
-from tallyd.events import Cell, Event, Rejected, RejectLog, decoded, parse_many
+from tallyd.events import NEW_NAME_LIMIT, Cell, Event, Rejected, RejectLog, decoded, parse_many
 from tallyd.hotpath import Counter, NameCache, count_body, count_objs
 from tallyd.limits import NewNames
 from tallyd.metrics import Metrics
@@ -23,6 +23,10 @@ MAX_COARSE = 100_000
 # Events parsed in one go before the event loop gets a turn (`settle_fairly`).
 SLICE = 16
 COARSE_RENEW = 60.0
+
+
+def _index(rejection: tuple[int, Rejected]) -> int:
+    return rejection[0]
 
 
 @dataclass
@@ -80,7 +84,18 @@ class Intake:
             agg.expander.coarse_minute,
             self._names,
             shard,
+            # A shard's node holds only its own names to the limit: its full parser decides.
+            closed=shard is None and not self.new_names.room(),
         )
+
+    def refusals(self, source: str, counter: Counter) -> list[tuple[int, Rejected]]:
+        """The events `counter` refused past the limit on new names, by index:
+        metered and logged as the full parser's refusals of them are."""
+        if not counter.refused:
+            return []
+        self.new_names.refuse(len(counter.refused))
+        self._reject(source, NEW_NAME_LIMIT, len(counter.refused))
+        return [(i, NEW_NAME_LIMIT) for i in counter.refused]
 
     def count_many(self, objs: list[Any], source: str, now: float | None = None) -> Counted:
         """Count decoded events; rejections are logged, metered and returned by index."""
@@ -116,7 +131,12 @@ class Intake:
         for k, v in cells.items():
             into[k] = into.get(k, 0) + v
             fast += v
-        return await self.settle_fairly(source, counter.ids, fast, raw, now, decode=True)
+        refused = self.refusals(source, counter)
+        out = await self.settle_fairly(source, counter.ids, fast, raw, now, decode=True)
+        if refused:
+            # In the body's order, as the full parser would have listed them.
+            out.rejected = sorted(out.rejected + refused, key=_index) if out.rejected else refused
+        return out
 
     async def settle_fairly(
         self,
@@ -195,5 +215,8 @@ class Intake:
             else:
                 seen[1] += 1
         for err, n in first.values():
-            self.metrics.reject(source, err.reason, n)
-            self.reject_log(source, err, n)
+            self._reject(source, err, n)
+
+    def _reject(self, source: str, err: Rejected, n: int) -> None:
+        self.metrics.reject(source, err.reason, n)
+        self.reject_log(source, err, n)

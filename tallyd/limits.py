@@ -52,6 +52,10 @@ class NewNames:
         self.remember(name)
         return True
 
+    def refuse(self, n: int) -> None:
+        """`n` new names refused without asking `admit`: a fast path that saw no `room`."""
+        self.refused += n
+
     def room(self) -> bool:
         """Whether a new name would be admitted now (nothing is spent by asking)."""
         return not self.per_minute or self._minute != _minute() or self._admitted < self.per_minute

@@ -17,11 +17,19 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import tallyd.hotpath as compiled
-from tallyd.events import Event, Rejected, check_name, parse, parse_many, parse_time
+from tallyd.events import (
+    NEW_NAME_LIMIT,
+    Event,
+    Rejected,
+    check_name,
+    parse,
+    parse_many,
+    parse_time,
+)
 from tallyd.ingest.http import decode
 from tallyd.rules import reserved
 from tallyd.web import HTTPError
-from tests.realistic import EVENTS, WILD, damaged, go_dumps, rfc3339, ruby, times
+from tests.realistic import ACCOUNT, EVENTS, WILD, damaged, go_dumps, rfc3339, ruby, times
 
 SOURCE = Path(compiled.__file__).with_name("hotpath.py")
 NOW = 1_764_694_800.0
@@ -292,6 +300,53 @@ def test_bodies_agree_with_decoding(objs: list[dict[str, Any]], form: str, data:
         else:
             ids_want.append(ev)
     assert got_cells == fast_want and got_ids == ids_want
+
+
+# Names the full parser refuses, or holds apart (rollups), beside ordinary ones.
+ODD_NAMES = st.sampled_from(
+    ["all", "acme/*", "acme/site", "a\x7fb", "n" * 200, "n" * 201, "", "Niños", 'q"t', "order"]
+)
+ODD_EVENTS = st.fixed_dictionaries(
+    {"event": ODD_NAMES, "account": ODD_NAMES | ACCOUNT, "time": st.just(1_378_389_787)}
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(EVENTS | ODD_EVENTS, min_size=1, max_size=6),
+    st.sampled_from(["array", "ndjson"]),
+    st.data(),
+)
+def test_past_the_new_name_limit_the_fast_path_refuses_only_what_the_full_parser_does(
+    objs: list[dict[str, Any]], form: str, data: Any
+) -> None:
+    parts = [go_dumps(o) for o in objs]
+    body = b"[" + b",".join(parts) + b"]" if form == "array" else b"\n".join(parts) + b"\n"
+    body = data.draw(damaged(body))
+    names = sorted(set().union(*(valid_names(o) for o in objs)))
+    known = data.draw(st.sets(st.sampled_from(names))) if names else set()
+    results = []
+    for mod in MODULES:
+        for closed in (True, False):
+            c = mod.Counter(set(known), BREAKDOWNS, NOW_MINUTE, {}, [], closed=closed)
+            slow: list[tuple[int, bytes]] = []
+            n = mod.count_body(c, body, slow)
+            results.append((n, c.cells, c.ids, slow, c.refused))
+    assert results[0] == results[2] and results[1] == results[3]
+    (n, cells, ids, slow, refused), (_, open_cells, open_ids, open_slow, none) = results[:2]
+    # What is counted is the same; what is refused would otherwise have gone slow.
+    assert (cells, ids, none) == (open_cells, open_ids, [])
+    slow_idx = {i for i, _ in slow}
+    assert slow_idx | set(refused) == {i for i, _ in open_slow}
+    assert not slow_idx & set(refused)
+    if n < 0:
+        return  # decoded whole: the full path's
+    # The full parser, past the limit (no new name admitted), refuses each of them too.
+    items = list(enumerate(decode(body)))
+    _, _, rejected = parse_many(items, BREAKDOWNS, NOW, set(known), lambda name: False)
+    want = {i for i, err in rejected if err is NEW_NAME_LIMIT}
+    assert set(refused) <= want, body
+    assert want - set(refused) <= slow_idx
 
 
 def test_body_forms() -> None:

@@ -47,6 +47,46 @@ def test_new_accounts_past_the_limit_get_a_429_naming_each_event(
     assert 'tallyd_events_rejected_total{source="http",reason="new_name_limit"} 201' in text
 
 
+def test_once_the_limit_is_spent_each_event_gets_the_answer_the_full_parser_gives(
+    server_factory: type[Server], tmp_path: Path
+) -> None:
+    server = server_factory(tmp_path, "--max-new-ids-per-minute", "2").start()
+    # Two new names, `pageview` and `known`: the minute's allowance is spent.
+    assert server.post({"event": "pageview", "account": "known", "time": T}).status_code == 202
+    bootic = {
+        "type": "pageview",
+        "data": {"account": "fresh2", "browser": {"name": "Safari", "version": 6.1}},
+        "time": "2013-09-05T11:03:07.619303604+02:00",
+    }
+    body = [
+        {"event": "pageview", "account": "fresh1", "time": T},
+        {"event": "pageview", "account": "known", "time": T},
+        bootic,
+        {"event": "signup", "account": "known", "time": T},  # a new event type
+        {"event": "pageview", "account": "all", "time": T},
+        {"event": "pageview", "account": "x" * 201, "time": T},
+        {"event": "all", "account": "known", "time": T},  # a rollup's name: never new
+    ]
+    for form in ("array", "ndjson"):
+        data = orjson.dumps(body) if form == "array" else b"\n".join(orjson.dumps(e) for e in body)
+        r = server.client.post("/api/events", content=data)
+        assert r.status_code == 429, r.text
+        answer = r.json()
+        assert (answer["accepted"], answer["rejected"]) == (2, 5)
+        assert answer["resend"] == [0, 2, 3]
+        assert [(e["index"], e["reason"]) for e in answer["errors"]] == [
+            (0, "new_name_limit"),
+            (2, "new_name_limit"),
+            (3, "new_name_limit"),
+            (4, "reserved_account"),
+            (5, "too_long"),
+        ]
+    assert server.metric("tallyd_new_names_refused_total") == 6
+    text = server.get("/metrics").text
+    assert 'tallyd_events_rejected_total{source="http",reason="new_name_limit"} 6' in text
+    assert total(server) == 3
+
+
 def test_the_bus_drops_and_counts_past_the_limit(
     server_factory: type[Server], tmp_path: Path, ctx: zmq.Context[zmq.Socket[bytes]]
 ) -> None:

@@ -214,6 +214,7 @@ class ZmqSource:
             self.seqs.report(breaks)
         if received:
             self.received += received
+            intake.refusals(SOURCE, counter)
             slow = list(enumerate(objs))
             intake.other_shards += counter.skipped
             intake.settle(SOURCE, counter.ids, fast, slow, now, self.shard)
