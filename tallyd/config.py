@@ -189,8 +189,9 @@ class Config:
     max_new_ids_per_minute: int = _opt(
         0,
         "accounts, event types and badge ids new to this tallyd process counted per "
-        "minute; past it events are refused (429, and counted as rejected on the bus); "
-        "set it above the names active in a minute after a restart (0: no limit)",
+        "minute, at an even pace (at most ten seconds' worth at once); past it events "
+        "are refused (429, and counted as rejected on the bus); set it above the names "
+        "active in a minute after a restart (0: no limit)",
         INTEGER,
     )
     badge_rate: int = _opt(

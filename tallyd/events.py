@@ -209,7 +209,7 @@ Cell = tuple[str, str, int, str | None]
 # (a name forgotten is checked again once), so no workload drops them all at once.
 MAX_KNOWN = 200_000
 NEW_NAME_LIMIT = Rejected(
-    "new_name_limit", "too many accounts or event types new this minute; send it again later"
+    "new_name_limit", "new accounts or event types are coming too fast; send it again later"
 )
 
 

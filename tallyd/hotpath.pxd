@@ -40,8 +40,9 @@ cdef class Counter:
     cdef public object shard
     cdef public dict owned
     cdef public long long skipped
-    cdef public bint closed
+    cdef public long long new_room
     cdef public list refused
+    cdef set _new
     cdef list _name_bytes
     cdef list _name_text
 
@@ -51,7 +52,8 @@ cdef class Counter:
     @cython.locals(account=object, event=object)
     cdef int _take(self, const unsigned char* p) except? -1
 
-    cdef bint _new_past_limit(self, const unsigned char* p, bint new_account, bint new_event) noexcept
+    @cython.locals(fresh=cython.longlong, account=object, event=object)
+    cdef int _new_past_limit(self, const unsigned char* p, bint new_account, bint new_event) except -1
 
     @cython.locals(h=cython.uint, j=Py_ssize_t, slot=Py_ssize_t, cached=object, text=str)
     cdef object _known(self, const unsigned char* p, Py_ssize_t start, Py_ssize_t end)

@@ -31,7 +31,7 @@ PREFIX_BYTES = rules.PREFIX_ROLLUP.encode()
 MAX_PUBLISHERS = 100_000
 MAX_DEPTH = 64  # deeper documents go to the decoder, which knows its own limit
 # What `Counter` did with an event (SKIPPED: another shard's, see `tallyd.shard`;
-# REFUSED: valid, but with a name new past the limit on new names, `closed`).
+# REFUSED: valid, but with a name new past the limit on new names, `new_room`).
 SLOW, COUNTED, QUEUED, SKIPPED, REFUSED = 0, 1, 2, 3, 4
 # An event's minute when it has no time, and when it has one the fast path cannot read.
 NO_TIME, BAD_TIME = -1, -2
@@ -74,10 +74,12 @@ class Counter:
     `names` caches known names by their bytes (see `_known`). With a `shard`
     (`tallyd.shard.Shard`), events of accounts it does not own are SKIPPED.
 
-    `closed`: no new name may be counted now (`limits.NewNames.room`). An event
-    the full parser would take but for a name `known` lacks is then REFUSED, as
-    the full parser would refuse it past that limit, without decoding it: a flood
-    of new accounts costs a scan of its bytes. Its index goes to `refused`.
+    `new_room`: how many new names the limit on them (`limits.NewNames`) admits
+    now, -1 for no limit. Events that are valid but for names `known` lacks go to
+    the full parser, which admits their names, while their distinct new names fit
+    in it; past it such an event is REFUSED, as the full parser would refuse it,
+    without decoding it: a flood of new accounts costs a scan of its bytes. Its
+    index goes to `refused`.
     """
 
     def __init__(
@@ -91,7 +93,7 @@ class Counter:
         coarsen: Any = None,
         names: NameCache | None = None,
         shard: Any = None,
-        closed: bool = False,
+        new_room: int = -1,
     ) -> None:
         self.known = known
         self.breakdowns = breakdowns
@@ -112,8 +114,10 @@ class Counter:
         self.shard = shard
         self.owned: dict[str, bool] = {} if shard is None else shard.memo
         self.skipped = 0
-        self.closed = closed
+        self.new_room = new_room
         self.refused: list[int] = []
+        # The new names of the events left to the full parser under `new_room`.
+        self._new: set[str] = set()
 
     def event(self, p: bytes, start: int = 0) -> int:
         """Count the JSON event p[start:] (SLOW, COUNTED or QUEUED)."""
@@ -130,20 +134,42 @@ class Counter:
         account = self._known(p, _acc_s, _acc_e)
         event = self._known(p, _ev_s, _ev_e)
         if account is None or event is None:
-            if self.closed and self._new_past_limit(p, account is None, event is None):
+            if self.new_room >= 0 and self._new_past_limit(p, account is None, event is None):
                 return REFUSED
             return SLOW
         return self._count(account, event)
 
     def _new_past_limit(self, p: bytes, new_account: bool, new_event: bool) -> bool:
-        """Whether the full parser would refuse the event `_read` read last only for
-        a new name: both names valid, the account not a rollup's, and a new name
-        that is not a rollup's event (those are never held to the limit)."""
+        """Whether the event `_read` read last, valid but for its new names, is past
+        `new_room`: both names valid, the account not a rollup's, and a new name that
+        is not a rollup's event (those are never held to the limit) and does not fit.
+        Names that fit are left to the full parser, and taken from the room."""
         if not _valid_name(p, _acc_s, _acc_e) or not _valid_name(p, _ev_s, _ev_e):
             return False
         if new_account and _is_rollup(p, _acc_s, _acc_e):
             return False  # reserved: the full parser says so
-        return new_account or not _is_rollup(p, _ev_s, _ev_e)
+        if not new_account and _is_rollup(p, _ev_s, _ev_e):
+            return False
+        if self.new_room == 0 and not self._new:
+            return True  # a flood past the limit: nothing to decode
+        fresh = 0
+        account = event = None
+        if new_account:
+            account = p[_acc_s:_acc_e].decode("ascii")
+            if account not in self._new:
+                fresh += 1
+        if new_event and not _is_rollup(p, _ev_s, _ev_e):
+            event = p[_ev_s:_ev_e].decode("ascii")
+            if event not in self._new and event != account:
+                fresh += 1
+        if fresh > self.new_room:
+            return True
+        self.new_room -= fresh
+        if account is not None:
+            self._new.add(account)
+        if event is not None:
+            self._new.add(event)
+        return False
 
     def _known(self, p: bytes, start: int, end: int) -> str | None:
         """The name p[start:end] if `known` holds it, else None.

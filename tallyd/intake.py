@@ -56,7 +56,7 @@ class Intake:
         self.new_names = NewNames(self.known, new_per_minute)
         metrics.counter(
             "tallyd_new_names_refused_total",
-            "Events and badge views refused: too many new accounts or event types that minute.",
+            "Events and badge views refused: new accounts, event types or badge ids came too fast.",
             lambda: self.new_names.refused,
         )
         self._names = NameCache()
@@ -85,7 +85,7 @@ class Intake:
             self._names,
             shard,
             # A shard's node holds only its own names to the limit: its full parser decides.
-            closed=shard is None and not self.new_names.room(),
+            new_room=-1 if shard is not None else self.new_names.room(),
         )
 
     def refusals(self, source: str, counter: Counter) -> list[tuple[int, Rejected]]:

@@ -311,42 +311,60 @@ ODD_EVENTS = st.fixed_dictionaries(
 )
 
 
+def new_names(ev: Event, known: set[str]) -> set[str]:
+    """The names of a valid event the limit on new names holds it to."""
+    account, event = ev[0], ev[1]
+    return {account} - known | ({event} - known if not reserved(event) else set())
+
+
 @settings(max_examples=400, deadline=None)
 @given(
     st.lists(EVENTS | ODD_EVENTS, min_size=1, max_size=6),
     st.sampled_from(["array", "ndjson"]),
+    st.integers(1, 4),
     st.data(),
 )
 def test_past_the_new_name_limit_the_fast_path_refuses_only_what_the_full_parser_does(
-    objs: list[dict[str, Any]], form: str, data: Any
+    objs: list[dict[str, Any]], form: str, room: int, data: Any
 ) -> None:
     parts = [go_dumps(o) for o in objs]
     body = b"[" + b",".join(parts) + b"]" if form == "array" else b"\n".join(parts) + b"\n"
     body = data.draw(damaged(body))
     names = sorted(set().union(*(valid_names(o) for o in objs)))
     known = data.draw(st.sets(st.sampled_from(names))) if names else set()
-    results = []
-    for mod in MODULES:
-        for closed in (True, False):
-            c = mod.Counter(set(known), BREAKDOWNS, NOW_MINUTE, {}, [], closed=closed)
+    got = {}
+    for new_room in (-1, 0, room):
+        results = []
+        for mod in MODULES:
+            c = mod.Counter(set(known), BREAKDOWNS, NOW_MINUTE, {}, [], new_room=new_room)
             slow: list[tuple[int, bytes]] = []
             n = mod.count_body(c, body, slow)
-            results.append((n, c.cells, c.ids, slow, c.refused))
-    assert results[0] == results[2] and results[1] == results[3]
-    (n, cells, ids, slow, refused), (_, open_cells, open_ids, open_slow, none) = results[:2]
-    # What is counted is the same; what is refused would otherwise have gone slow.
-    assert (cells, ids, none) == (open_cells, open_ids, [])
-    slow_idx = {i for i, _ in slow}
-    assert slow_idx | set(refused) == {i for i, _ in open_slow}
-    assert not slow_idx & set(refused)
+            results.append((n, c.cells, c.ids, {i for i, _ in slow}, set(c.refused)))
+        assert results[0] == results[1]
+        got[new_room] = results[0]
+    n, cells, ids, open_slow, none = got[-1]
+    assert none == set()
+    for new_room in (0, room):
+        # What is counted is the same; what is refused would otherwise have gone slow.
+        _, room_cells, room_ids, slow_idx, refused = got[new_room]
+        assert (room_cells, room_ids) == (cells, ids)
+        assert slow_idx | refused == open_slow and not slow_idx & refused
     if n < 0:
         return  # decoded whole: the full path's
-    # The full parser, past the limit (no new name admitted), refuses each of them too.
+    # Past the limit (no new name admitted), the full parser refuses each of them too.
     items = list(enumerate(decode(body)))
     _, _, rejected = parse_many(items, BREAKDOWNS, NOW, set(known), lambda name: False)
     want = {i for i, err in rejected if err is NEW_NAME_LIMIT}
-    assert set(refused) <= want, body
-    assert want - set(refused) <= slow_idx
+    refused_none, refused_some = got[0][4], got[room][4]
+    assert refused_none <= want, body
+    assert want - refused_none <= got[0][3]
+    # With room for some, the events whose new names fit, in the body's order, are
+    # left to the full parser (which admits them); each refused one had a name past it.
+    assert refused_some <= refused_none
+    events = {i: parse(obj, BREAKDOWNS, NOW) for i, obj in items if i in refused_none}
+    fitted = set().union(*(new_names(events[i], known) for i in refused_none - refused_some))
+    assert len(fitted) <= room
+    assert all(not new_names(events[i], known) <= fitted for i in refused_some)
 
 
 def test_body_forms() -> None:

@@ -25,16 +25,17 @@ CAMO = "github-camo (876b6c1c)"
 def test_new_accounts_past_the_limit_get_a_429_naming_each_event(
     server_factory: type[Server], tmp_path: Path
 ) -> None:
-    server = server_factory(tmp_path, "--max-new-ids-per-minute", "100").start()
+    # 600 a minute: 100 at once (ten seconds' worth), then one every 0.1 s.
+    server = server_factory(tmp_path, "--max-new-ids-per-minute", "600").start()
     events = [{"event": "pageview", "account": f"new{i}", "time": T} for i in range(300)]
     r = server.post(events)
     assert r.status_code == 429
-    assert 1 <= int(r.headers["retry-after"]) <= 60
+    assert int(r.headers["retry-after"]) == 1
     body = r.json()
     assert body["error"] == "new_name_limit"
     refused = body["resend"]
     assert all(e["reason"] == "new_name_limit" for e in body["errors"])
-    # The event type is a new name too: 99 accounts fit in this minute's 100.
+    # The event type is a new name too: 99 accounts fit in the 100.
     assert body["accepted"] == 99 and len(refused) == 201 == body["rejected"]
     assert refused == list(range(99, 300))
     # `errors` describes the first 100, as on any answer; `resend` names them all.
@@ -50,7 +51,8 @@ def test_new_accounts_past_the_limit_get_a_429_naming_each_event(
 def test_once_the_limit_is_spent_each_event_gets_the_answer_the_full_parser_gives(
     server_factory: type[Server], tmp_path: Path
 ) -> None:
-    server = server_factory(tmp_path, "--max-new-ids-per-minute", "2").start()
+    # Two at once, then one every 5 s.
+    server = server_factory(tmp_path, "--max-new-ids-per-minute", "12").start()
     # Two new names, `pageview` and `known`: the minute's allowance is spent.
     assert server.post({"event": "pageview", "account": "known", "time": T}).status_code == 202
     bootic = {
@@ -90,27 +92,34 @@ def test_once_the_limit_is_spent_each_event_gets_the_answer_the_full_parser_give
 def test_the_bus_drops_and_counts_past_the_limit(
     server_factory: type[Server], tmp_path: Path, ctx: zmq.Context[zmq.Socket[bytes]]
 ) -> None:
-    server, pub = connected(server_factory, tmp_path, ctx, "--max-new-ids-per-minute", "50")
+    # 300 a minute: 50 at once (ten seconds' worth), then 5 a second.
+    server, pub = connected(server_factory, tmp_path, ctx, "--max-new-ids-per-minute", "300")
+    rejected = 'tallyd_events_rejected_total{source="zmq",reason="new_name_limit"}'
+    start = time.monotonic()
     for i in range(200):
         event = {"type": "pageview", "data": {"account": f"bus{i}"}, "time": T}
         pub.send(b"events " + orjson.dumps(event))
-    assert wait_total(server, 49) == 49
-    rejected = 'tallyd_events_rejected_total{source="zmq",reason="new_name_limit"}'
-    deadline = time.monotonic() + 10
-    while rejected + " 151" not in server.get("/metrics").text and time.monotonic() < deadline:
+    deadline = start + 10
+    while total(server) + server.metric(rejected) < 200 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert rejected + " 151" in server.get("/metrics").text
+    took = time.monotonic() - start
+    counted = total(server)
+    # The event type is a new name too: 49 accounts fit at once, and as many more
+    # as the time it took let in.
+    assert 49 <= counted <= 49 + 5 * took
+    refused = server.metric("tallyd_new_names_refused_total")
+    assert server.metric(rejected) == 200 - counted == refused
     time.sleep(0.3)
-    assert total(server) == 49
+    assert total(server) == counted
 
 
 def test_a_shard_node_spends_its_limit_on_its_own_accounts_only(
     server_factory: type[Server], tmp_path: Path, ctx: zmq.Context[zmq.Socket[bytes]]
 ) -> None:
     # 400 new accounts on the bus, about half of them this node's: its limit of 250
-    # a minute is more than its share, so all its share is counted.
+    # at once (1,500 a minute) is more than its share, so all its share is counted.
     server, pub = connected(
-        server_factory, tmp_path, ctx, "--shard", "0/2", "--max-new-ids-per-minute", "250"
+        server_factory, tmp_path, ctx, "--shard", "0/2", "--max-new-ids-per-minute", "1500"
     )
     accounts = [f"bus{i}" for i in range(400)]
     mine = [a for a in accounts if Shard(0, 2).owns(a)]
@@ -140,12 +149,13 @@ def test_new_names_of_other_shards_are_known_but_not_admitted_against_the_limit(
 def test_new_badge_ids_past_the_limit_get_an_error_badge(
     server_factory: type[Server], tmp_path: Path
 ) -> None:
-    server = server_factory(tmp_path, "--max-new-ids-per-minute", "5").start()
+    # 30 a minute: 5 at once, then one every 2 s.
+    server = server_factory(tmp_path, "--max-new-ids-per-minute", "30").start()
     answers = [server.get(f"/badge/o/n{i}.svg") for i in range(8)]
     assert all(r.status_code == 200 for r in answers)  # images, as GitHub's proxy needs
     refused = [r for r in answers if r.headers.get("x-tallyd-error") == "new_id_limit"]
     assert len(refused) == 3
-    assert all(1 <= int(r.headers["retry-after"]) <= 60 for r in refused)
+    assert all(1 <= int(r.headers["retry-after"]) <= 2 for r in refused)
     assert all("new id limit" in r.text for r in refused)
     # An id counted before is not new: it keeps counting.
     assert "x-tallyd-error" not in server.get("/badge/o/n0.svg").headers
@@ -184,9 +194,30 @@ def test_the_client_rate_table_is_bounded_and_forgets_each_minute(
 
 def test_new_names_admits_known_names_past_the_limit() -> None:
     known: set[str] = set()
-    names = NewNames(known, per_minute=2)
+    names = NewNames(known, per_minute=12)  # two at once
     assert [names.admit(n) for n in ("a", "b", "c", "a", "b")] == [1, 1, 0, 1, 1]
     assert known == {"a", "b"} and names.refused == 1
+
+
+def test_new_names_come_at_an_even_pace(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [6000.0]
+    monkeypatch.setattr("tallyd.limits.time.monotonic", lambda: now[0])
+    names = NewNames(set(), per_minute=600)  # 10 a second, at most 100 at once
+    assert names.room() == 100
+    assert sum(names.admit(f"a{i}") for i in range(150)) == 100
+    assert (names.room(), names.retry_after()) == (0, 1)
+    now[0] += 0.55
+    assert names.room() == 5
+    assert sum(names.admit(f"b{i}") for i in range(10)) == 5
+    now[0] += 3600  # an idle hour saves no more than the 100
+    assert sum(names.admit(f"c{i}") for i in range(150)) == 100
+    assert names.refused == 50 + 5 + 50
+    slow = NewNames(set(), per_minute=6)  # one at once, then one every 10 s
+    assert [slow.admit(n) for n in ("x", "y")] == [True, False]
+    assert slow.retry_after() == 10
+    now[0] += 9.5
+    assert (slow.room(), slow.retry_after()) == (0, 1)
+    assert NewNames(set(), per_minute=0).room() == -1
 
 
 def test_the_rollup_of_every_account_is_no_badge(

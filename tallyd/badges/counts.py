@@ -27,7 +27,7 @@ from tallyd.badges import windows
 from tallyd.badges.params import SPARKS
 from tallyd.badges.visitors import Visitors
 from tallyd.keys import escape
-from tallyd.limits import ClientRate, Limited, NewNames, seconds_to_next_minute
+from tallyd.limits import ClientRate, Limited, NewNames
 from tallyd.metrics import Metrics
 from tallyd.rules import prefix_rollup
 from tallyd.stats import Stats
@@ -171,7 +171,7 @@ class BadgeCounts:
         if figure[0] not in DEPTH or not seen.surely_absent(account):
             return None
         if count:
-            if not names.room():
+            if names.room() == 0:
                 return None  # refused on the path that reads, which says why
             names.admit(account)
         self._set((account, event), figure, 0)
@@ -185,8 +185,8 @@ class BadgeCounts:
         if not self.new_names.admit(account):
             raise Limited(
                 "new_id_limit",
-                "too many badge ids new this minute; try again later",
-                seconds_to_next_minute(),
+                "new badge ids are coming too fast; try again later",
+                self.new_names.retry_after(),
             )
         now, _ = self._now()
         ident = (account, event)

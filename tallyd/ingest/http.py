@@ -10,7 +10,6 @@ import orjson
 from tallyd.aggregator import NotDurable, Overloaded
 from tallyd.events import NEW_NAME_LIMIT, Rejected, decoded
 from tallyd.intake import Intake
-from tallyd.limits import seconds_to_next_minute
 from tallyd.web import HTTPError, Response, json_response
 
 SOURCE = "http"
@@ -83,9 +82,9 @@ async def post_events(intake: Intake, body: bytes, wait: bool) -> Response:
     except OSError as exc:
         raise HTTPError(503, "not_durable", str(exc), [(b"retry-after", b"5")]) from None
     if limited:
-        # Some events wait for the next minute: 429, and `errors` lists which to resend.
+        # Some events must wait for room for new names: 429, and `resend` lists which.
         answer["error"] = NEW_NAME_LIMIT.reason
         answer["detail"] = NEW_NAME_LIMIT.detail
-        retry = str(seconds_to_next_minute()).encode()
+        retry = str(intake.new_names.retry_after()).encode()
         return json_response(answer, 429, [(b"retry-after", retry)])
     return json_response(answer, 202)
