@@ -150,7 +150,8 @@ def parse(obj: Any, breakdowns: dict[str, str], now: float) -> Event:
     if type(obj) is not dict:
         raise Rejected("not_an_object", "an event must be a JSON object")
     data = obj.get("data")
-    if type(data) is dict and "account" in data:
+    # A null `data.account` is an absent one, as a null `event` is: the flat shape's.
+    if type(data) is dict and data.get("account") is not None:
         event = obj.get("type")
         if event is None:
             event = obj.get("event")

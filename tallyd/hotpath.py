@@ -235,7 +235,7 @@ class Counter:
             return SLOW
         d: dict[str, Any] = obj  # typed, so the compiled form calls the C dict API
         raw = d.get("data")
-        if type(raw) is dict and "account" in raw:
+        if type(raw) is dict and raw.get("account") is not None:
             src: dict[str, Any] = raw
             account = src["account"]
             event = d.get("type")
@@ -704,6 +704,8 @@ def _read_data(p: bytes, i: int, n: int, prop_name: bytes) -> int:
             else:
                 if kind == K_PROP and p[i] != LOWER_N:
                     _bval = _OTHER  # a number, non-ASCII text, ...: the full parser decides
+                elif kind == K_ACCOUNT and p[i] == LOWER_N:
+                    seen &= ~K_ACCOUNT  # null: as if absent (the flat shape's account then)
                 i = _skip_value(p, i, n, 2)
                 if i < 0:
                     return -1

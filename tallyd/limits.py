@@ -68,11 +68,14 @@ class NewNames:
         self._at = now
         return int(self._allowance)
 
-    def retry_after(self) -> int:
-        """Whole seconds until a new name fits again, at least 1 (for `Retry-After`)."""
-        if self.room() != 0:
+    def retry_after(self, names: int = 1) -> int:
+        """Whole seconds until `names` new names fit (at most BURST_SECONDS' worth:
+        no more ever fit at once), at least 1: a `Retry-After` after which the names
+        refused can be let in, if nobody else takes the room first."""
+        if self.room() < 0:
             return 1
-        return max(1, math.ceil((1.0 - self._allowance) / self._rate))
+        missing = min(float(names), self.burst) - self._allowance
+        return max(1, math.ceil(missing / self._rate))
 
     def refuse(self, n: int) -> None:
         """`n` new names refused without asking `admit`: a fast path that saw no `room`."""

@@ -11,6 +11,20 @@ from bisect import bisect_left
 from collections.abc import Callable
 
 
+def _value(v: float) -> str:
+    """A sample's value to its last digit: `:g` wrote 1,230,872 as 1.23087e+06, and
+    a counter past a million then moved in steps of ten in every rate."""
+    if type(v) is int:
+        return str(v)
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    if v.is_integer() and abs(v) < 2**53:
+        return str(int(v))
+    return repr(v)
+
+
 def _labels(**kw: str) -> str:
     inner = ",".join(f'{k}="{v}"' for k, v in kw.items())
     return "{" + inner + "}"
@@ -91,7 +105,7 @@ class Metrics:
         def family(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
             out.append(f"# HELP {name} {help_}")
             out.append(f"# TYPE {name} {kind}")
-            out.extend(f"{name}{labels} {value:g}" for labels, value in samples)
+            out.extend(f"{name}{labels} {_value(value)}" for labels, value in samples)
 
         family(
             "tallyd_events_accepted_total",
@@ -171,6 +185,7 @@ class Metrics:
         out.append(f"# HELP {name} Seconds from a request's first byte to its answer.")
         out.append(f"# TYPE {name} histogram")
         out.extend(
-            f"{name}{suffix}{labels} {v:g}" for suffix, labels, v in self.http_latency.samples()
+            f"{name}{suffix}{labels} {_value(v)}"
+            for suffix, labels, v in self.http_latency.samples()
         )
         return "\n".join(out) + "\n"

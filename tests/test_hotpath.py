@@ -135,6 +135,20 @@ def test_real_shapes_go_fast(payload: bytes) -> None:
     assert check_agrees(with_id, known) == PURE.QUEUED
 
 
+def test_a_null_data_account_is_an_absent_one() -> None:
+    # As a null `event` is: the flat shape's `account` counts, in place or decoded.
+    payload = b'{"type":"pv","account":"a","data":{"account":null,"tz":"-3"},"time":600}'
+    assert full(payload) == ("a", "pv", 10, None, None)
+    assert check_agrees(payload, {"a", "pv"}) == PURE.COUNTED
+    for mod in MODULES:
+        cells: dict[Any, int] = {}
+        c = mod.Counter({"a", "pv"}, BREAKDOWNS, NOW_MINUTE, cells, [])
+        assert c.count_one(orjson.loads(payload)) == PURE.COUNTED
+        assert cells == {("a", "pv", 10, None): 1}
+    # A data.account that is there but not a name is still refused.
+    assert isinstance(full(payload.replace(b"null", b'""')), Rejected)
+
+
 def test_order_is_counted_with_its_status_in_the_producers_hour() -> None:
     _, cells, _ = fast(compiled, ORDER, {"sajalata", "order"})
     # 09:04 at -04:00 is 13:04 UTC.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tallyd.metrics import Histogram
+from tallyd.metrics import Histogram, Metrics
 from tests.conftest import Server
 
 
@@ -45,3 +45,22 @@ def test_the_histogram_is_cumulative_with_its_sum() -> None:
     assert lines['_bucket{le="10"}'] == 4
     assert lines['_bucket{le="+Inf"}'] == 5 == lines["_count"]
     assert abs(lines["_sum"] - 20.0068) < 1e-9
+
+
+def test_values_are_written_to_their_last_digit() -> None:
+    m = Metrics()
+    m.reject("http", "new_name_limit", 1_230_872)
+    m.duplicates = 2**53 + 1  # past a float's integers: still exact
+    m.flush_seconds = 1234567.125
+    m.gauge("tallyd_test_ratio", "A ratio.", lambda: 0.1)
+    m.counter("tallyd_test_total", "A counter read as a float.", lambda: 1e6)
+    text = m.render()
+    assert 'tallyd_events_rejected_total{source="http",reason="new_name_limit"} 1230872\n' in text
+    assert f"tallyd_events_duplicate_total {2**53 + 1}\n" in text
+    assert "tallyd_flush_seconds_total 1234567.125\n" in text
+    assert "tallyd_test_ratio 0.1\n" in text
+    assert "tallyd_test_total 1000000\n" in text
+    # Every sample line parses back to the value it was given.
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            float(line.rsplit(" ", 1)[1])

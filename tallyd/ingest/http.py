@@ -85,6 +85,6 @@ async def post_events(intake: Intake, body: bytes, wait: bool) -> Response:
         # Some events must wait for room for new names: 429, and `resend` lists which.
         answer["error"] = NEW_NAME_LIMIT.reason
         answer["detail"] = NEW_NAME_LIMIT.detail
-        retry = str(intake.new_names.retry_after()).encode()
+        retry = str(intake.new_names.retry_after(len(resend))).encode()
         return json_response(answer, 429, [(b"retry-after", retry)])
     return json_response(answer, 202)
