@@ -28,7 +28,7 @@ from tallyd.journal import Journal
 from tallyd.metrics import Metrics
 from tallyd.rules import ROLLUP, prefix_rollup
 from tallyd.stores import public_error
-from tallyd.stores.base import Batch, Store
+from tallyd.stores.base import Batch, Store, StoreUnusable
 
 log = logging.getLogger("tallyd.aggregator")
 
@@ -631,6 +631,7 @@ class Aggregator:
         backoff = 0.0
         next_prune = time.monotonic() + PRUNE_EVERY
         next_probe = 0.0
+        told = ""  # what an unusable store was last said to be: said once
         while not self._stopping:
             if backoff:
                 # Only a stop cuts a back-off short: the early-flush wake-ups of a
@@ -650,6 +651,13 @@ class Aggregator:
                     next_prune = time.monotonic() + PRUNE_EVERY
                     self.metrics.pruned_keys += await self.store.prune(int(time.time()))
                 backoff = 0.0
+            except StoreUnusable as exc:
+                # Waiting will not mend it (a file deleted under tallyd): one line,
+                # and the counts stay in memory, tried again, until tallyd stops.
+                backoff = MAX_BACKOFF
+                if str(exc) != told:
+                    told = str(exc)
+                    log.error("flush failed: %s; counts are kept until tallyd stops", exc)
             except Exception as exc:
                 backoff = min(max(backoff * 2, 0.1), MAX_BACKOFF)
                 # One line an attempt, in the store's own words.

@@ -86,10 +86,18 @@ def test_a_deleted_database_file_is_noticed(server_factory: type[Server], tmp_pa
     assert health == 1 and noticed < 1.5
     body = server.get("/healthz").json()
     assert "deleted" in body["detail"] and str(tmp_path) not in body["detail"]
+    # A read says so too, and opens no new, empty file in its place.
+    r = server.get("/api/stats/track/all/pageview")
+    assert r.status_code == 503 and "deleted" in r.json()["detail"], r.text
+    assert not server.db.exists()
+    time.sleep(3.0)  # retries go on: a back-off from 0.1 s would have logged 5 lines
+    assert "deleted" in server.get("/healthz").json()["detail"]
     assert server.stop() == 2
     log = server.log.read_text()
     assert "every count written" not in log and "cells NOT written" in log
     assert "Traceback" not in log
+    # Waiting will not bring the file back: one line says so, not one per attempt.
+    assert log.count("flush failed") == 1, log
 
 
 def test_a_read_only_database_is_refused_at_start(

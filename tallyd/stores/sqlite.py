@@ -308,8 +308,13 @@ class SQLiteStore:
         # running tallyd would otherwise take every later count into the void.
         self._identity: tuple[int, int] | None = None
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+    def _connect(self, create: bool = False) -> sqlite3.Connection:
+        """A connection to the file; only the writer's first may create it: a reader
+        opening a file deleted under tallyd made an empty one in its place."""
+        target = self.path if create else f"{Path(self.path).absolute().as_uri()}?mode=rw"
+        conn = sqlite3.connect(
+            target, isolation_level=None, check_same_thread=False, uri=not create
+        )
         conn.execute("PRAGMA busy_timeout = 5000")
         return conn
 
@@ -322,7 +327,7 @@ class SQLiteStore:
 
     def _open_sync(self) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        w = self._connect()
+        w = self._connect(create=True)
         w.execute("PRAGMA journal_mode = WAL")
         # FULL: a batch is acknowledged to the aggregator only once it is on disk.
         w.execute("PRAGMA synchronous = FULL")
@@ -336,13 +341,14 @@ class SQLiteStore:
         self._w = w
 
     def _check_file(self) -> None:
-        """Raise OSError if the database file is no longer the one opened."""
+        """Raise StoreUnusable if the database file is no longer the one opened: what
+        is written or read now would go to, or come from, a file nobody will see."""
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            raise OSError("the database file was deleted while tallyd ran") from None
+            raise StoreUnusable("sqlite: the database file was deleted while tallyd ran") from None
         if (st.st_dev, st.st_ino) != self._identity:
-            raise OSError("the database file was replaced while tallyd ran")
+            raise StoreUnusable("sqlite: the database file was replaced while tallyd ran")
 
     async def open(self) -> None:
         try:
@@ -412,6 +418,7 @@ class SQLiteStore:
             # Waited its whole time for a reader: not worth starting.
             raise StoreError(f"sqlite: a read waited over {self.read_timeout:g} s for a reader")
         try:
+            self._check_file()
             reader = self._reader()
             reader.deadline = deadline
             return fn(reader.conn)
