@@ -718,7 +718,9 @@ class Aggregator:
             try:
                 await self.flush()
             except Exception as exc:
-                if time.monotonic() + backoff > deadline:
+                # An unusable store (a file deleted under tallyd) will not be by the
+                # deadline either: no reason to hold the stop for it.
+                if isinstance(exc, StoreUnusable) or time.monotonic() + backoff > deadline:
                     lost = len(self.pending) + len(self._inflight_cells)
                     log.error("store unreachable at shutdown (%s): %d cells not written", exc, lost)
                     return lost

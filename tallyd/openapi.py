@@ -272,6 +272,16 @@ _EVENT_NAME = {
     "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*$",
 }
 _ACCOUNT = {**_EVENT_NAME, "not": {"anyOf": [{"const": ROLLUP}, {"pattern": "/\\*$"}]}}
+
+
+def _named_by(first: str, then: str) -> list[dict[str, Any]]:
+    """An event's name: member `first` if it is there and not null, else `then`."""
+    return [
+        {"required": [first], "properties": {first: _EVENT_NAME}},
+        {"required": [then], "properties": {first: {"type": "null"}, then: _EVENT_NAME}},
+    ]
+
+
 # Times every zone agrees are within 1970..9999; the description says what else is read.
 # An account and an event as a route that writes takes them (events.check_name, no
 # rollup): the owner actions refuse anything else with a 400.
@@ -387,7 +397,11 @@ EVENTS: dict[str, Any] = {
                 "schema": {"oneOf": [_ref("Event"), {**_BATCH, "description": _BATCH_NOTE}]}
             },
             "application/x-ndjson": {
-                "schema": {**_BATCH, "description": f"one item a line; {_BATCH_NOTE}"}
+                "schema": {
+                    **_BATCH,
+                    "description": f"one item a line (blank lines are no item, and take "
+                    f"no index); {_BATCH_NOTE}",
+                }
             },
         },
     },
@@ -403,7 +417,9 @@ EVENTS: dict[str, Any] = {
         "429": {
             "description": "past --max-new-ids-per-minute: the events that fit "
             "are counted, `resend` lists the index of every one refused "
-            "(new_name_limit) to send again after Retry-After",
+            "(new_name_limit) to send again after Retry-After (the seconds until as "
+            "many new names as events refused fit, at most ten seconds' worth: an "
+            "estimate, as an event may bring two new names or share one)",
             "content": _json(_ref("IngestResult")),
         },
         "503": _ERR,
@@ -545,25 +561,35 @@ COMPONENTS: dict[str, Any] = {
             "up to nanoseconds, Z, +02:00 or +0200, T or a space), or Ruby's "
             "2013-09-05 09:04:16 -0400, from 1970-01-01T00:00:00Z to 9999-12-31T09:59:59Z "
             "(past it, a zone 14 hours ahead of UTC would be in year 10000)",
+            # As events.parse reads it: the account is data.account unless that is
+            # absent or null, then `account`; the name is the shape's own member
+            # (`type` for the first, `event` for the flat one) unless absent or null,
+            # then the other.
             "anyOf": [
                 {
-                    "required": ["type", "data"],
+                    "required": ["data"],
                     "properties": {
-                        "type": _EVENT_NAME,
                         "data": {
                             "type": "object",
                             "required": ["account"],
                             "properties": {"account": _ACCOUNT},
-                        },
+                        }
                     },
+                    "anyOf": _named_by("type", "event"),
                 },
                 {
-                    "required": ["event", "account"],
+                    "required": ["account"],
                     "properties": {
-                        "event": _EVENT_NAME,
                         "account": _ACCOUNT,
-                        "data": {"not": {"type": "object", "required": ["account"]}},
+                        "data": {
+                            "not": {
+                                "type": "object",
+                                "required": ["account"],
+                                "properties": {"account": {"not": {"type": "null"}}},
+                            }
+                        },
                     },
+                    "anyOf": _named_by("event", "type"),
                 },
             ],
             "properties": {

@@ -42,6 +42,9 @@ def test_bad_bodies(server: Server) -> None:
     metrics = c.get("/metrics").text
     assert 'tallyd_events_rejected_total{source="http",reason="invalid_json"} 1' in metrics
     assert 'tallyd_events_accepted_total{source="http"} 1' in metrics
+    # Every refusal is an HTTP error too: the bodies with nothing to count among them.
+    assert 'tallyd_http_errors_total{status="400",error="rejected"} 2' in metrics
+    assert 'tallyd_http_errors_total{status="400",error="empty"} 2' in metrics
     # A wait that means nothing is refused before the body is counted.
     body = b'{"event":"e","account":"a"}'
     assert_error(c.post("/api/events", params={"wait": "bogus"}, content=body), 400, "bad_wait")

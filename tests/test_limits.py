@@ -45,6 +45,7 @@ def test_new_accounts_past_the_limit_get_a_429_naming_each_event(
     assert server.post(events[:99]).status_code == 202
     assert total(server) == 198
     assert server.metric("tallyd_new_names_refused_total") == 201
+    assert server.metric("tallyd_http_errors_total", status="429", error="new_name_limit") == 1
     text = server.get("/metrics").text
     assert 'tallyd_events_rejected_total{source="http",reason="new_name_limit"} 201' in text
 

@@ -65,6 +65,8 @@ async def post_events(intake: Intake, body: bytes, wait: bool) -> Response:
     if rejected and not accepted and not duplicates and not limited:
         answer["error"] = "rejected"
         answer["detail"] = "no event in the body could be counted"
+        # Its events are logged and metered by reason already; the answer is metered too.
+        intake.metrics.http_error(400, "rejected")
         return json_response(answer, 400)
     agg = intake.aggregator
     try:
@@ -86,5 +88,6 @@ async def post_events(intake: Intake, body: bytes, wait: bool) -> Response:
         answer["error"] = NEW_NAME_LIMIT.reason
         answer["detail"] = NEW_NAME_LIMIT.detail
         retry = str(intake.new_names.retry_after(len(resend))).encode()
+        intake.metrics.http_error(429, NEW_NAME_LIMIT.reason)
         return json_response(answer, 429, [(b"retry-after", retry)])
     return json_response(answer, 202)
