@@ -148,7 +148,8 @@ class Counter:
             return False
         if new_account and _is_rollup(p, _acc_s, _acc_e):
             return False  # reserved: the full parser says so
-        if not new_account and _is_rollup(p, _ev_s, _ev_e):
+        new_event = new_event and not _is_rollup(p, _ev_s, _ev_e)
+        if not new_account and not new_event:
             return False
         if self.new_room == 0 and not self._new:
             return True  # a flood past the limit: nothing to decode
@@ -158,7 +159,7 @@ class Counter:
             account = p[_acc_s:_acc_e].decode("ascii")
             if account not in self._new:
                 fresh += 1
-        if new_event and not _is_rollup(p, _ev_s, _ev_e):
+        if new_event:
             event = p[_ev_s:_ev_e].decode("ascii")
             if event not in self._new and event != account:
                 fresh += 1

@@ -88,14 +88,12 @@ class Intake:
             new_room=-1 if shard is not None else self.new_names.room(),
         )
 
-    def refusals(self, source: str, counter: Counter) -> list[tuple[int, Rejected]]:
-        """The events `counter` refused past the limit on new names, by index:
-        metered and logged as the full parser's refusals of them are."""
-        if not counter.refused:
-            return []
-        self.new_names.refuse(len(counter.refused))
-        self._reject(source, NEW_NAME_LIMIT, len(counter.refused))
-        return [(i, NEW_NAME_LIMIT) for i in counter.refused]
+    def refusals(self, source: str, counter: Counter) -> None:
+        """Meter and log the events `counter` refused past the limit on new names,
+        as the full parser's refusals of them are."""
+        if counter.refused:
+            self.new_names.refuse(len(counter.refused))
+            self._reject(source, NEW_NAME_LIMIT, len(counter.refused))
 
     def count_many(self, objs: list[Any], source: str, now: float | None = None) -> Counted:
         """Count decoded events; rejections are logged, metered and returned by index."""
@@ -131,10 +129,11 @@ class Intake:
         for k, v in cells.items():
             into[k] = into.get(k, 0) + v
             fast += v
-        refused = self.refusals(source, counter)
+        self.refusals(source, counter)
         out = await self.settle_fairly(source, counter.ids, fast, raw, now, decode=True)
-        if refused:
+        if counter.refused:
             # In the body's order, as the full parser would have listed them.
+            refused = [(i, NEW_NAME_LIMIT) for i in counter.refused]
             out.rejected = sorted(out.rejected + refused, key=_index) if out.rejected else refused
         return out
 

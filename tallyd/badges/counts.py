@@ -154,7 +154,7 @@ class BadgeCounts:
                 self._refresher = asyncio.ensure_future(self._refresh())
         if count:
             self._count(ident, figures, now, client, user_agent)
-        days = entry.days
+        days = entry.days  # `Figure.shown`, inline on this path
         return days if days is not None else entry.count + len(entry.visitors)
 
     def _unseen(
